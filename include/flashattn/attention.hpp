@@ -1,0 +1,65 @@
+// flashattn/attention.hpp — exact attention, forward and backward.
+//
+// Layout is FlashAttention-2's BSHD:
+//   q    (batch, seqlen_q, heads,   headdim)        dout, out, dq: same as q
+//   k, v (batch, seqlen_k, heads_k, headdim)        dk, dv: same as k
+//   lse  (batch, heads, seqlen_q), f32              natural-log log-sum-exp of each score row
+// The last dimension must be contiguous (stride 1); the others take any non-negative
+// element strides. heads must be a multiple of heads_k (grouped-query attention).
+//
+// Semantics (the plain-loop reference in src/reference defines them exactly):
+//   S = softmax_scale · Q Kᵀ, masked entries set to −∞;
+//   LSE_i = log Σ_j exp(S_ij) over visible j;   P = exp(S − LSE)
+//   O = (P ∘ Z / (1 − dropout_p)) V, Z_ij = dropout_keep(seed, dropout_p, b, h, i, j)
+//   causal: query i sees key j iff j ≤ i + seqlen_k − seqlen_q (bottom-right aligned,
+//   as FlashAttention ≥ 2.1). A row that sees no key gives O_i = 0, LSE_i = −∞ and zero
+//   gradients.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "flashattn/isa.hpp"
+#include "flashattn/tensor.hpp"
+
+namespace flashattn {
+
+struct AttentionOptions {
+  std::optional<float> softmax_scale;  // default 1/sqrt(headdim)
+  bool causal = false;                 // bottom-right aligned when seqlen_q != seqlen_k
+  float dropout_p = 0.0f;              // probability of dropping, in [0, 1)
+  std::uint64_t seed = 0;              // dropout seed; backward must get the same one
+  int num_threads = 0;                 // 0: OpenMP's default
+  std::optional<Isa> isa;              // force a kernel build (default: default_isa())
+  // Tile sizes (queries, keys) for experiments; 0 derives them from the cache sizes.
+  int block_q = 0;
+  int block_k = 0;
+};
+
+enum class Algorithm {
+  flash,     // tiled, fused, O(N) extra memory (the library's purpose)
+  standard,  // materializes S and P (N×N) with BLAS GEMMs: the paper's baseline
+};
+
+const char* to_string(Algorithm algorithm);
+
+// Largest head dimension any path accepts.
+inline constexpr std::int64_t kMaxHeadDim = 256;
+
+// Writes out and lse. Throws flashattn::Error on bad arguments, before writing anything.
+void forward(const TensorView& q, const TensorView& k, const TensorView& v,
+             const TensorView& out, const TensorView& lse,
+             const AttentionOptions& options = {}, Algorithm algorithm = Algorithm::flash);
+
+// Writes dq, dk, dv from dout and the forward's q, k, v, out, lse (same options and seed).
+void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
+              const TensorView& v, const TensorView& out, const TensorView& lse,
+              const TensorView& dq, const TensorView& dk, const TensorView& dv,
+              const AttentionOptions& options = {}, Algorithm algorithm = Algorithm::flash);
+
+// The dropout mask as a pure function (counter-based Philox4x32-10): true where the
+// score (b, h, i, j) is kept. The kernels call exactly this, so callers can rebuild it.
+bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_t b, std::int64_t h,
+                  std::int64_t i, std::int64_t j);
+
+}  // namespace flashattn

@@ -1,0 +1,7 @@
+// flashattn/flashattn.hpp — the whole public API.
+#pragma once
+
+#include "flashattn/attention.hpp"
+#include "flashattn/error.hpp"
+#include "flashattn/isa.hpp"
+#include "flashattn/tensor.hpp"

@@ -1,0 +1,24 @@
+// flashattn/isa.hpp — which instruction-set build of the CPU kernels runs.
+//
+// Every build of the library carries every kernel build; the one used is chosen at
+// run time from the CPU's features. FLASHATTN_ISA=portable|avx2|avx512 in the
+// environment, or AttentionOptions::isa per call, forces one (it must be supported).
+#pragma once
+
+#include <optional>
+#include <string_view>
+#include <vector>
+
+namespace flashattn {
+
+enum class Isa { portable, avx2, avx512 };
+
+const char* to_string(Isa isa);
+std::optional<Isa> parse_isa(std::string_view name);
+
+// The kernel builds this CPU can run, portable first.
+std::vector<Isa> supported_isas();
+// The build used when a call does not ask for one: FLASHATTN_ISA if set, else the best supported.
+Isa default_isa();
+
+}  // namespace flashattn

@@ -1,0 +1,91 @@
+// api.cpp — the public entry points: validate, then hand the Problem to a path.
+#include <algorithm>
+#include <iterator>
+
+#include "core/philox.hpp"
+#include "core/problem.hpp"
+#include "cpu/flash.hpp"
+#include "flashattn/error.hpp"
+#include "standard/standard.hpp"
+
+namespace flashattn {
+
+const char* to_string(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return "f32";
+    case DType::f16: return "f16";
+    case DType::bf16: return "bf16";
+  }
+  return "?";
+}
+
+const char* to_string(Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::flash: return "flash";
+    case Algorithm::standard: return "standard";
+  }
+  return "?";
+}
+
+TensorView TensorView::contiguous(const float* data, std::initializer_list<std::int64_t> shape) {
+  if (shape.size() > kMaxRank) throw Error("TensorView::contiguous: rank above 4");
+  TensorView t;
+  t.data = const_cast<float*>(data);  // inputs are never written; one view type serves both
+  t.rank = static_cast<int>(shape.size());
+  std::copy(shape.begin(), shape.end(), t.shape);
+  std::int64_t stride = 1;
+  for (int d = t.rank - 1; d >= 0; --d) {
+    t.stride[d] = stride;
+    stride *= t.shape[d];
+  }
+  return t;
+}
+
+TensorView TensorView::strided(const float* data, std::initializer_list<std::int64_t> shape,
+                               std::initializer_list<std::int64_t> stride) {
+  if (shape.size() > kMaxRank || shape.size() != stride.size()) {
+    throw Error("TensorView::strided: shape and stride must have the same rank, at most 4");
+  }
+  TensorView t;
+  t.data = const_cast<float*>(data);
+  t.rank = static_cast<int>(shape.size());
+  std::copy(shape.begin(), shape.end(), t.shape);
+  std::copy(stride.begin(), stride.end(), t.stride);
+  return t;
+}
+
+std::int64_t TensorView::numel() const {
+  std::int64_t n = 1;
+  for (int d = 0; d < rank; ++d) n *= shape[d];
+  return n;
+}
+
+void forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+             const TensorView& lse, const AttentionOptions& options, Algorithm algorithm) {
+  const Problem p = make_forward_problem("flashattn::forward", q, k, v, out, lse, options);
+  if (algorithm == Algorithm::standard) {
+    standard_forward(p);
+  } else {
+    flash_forward(p);
+  }
+}
+
+void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
+              const TensorView& v, const TensorView& out, const TensorView& lse,
+              const TensorView& dq, const TensorView& dk, const TensorView& dv,
+              const AttentionOptions& options, Algorithm algorithm) {
+  const Problem p = make_backward_problem("flashattn::backward", dout, q, k, v, out, lse, dq, dk,
+                                          dv, options);
+  if (algorithm == Algorithm::standard) {
+    standard_backward(p);
+  } else {
+    flash_backward(p);
+  }
+}
+
+bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_t b, std::int64_t h,
+                  std::int64_t i, std::int64_t j) {
+  return dropout_bits(seed, b, h, i, j).v[j & 3] >= dropout_threshold(dropout_p);
+}
+
+}  // namespace flashattn

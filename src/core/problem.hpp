@@ -1,0 +1,68 @@
+// problem.hpp — the one parameter struct every path (reference, standard, flash) reads.
+//
+// Built and validated once at the API boundary (validate.cpp); kernels trust it.
+// All sizes, strides and indices are 64-bit.
+#pragma once
+
+#include <cstdint>
+
+#include "flashattn/attention.hpp"
+
+namespace flashattn {
+
+// A (batch, seq, head, dim) f32 tensor with a contiguous last dimension.
+struct Bshd {
+  float* data = nullptr;
+  std::int64_t stride_b = 0, stride_s = 0, stride_h = 0;
+  float* row(std::int64_t b, std::int64_t s, std::int64_t h) const {
+    return data + b * stride_b + s * stride_s + h * stride_h;
+  }
+};
+
+// The (batch, head, seq) f32 log-sum-exp tensor.
+struct Bhs {
+  float* data = nullptr;
+  std::int64_t stride_b = 0, stride_h = 0, stride_s = 0;
+  float& at(std::int64_t b, std::int64_t h, std::int64_t s) const {
+    return data[b * stride_b + h * stride_h + s * stride_s];
+  }
+};
+
+struct Problem {
+  std::int64_t batch = 0, seqlen_q = 0, seqlen_k = 0, heads = 0, heads_k = 0, headdim = 0;
+  float scale = 0.0f;
+  bool causal = false;
+  float dropout_p = 0.0f;
+  std::uint64_t seed = 0;
+  int num_threads = 0;  // resolved: >= 1
+  Isa isa = Isa::portable;
+  int block_q = 0, block_k = 0;  // 0: derive from the caches
+
+  // Forward inputs and outputs (backward reads q, k, v, out, lse).
+  Bshd q, k, v, out;
+  Bhs lse;
+  // Backward only.
+  Bshd dout, dq, dk, dv;
+
+  std::int64_t group() const { return heads / heads_k; }
+  std::int64_t kv_head(std::int64_t h) const { return h / group(); }
+  // Causal: query i sees key j iff j <= i + causal_offset().
+  std::int64_t causal_offset() const { return seqlen_k - seqlen_q; }
+  // Number of keys query i sees (keys 0 .. visible_keys(i) - 1).
+  std::int64_t visible_keys(std::int64_t i) const {
+    if (!causal) return seqlen_k;
+    const std::int64_t n = i + causal_offset() + 1;
+    return n < 0 ? 0 : (n > seqlen_k ? seqlen_k : n);
+  }
+};
+
+// Validation at the API boundary; throw flashattn::Error naming the argument.
+Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,
+                             const TensorView& v, const TensorView& out, const TensorView& lse,
+                             const AttentionOptions& options);
+Problem make_backward_problem(const char* fn, const TensorView& dout, const TensorView& q,
+                              const TensorView& k, const TensorView& v, const TensorView& out,
+                              const TensorView& lse, const TensorView& dq, const TensorView& dk,
+                              const TensorView& dv, const AttentionOptions& options);
+
+}  // namespace flashattn

@@ -1,0 +1,206 @@
+// validate.cpp — argument checks at the API boundary, and the Problem they produce.
+//
+// Nothing is written before every check has passed, so a bad call leaves the
+// caller's buffers as they were.
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/problem.hpp"
+#include "flashattn/error.hpp"
+
+namespace flashattn {
+namespace {
+
+std::string shape_string(const TensorView& t) {
+  std::ostringstream s;
+  s << "(";
+  for (int d = 0; d < t.rank; ++d) s << (d ? ", " : "") << t.shape[d];
+  s << ")";
+  return s.str();
+}
+
+class Checker {
+ public:
+  explicit Checker(const char* fn) : fn_(fn) {}
+
+  [[noreturn]] void fail(const std::string& arg, const std::string& what) const {
+    throw Error(std::string(fn_) + ": " + arg + ": " + what);
+  }
+
+  // Rank, dtype, sizes, strides and data pointer of one tensor.
+  void basic(const char* name, const TensorView& t, int rank) const {
+    if (t.rank != rank) {
+      fail(name, "expected a tensor of rank " + std::to_string(rank) + ", got rank " +
+                     std::to_string(t.rank));
+    }
+    if (t.dtype != DType::f32) {
+      fail(name, std::string("dtype ") + to_string(t.dtype) + " is not supported yet (only f32)");
+    }
+    for (int d = 0; d < rank; ++d) {
+      if (t.shape[d] < 0) fail(name, "negative size in shape " + shape_string(t));
+      if (t.stride[d] < 0) fail(name, "negative stride in dimension " + std::to_string(d));
+    }
+    if (t.numel() > 0 && t.data == nullptr) fail(name, "data is null for a non-empty tensor");
+  }
+
+  // A BSHD tensor whose last dimension must be contiguous.
+  void bshd(const char* name, const TensorView& t) const {
+    basic(name, t, 4);
+    if (t.shape[3] > 1 && t.stride[3] != 1) {
+      fail(name, "the last dimension (headdim) must be contiguous (stride 1), got stride " +
+                     std::to_string(t.stride[3]));
+    }
+  }
+
+  void shape(const char* name, const TensorView& t, std::initializer_list<std::int64_t> expected,
+             const char* labels) const {
+    int d = 0;
+    bool ok = true;
+    for (std::int64_t e : expected) ok = ok && t.shape[d++] == e;
+    if (ok) return;
+    std::ostringstream s;
+    s << "expected shape " << labels << " = (";
+    d = 0;
+    for (std::int64_t e : expected) s << (d++ ? ", " : "") << e;
+    s << "), got " << shape_string(t);
+    fail(name, s.str());
+  }
+
+  // Outputs must not overlap themselves, or two threads would write one element.
+  void no_self_overlap(const char* name, const TensorView& t) const {
+    if (t.numel() == 0) return;
+    std::vector<std::pair<std::int64_t, std::int64_t>> dims;  // (stride, size)
+    for (int d = 0; d < t.rank; ++d) {
+      if (t.shape[d] > 1) dims.emplace_back(t.stride[d], t.shape[d]);
+    }
+    std::sort(dims.begin(), dims.end());
+    std::int64_t span = 1;  // elements covered by the dimensions so far
+    for (const auto& [stride, size] : dims) {
+      if (stride < span) {
+        fail(name, "output elements overlap (strides too small for shape " + shape_string(t) + ")");
+      }
+      span = stride * size;
+    }
+  }
+
+ private:
+  const char* fn_;
+};
+
+Bshd bshd(const TensorView& t) {
+  return Bshd{static_cast<float*>(t.data), t.stride[0], t.stride[1], t.stride[2]};
+}
+
+Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
+                    const TensorView& v, const TensorView& out, const TensorView& lse,
+                    const AttentionOptions& o) {
+  c.bshd("q", q);
+  c.bshd("k", k);
+  c.bshd("v", v);
+  c.bshd("out", out);
+  c.basic("lse", lse, 3);
+
+  Problem p;
+  p.batch = q.shape[0];
+  p.seqlen_q = q.shape[1];
+  p.heads = q.shape[2];
+  p.headdim = q.shape[3];
+  p.seqlen_k = k.shape[1];
+  p.heads_k = k.shape[2];
+
+  if (p.headdim < 1 || p.headdim > kMaxHeadDim) {
+    c.fail("q", "unsupported headdim " + std::to_string(p.headdim) + " (supported: 1 .. " +
+                    std::to_string(kMaxHeadDim) + ")");
+  }
+  c.shape("k", k, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
+          "(batch, seqlen_k, heads_k, headdim)");
+  c.shape("v", v, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
+          "(batch, seqlen_k, heads_k, headdim) like k");
+  if (p.heads_k < 1) c.fail("k", "heads_k must be at least 1");
+  if (p.heads % p.heads_k != 0) {
+    c.fail("k", "heads (" + std::to_string(p.heads) + ") must be a multiple of heads_k (" +
+                    std::to_string(p.heads_k) + ")");
+  }
+  c.shape("out", out, {p.batch, p.seqlen_q, p.heads, p.headdim},
+          "(batch, seqlen_q, heads, headdim) like q");
+  c.shape("lse", lse, {p.batch, p.heads, p.seqlen_q}, "(batch, heads, seqlen_q)");
+
+  if (o.softmax_scale && !std::isfinite(*o.softmax_scale)) {
+    c.fail("options.softmax_scale", "must be finite");
+  }
+  if (!(o.dropout_p >= 0.0f && o.dropout_p < 1.0f)) {
+    c.fail("options.dropout_p", "must be in [0, 1), got " + std::to_string(o.dropout_p));
+  }
+  if (o.num_threads < 0) c.fail("options.num_threads", "must be >= 0 (0: OpenMP's default)");
+  constexpr int kMaxBlock = 4096;
+  if (o.block_q < 0 || o.block_q > kMaxBlock || o.block_k < 0 || o.block_k > kMaxBlock) {
+    c.fail("options.block_q/block_k", "must be in [0, " + std::to_string(kMaxBlock) +
+                                          "] (0: derived from the cache sizes)");
+  }
+  const Isa isa = o.isa.value_or(default_isa());
+  const std::vector<Isa> supported = supported_isas();
+  if (std::find(supported.begin(), supported.end(), isa) == supported.end()) {
+    c.fail("options.isa", std::string(to_string(isa)) + " is not supported by this CPU");
+  }
+
+  p.scale = o.softmax_scale.value_or(1.0f / std::sqrt(static_cast<float>(p.headdim)));
+  p.causal = o.causal;
+  p.dropout_p = o.dropout_p;
+  p.seed = o.seed;
+  p.num_threads = o.num_threads;
+  p.isa = isa;
+  p.block_q = o.block_q;
+  p.block_k = o.block_k;
+
+  p.q = bshd(q);
+  p.k = bshd(k);
+  p.v = bshd(v);
+  p.out = bshd(out);
+  p.lse = Bhs{static_cast<float*>(lse.data), lse.stride[0], lse.stride[1], lse.stride[2]};
+  return p;
+}
+
+}  // namespace
+
+Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,
+                             const TensorView& v, const TensorView& out, const TensorView& lse,
+                             const AttentionOptions& options) {
+  const Checker c(fn);
+  Problem p = make_common(c, q, k, v, out, lse, options);
+  c.no_self_overlap("out", out);
+  c.no_self_overlap("lse", lse);
+  return p;
+}
+
+Problem make_backward_problem(const char* fn, const TensorView& dout, const TensorView& q,
+                              const TensorView& k, const TensorView& v, const TensorView& out,
+                              const TensorView& lse, const TensorView& dq, const TensorView& dk,
+                              const TensorView& dv, const AttentionOptions& options) {
+  const Checker c(fn);
+  Problem p = make_common(c, q, k, v, out, lse, options);
+  c.bshd("dout", dout);
+  c.bshd("dq", dq);
+  c.bshd("dk", dk);
+  c.bshd("dv", dv);
+  c.shape("dout", dout, {p.batch, p.seqlen_q, p.heads, p.headdim},
+          "(batch, seqlen_q, heads, headdim) like q");
+  c.shape("dq", dq, {p.batch, p.seqlen_q, p.heads, p.headdim},
+          "(batch, seqlen_q, heads, headdim) like q");
+  c.shape("dk", dk, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
+          "(batch, seqlen_k, heads_k, headdim) like k");
+  c.shape("dv", dv, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
+          "(batch, seqlen_k, heads_k, headdim) like v");
+  c.no_self_overlap("dq", dq);
+  c.no_self_overlap("dk", dk);
+  c.no_self_overlap("dv", dv);
+  p.dout = bshd(dout);
+  p.dq = bshd(dq);
+  p.dk = bshd(dk);
+  p.dv = bshd(dv);
+  return p;
+}
+
+}  // namespace flashattn

@@ -1,0 +1,125 @@
+// dispatch.cpp — the one place CPU features are detected and kernel builds chosen.
+//
+// Order of preference: avx512 > avx2 > portable. FLASHATTN_ISA in the environment
+// overrides the default (and a name the CPU cannot run is an error at the first call,
+// not a crash); AttentionOptions::isa overrides it per call.
+#include "cpu/dispatch.hpp"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "flashattn/error.hpp"
+
+namespace flashattn {
+namespace {
+
+bool cpu_has_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+// libgcc's check includes the OS's XSAVE state (XCR0), so a kernel that disabled
+// AVX-512 state is seen as lacking it.
+bool cpu_has_avx512() {
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq");
+}
+
+// "32K", "1024K", "1M" as written in /sys/devices/system/cpu/cpu0/cache/index*/size.
+std::int64_t parse_cache_size(const std::string& text) {
+  std::size_t pos = 0;
+  std::int64_t value = 0;
+  try {
+    value = std::stoll(text, &pos);
+  } catch (...) {
+    return 0;
+  }
+  const char unit = pos < text.size() ? text[pos] : ' ';
+  if (unit == 'K') return value << 10;
+  if (unit == 'M') return value << 20;
+  return value;
+}
+
+std::int64_t sysfs_cache_size(int level, bool want_data) {
+  for (int index = 0; index < 8; ++index) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+    std::ifstream level_file(dir + "level"), type_file(dir + "type"), size_file(dir + "size");
+    int l = 0;
+    std::string type, size;
+    if (!(level_file >> l) || !(type_file >> type) || !(size_file >> size)) continue;
+    if (l != level) continue;
+    if (want_data && type == "Instruction") continue;
+    return parse_cache_size(size);
+  }
+  return 0;
+}
+
+CacheSizes detect_caches() {
+  CacheSizes c;
+  c.l1d_bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+  c.l2_bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (c.l1d_bytes <= 0) c.l1d_bytes = sysfs_cache_size(1, true);
+  if (c.l2_bytes <= 0) c.l2_bytes = sysfs_cache_size(2, true);
+  if (c.l1d_bytes <= 0) c.l1d_bytes = 32 << 10;
+  if (c.l2_bytes <= 0) c.l2_bytes = 512 << 10;
+  return c;
+}
+
+}  // namespace
+
+const char* to_string(Isa isa) {
+  switch (isa) {
+    case Isa::portable: return "portable";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+  }
+  return "?";
+}
+
+std::optional<Isa> parse_isa(std::string_view name) {
+  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512}) {
+    if (name == to_string(isa)) return isa;
+  }
+  return std::nullopt;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> isas{Isa::portable};
+  if (cpu_has_avx2()) isas.push_back(Isa::avx2);
+  if (cpu_has_avx512()) isas.push_back(Isa::avx512);
+  return isas;
+}
+
+Isa default_isa() {
+  static const Isa chosen = [] {
+    if (const char* env = std::getenv("FLASHATTN_ISA"); env != nullptr && *env != '\0') {
+      const std::optional<Isa> forced = parse_isa(env);
+      if (!forced) {
+        throw Error(std::string("FLASHATTN_ISA: unknown value '") + env +
+                    "' (expected portable, avx2 or avx512)");
+      }
+      return *forced;  // whether the CPU supports it is checked at each call
+    }
+    return supported_isas().back();
+  }();
+  return chosen;
+}
+
+const CacheSizes& cache_sizes() {
+  static const CacheSizes sizes = detect_caches();
+  return sizes;
+}
+
+const KernelSet& kernels_for(Isa isa) {
+  switch (isa) {
+    case Isa::avx512: return kAvx512Kernels;
+    case Isa::avx2: return kAvx2Kernels;
+    case Isa::portable: break;
+  }
+  return kPortableKernels;
+}
+
+}  // namespace flashattn

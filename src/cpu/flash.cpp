@@ -1,0 +1,174 @@
+// flash.cpp — scheduling and scratch for the flash kernels (kernels run per tile).
+//
+// Forward: one task per (batch, head, query tile), dynamically scheduled, heaviest
+// first under a causal mask (late query tiles see more keys). Tasks share nothing,
+// so the result does not depend on the thread count.
+//
+// Backward: one task per (batch, kv-head, chunk of key tiles). A task owns its rows of
+// dK and dV outright. dQ gets contributions from every chunk, so each chunk adds into
+// its own dQ copy (chunk 0 into dq itself) and the copies are summed in chunk order at
+// the end. The chunk count depends on the problem only, never on the thread count, so
+// results are bitwise identical for any number of threads.
+#include "cpu/flash.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/memory.hpp"
+#include "cpu/dispatch.hpp"
+
+namespace flashattn {
+namespace {
+
+using i64 = std::int64_t;
+
+int resolve_threads(const Problem& p) {
+  return p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+}
+
+i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
+
+void zero_rows(const Bshd& t, i64 batch, i64 seqlen, i64 heads, i64 d, int threads) {
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+  for (i64 b = 0; b < batch; ++b) {
+    for (i64 s = 0; s < seqlen; ++s) {
+      for (i64 h = 0; h < heads; ++h) std::memset(t.row(b, s, h), 0, sizeof(float) * d);
+    }
+  }
+}
+
+// Enough tasks to keep a machine busy whatever its thread count, bounded by the
+// memory the extra dQ copies take (which grows linearly with seqlen_q).
+constexpr i64 kBackwardTargetTasks = 16;
+constexpr i64 kMaxPartialDqBytes = i64{32} << 20;
+
+i64 backward_chunks(const Problem& p, i64 key_tiles) {
+  const i64 copy_bytes = p.batch * p.seqlen_q * p.heads * p.headdim * i64{sizeof(float)};
+  i64 chunks = ceil_div(kBackwardTargetTasks, p.batch * p.heads_k);
+  if (copy_bytes > 0) chunks = std::min(chunks, 1 + kMaxPartialDqBytes / copy_bytes);
+  return std::clamp<i64>(chunks, 1, std::max<i64>(key_tiles, 1));
+}
+
+}  // namespace
+
+// The paper's rule, Bc = ⌈M / 4d⌉ and Br = min(Bc, d), with M = half the per-core L2
+// in floats (the other half holds the streamed Q/dO rows and the outputs). Rounded to
+// multiples of 16 keys and 4 rows so the vector loops have whole registers.
+TileConfig choose_tiles(const Problem& p) {
+  const i64 d = p.headdim;
+  const i64 fast_floats = cache_sizes().l2_bytes / 2 / i64{sizeof(float)};
+  i64 block_k = std::clamp<i64>(fast_floats / (4 * d) / 16 * 16, 16, 512);
+  i64 block_q = std::clamp<i64>(std::min(block_k, d) / 4 * 4, 4, 128);
+  if (p.block_k > 0) block_k = p.block_k;
+  if (p.block_q > 0) block_q = p.block_q;
+  return {static_cast<int>(block_q), static_cast<int>(block_k)};
+}
+
+void flash_forward(const Problem& p) {
+  if (p.batch == 0 || p.heads == 0 || p.seqlen_q == 0) return;
+  const KernelSet& kernels = kernels_for(p.isa);
+  const TileConfig tiles = choose_tiles(p);
+  const int threads = resolve_threads(p);
+  const i64 d = p.headdim;
+  i64 ws_floats = 0;
+  carve_forward(nullptr, tiles, d, &ws_floats);
+  Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
+
+  const i64 q_tiles = ceil_div(p.seqlen_q, tiles.block_q);
+  const i64 tasks = p.batch * p.heads * q_tiles;
+#pragma omp parallel num_threads(threads)
+  {
+    const ForwardWorkspace ws = carve_forward(scratch.data() + ws_floats * omp_get_thread_num(), tiles, d);
+#pragma omp for schedule(dynamic, 1)
+    for (i64 task = 0; task < tasks; ++task) {
+      const i64 bh = task / q_tiles;
+      const i64 qt = q_tiles - 1 - task % q_tiles;  // heaviest first under causal
+      const i64 q0 = qt * tiles.block_q;
+      const i64 q1 = std::min(q0 + tiles.block_q, p.seqlen_q);
+      kernels.forward_block(p, tiles, bh / p.heads, bh % p.heads, q0, q1, ws);
+    }
+  }
+}
+
+void flash_backward(const Problem& p) {
+  const int threads = resolve_threads(p);
+  const i64 d = p.headdim;
+  zero_rows(p.dq, p.batch, p.seqlen_q, p.heads, d, threads);
+  if (p.batch == 0 || p.seqlen_k == 0) return;
+  if (p.heads == 0) {
+    zero_rows(p.dk, p.batch, p.seqlen_k, p.heads_k, d, threads);
+    zero_rows(p.dv, p.batch, p.seqlen_k, p.heads_k, d, threads);
+    return;
+  }
+  const KernelSet& kernels = kernels_for(p.isa);
+  const TileConfig tiles = choose_tiles(p);
+
+  // Setup: delta = rowsum(dO ∘ O), (batch, heads, seqlen_q) contiguous.
+  Buffer delta(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q));
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+  for (i64 b = 0; b < p.batch; ++b) {
+    for (i64 h = 0; h < p.heads; ++h) {
+      for (i64 i = 0; i < p.seqlen_q; ++i) {
+        const float* o = p.out.row(b, i, h);
+        const float* dout = p.dout.row(b, i, h);
+        float sum = 0.0f;
+        for (i64 e = 0; e < d; ++e) sum += o[e] * dout[e];
+        delta.data()[(b * p.heads + h) * p.seqlen_q + i] = sum;
+      }
+    }
+  }
+
+  const i64 key_tiles = ceil_div(p.seqlen_k, tiles.block_k);
+  const i64 chunks = backward_chunks(p, key_tiles);
+  const i64 copy_floats = p.batch * p.seqlen_q * p.heads * d;
+  Buffer dq_copies(static_cast<std::size_t>(copy_floats * (chunks - 1)));
+  if (dq_copies.size() > 0) std::memset(dq_copies.data(), 0, dq_copies.size() * sizeof(float));
+  auto dq_target = [&](i64 chunk) {
+    if (chunk == 0) return p.dq;
+    // Contiguous (batch, seqlen_q, heads, headdim).
+    return Bshd{dq_copies.data() + (chunk - 1) * copy_floats, p.seqlen_q * p.heads * d, p.heads * d, d};
+  };
+
+  i64 ws_floats = 0;
+  carve_backward(nullptr, tiles, d, &ws_floats);
+  Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
+  const i64 tasks = p.batch * p.heads_k * chunks;
+
+  // Main loop.
+#pragma omp parallel num_threads(threads)
+  {
+    const BackwardWorkspace ws = carve_backward(scratch.data() + ws_floats * omp_get_thread_num(), tiles, d);
+#pragma omp for schedule(dynamic, 1)
+    for (i64 task = 0; task < tasks; ++task) {
+      const i64 chunk = task % chunks;
+      const i64 bhk = task / chunks;
+      const Bshd target = dq_target(chunk);
+      for (i64 kt = key_tiles * chunk / chunks; kt < key_tiles * (chunk + 1) / chunks; ++kt) {
+        const i64 kv0 = kt * tiles.block_k;
+        const i64 kv1 = std::min(kv0 + tiles.block_k, p.seqlen_k);
+        kernels.backward_block(p, tiles, bhk / p.heads_k, bhk % p.heads_k, kv0, kv1, delta.data(),
+                               target, ws);
+      }
+    }
+  }
+
+  // Epilogue: add the dQ copies in chunk order.
+  if (chunks > 1) {
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (i64 b = 0; b < p.batch; ++b) {
+      for (i64 i = 0; i < p.seqlen_q; ++i) {
+        for (i64 h = 0; h < p.heads; ++h) {
+          float* dst = p.dq.row(b, i, h);
+          for (i64 c = 1; c < chunks; ++c) {
+            const float* src = dq_target(c).row(b, i, h);
+            for (i64 e = 0; e < d; ++e) dst[e] += src[e];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace flashattn

@@ -1,0 +1,225 @@
+// harness.cpp — inputs, runs and errors for the check command and the tests.
+#include "harness/harness.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <sstream>
+
+#include "reference/reference.hpp"
+
+namespace flashattn::harness {
+namespace {
+
+using i64 = std::int64_t;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+}  // namespace
+
+std::string Case::name() const {
+  std::ostringstream s;
+  s << "b" << shape.batch << "_q" << shape.seqlen_q << "_k" << shape.seqlen_k << "_h" << shape.heads
+    << "_hk" << shape.heads_k << "_d" << shape.headdim;
+  if (options.causal) s << "_causal";
+  if (options.dropout_p > 0) s << "_drop" << std::lround(options.dropout_p * 100) << "pct";
+  if (options.block_q > 0 || options.block_k > 0) s << "_tile" << options.block_q << "x" << options.block_k;
+  if (padded) s << "_padded";
+  if (options.isa) s << "_" << to_string(*options.isa);
+  return s.str();
+}
+
+// Padding: a few elements between innermost rows and more between outer blocks, so
+// every stride differs from the contiguous one.
+HostTensor::HostTensor(i64 n0, i64 n1, i64 n2, i64 n3, bool padded) {
+  const bool is_lse = n3 == 0;
+  view_.dtype = DType::f32;
+  view_.rank = is_lse ? 3 : 4;
+  const i64 dims[4] = {n0, n1, n2, n3};
+  for (int d = 0; d < view_.rank; ++d) view_.shape[d] = dims[d];
+  i64 stride = 1;
+  for (int d = view_.rank - 1; d >= 0; --d) {
+    view_.stride[d] = stride;
+    stride *= view_.shape[d];
+    if (padded) stride += 2 + d;  // a gap after every block of dimension d
+  }
+  storage_.assign(static_cast<std::size_t>(std::max<i64>(stride, 1)), 0.0f);
+  view_.data = storage_.data();
+}
+
+i64 HostTensor::offset(i64 i0, i64 i1, i64 i2, i64 i3) const {
+  return i0 * view_.stride[0] + i1 * view_.stride[1] + i2 * view_.stride[2] +
+         (view_.rank == 4 ? i3 * view_.stride[3] : 0);
+}
+float& HostTensor::at(i64 i0, i64 i1, i64 i2, i64 i3) { return storage_[offset(i0, i1, i2, i3)]; }
+float HostTensor::at(i64 i0, i64 i1, i64 i2, i64 i3) const { return storage_[offset(i0, i1, i2, i3)]; }
+
+template <typename F>
+void for_each_index(const TensorView& v, F&& f) {
+  const i64 n3 = v.rank == 4 ? v.shape[3] : 1;
+  for (i64 a = 0; a < v.shape[0]; ++a)
+    for (i64 b = 0; b < v.shape[1]; ++b)
+      for (i64 c = 0; c < v.shape[2]; ++c)
+        for (i64 d = 0; d < n3; ++d) f(a, b, c, d);
+}
+
+void HostTensor::fill_uniform(std::uint64_t seed, float lo, float hi) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  for_each_index(view_, [&](i64 a, i64 b, i64 c, i64 d) { at(a, b, c, d) = dist(rng); });
+}
+
+void HostTensor::poison() { std::fill(storage_.begin(), storage_.end(), kNaN); }
+
+bool HostTensor::padding_untouched() const {
+  std::vector<bool> in_view(storage_.size(), false);
+  for_each_index(view_, [&](i64 a, i64 b, i64 c, i64 d) {
+    in_view[offset(a, b, c, d)] = true;
+  });
+  for (std::size_t n = 0; n < storage_.size(); ++n) {
+    if (!in_view[n] && !std::isnan(storage_[n])) return false;
+  }
+  return true;
+}
+
+std::vector<double> HostTensor::to_double() const {
+  std::vector<double> out;
+  out.reserve(static_cast<std::size_t>(view_.numel()));
+  for_each_index(view_, [&](i64 a, i64 b, i64 c, i64 d) { out.push_back(at(a, b, c, d)); });
+  return out;
+}
+
+Inputs make_inputs(const Case& c) {
+  const Shape& s = c.shape;
+  Inputs in{HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded),
+            HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
+            HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
+            HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded)};
+  in.q.fill_uniform(c.data_seed * 4 + 0, -1.0f, 1.0f);
+  in.k.fill_uniform(c.data_seed * 4 + 1, -1.0f, 1.0f);
+  in.v.fill_uniform(c.data_seed * 4 + 2, -1.0f, 1.0f);
+  in.dout.fill_uniform(c.data_seed * 4 + 3, -1.0f, 1.0f);
+  return in;
+}
+
+ForwardOutputs make_forward_outputs(const Case& c) {
+  const Shape& s = c.shape;
+  return {HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded),
+          HostTensor(s.batch, s.heads, s.seqlen_q, 0, c.padded)};
+}
+
+BackwardOutputs make_backward_outputs(const Case& c) {
+  const Shape& s = c.shape;
+  return {HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded),
+          HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
+          HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded)};
+}
+
+void run_forward(const Case& c, const Inputs& in, ForwardOutputs& out, Algorithm algorithm) {
+  out.out.poison();
+  out.lse.poison();
+  forward(in.q.view(), in.k.view(), in.v.view(), out.out.view(), out.lse.view(), c.options, algorithm);
+}
+
+void run_backward(const Case& c, const Inputs& in, const ForwardOutputs& fwd, BackwardOutputs& grads,
+                  Algorithm algorithm) {
+  grads.dq.poison();
+  grads.dk.poison();
+  grads.dv.poison();
+  backward(in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(),
+           grads.dq.view(), grads.dk.view(), grads.dv.view(), c.options, algorithm);
+}
+
+Problem reference_problem(const Case& c) {
+  Problem p;
+  const Shape& s = c.shape;
+  p.batch = s.batch;
+  p.seqlen_q = s.seqlen_q;
+  p.seqlen_k = s.seqlen_k;
+  p.heads = s.heads;
+  p.heads_k = s.heads_k;
+  p.headdim = s.headdim;
+  p.scale = c.options.softmax_scale.value_or(1.0f / std::sqrt(static_cast<float>(s.headdim)));
+  p.causal = c.options.causal;
+  p.dropout_p = c.options.dropout_p;
+  p.seed = c.options.seed;
+  return p;
+}
+
+ReferenceOutputs run_reference(const Case& c, const Inputs& in, bool with_backward) {
+  const Problem p = reference_problem(c);
+  const std::vector<double> q = in.q.to_double(), k = in.k.to_double(), v = in.v.to_double();
+  ReferenceOutputs r;
+  r.out.resize(q.size());
+  r.lse.resize(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q));
+  reference::forward(p, q.data(), k.data(), v.data(), r.out.data(), r.lse.data());
+  if (with_backward) {
+    const std::vector<double> dout = in.dout.to_double();
+    r.dq.resize(q.size());
+    r.dk.resize(k.size());
+    r.dv.resize(v.size());
+    reference::backward(p, q.data(), k.data(), v.data(), dout.data(), r.dq.data(), r.dk.data(),
+                        r.dv.data());
+  }
+  return r;
+}
+
+double max_abs_error(const HostTensor& got, const std::vector<double>& want) {
+  const std::vector<double> g = got.to_double();
+  double err = 0.0;
+  for (std::size_t n = 0; n < g.size(); ++n) {
+    if (g[n] == want[n] || (std::isnan(g[n]) && std::isnan(want[n]))) continue;
+    const double e = std::abs(g[n] - want[n]);
+    err = std::isnan(e) ? std::numeric_limits<double>::infinity() : std::max(err, e);
+  }
+  return err;
+}
+
+double max_abs(const std::vector<double>& values) {
+  double m = 0.0;
+  for (double x : values) {
+    if (std::isfinite(x)) m = std::max(m, std::abs(x));
+  }
+  return m;
+}
+
+double allowed_error(double standard_error, double reference_magnitude, double factor) {
+  constexpr double kFloor = 2e-6;  // about 16 fp32 ulps of an O(1) value
+  return factor * standard_error + kFloor * std::max(1.0, reference_magnitude);
+}
+
+}  // namespace flashattn::harness
+
+namespace flashattn::harness {
+
+double Errors::max() const { return std::max({out, lse, dq, dk, dv}); }
+
+Errors forward_errors(const ForwardOutputs& got, const ReferenceOutputs& ref) {
+  Errors e;
+  e.out = max_abs_error(got.out, ref.out);
+  e.lse = max_abs_error(got.lse, ref.lse);
+  return e;
+}
+
+Errors backward_errors(const BackwardOutputs& got, const ReferenceOutputs& ref) {
+  Errors e;
+  e.dq = max_abs_error(got.dq, ref.dq);
+  e.dk = max_abs_error(got.dk, ref.dk);
+  e.dv = max_abs_error(got.dv, ref.dv);
+  return e;
+}
+
+double worst_fraction_of_allowed(const Errors& fast, const Errors& standard,
+                                 const ReferenceOutputs& ref, double factor) {
+  const double pairs[][3] = {
+      {fast.out, standard.out, max_abs(ref.out)}, {fast.lse, standard.lse, max_abs(ref.lse)},
+      {fast.dq, standard.dq, max_abs(ref.dq)},    {fast.dk, standard.dk, max_abs(ref.dk)},
+      {fast.dv, standard.dv, max_abs(ref.dv)}};
+  double worst = 0.0;
+  for (const auto& [err, std_err, magnitude] : pairs) {
+    worst = std::max(worst, err / allowed_error(std_err, magnitude, factor));
+  }
+  return worst;
+}
+
+}  // namespace flashattn::harness

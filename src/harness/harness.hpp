@@ -1,0 +1,100 @@
+// harness.hpp — one harness for every path: make inputs, run a path, run the reference,
+// measure the error. The `flashattn check` command and the tests both use it.
+//
+// Tensors are owned host buffers, optionally with padding between rows and heads
+// (non-contiguous strides). Outputs are poisoned with NaN before each call, so an
+// element a path forgot to write shows as an error, and writes into the padding are
+// caught by padding_untouched().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/problem.hpp"
+#include "flashattn/attention.hpp"
+
+namespace flashattn::harness {
+
+struct Shape {
+  std::int64_t batch = 1, seqlen_q = 1, seqlen_k = 1, heads = 1, heads_k = 1, headdim = 16;
+};
+
+struct Case {
+  Shape shape;
+  AttentionOptions options;
+  bool padded = false;          // non-contiguous strides for every tensor
+  std::uint64_t data_seed = 1;  // random inputs
+  std::string name() const;     // e.g. "b2_q97_k65_h4_hk2_d59_causal_drop10pct_padded"
+};
+
+class HostTensor {
+ public:
+  HostTensor() = default;
+  // (batch, seq, heads, dim), or (batch, heads, seq) for lse when dim == 0.
+  HostTensor(std::int64_t n0, std::int64_t n1, std::int64_t n2, std::int64_t n3, bool padded);
+
+  const TensorView& view() const { return view_; }
+  float& at(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3 = 0);
+  float at(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3 = 0) const;
+
+  void fill_uniform(std::uint64_t seed, float lo, float hi);
+  void poison();                          // every storage element, padding included, = NaN
+  bool padding_untouched() const;         // padding still NaN
+  std::vector<double> to_double() const;  // contiguous, in the view's logical order
+
+ private:
+  std::int64_t offset(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3) const;
+  std::vector<float> storage_;
+  TensorView view_;
+};
+
+struct Inputs {
+  HostTensor q, k, v, dout;
+};
+struct ForwardOutputs {
+  HostTensor out, lse;
+};
+struct BackwardOutputs {
+  HostTensor dq, dk, dv;
+};
+struct ReferenceOutputs {
+  std::vector<double> out, lse, dq, dk, dv;
+};
+
+// Uniform [-1, 1) inputs (the tests scale them where they need large logits).
+Inputs make_inputs(const Case& c);
+ForwardOutputs make_forward_outputs(const Case& c);
+BackwardOutputs make_backward_outputs(const Case& c);
+
+void run_forward(const Case& c, const Inputs& in, ForwardOutputs& out, Algorithm algorithm);
+void run_backward(const Case& c, const Inputs& in, const ForwardOutputs& fwd, BackwardOutputs& grads,
+                  Algorithm algorithm);
+
+// The Problem (shape and options) the reference reads.
+Problem reference_problem(const Case& c);
+ReferenceOutputs run_reference(const Case& c, const Inputs& in, bool with_backward);
+
+// Max |got − want| over all elements; equal infinities count 0, a NaN on one side only
+// counts +∞.
+double max_abs_error(const HostTensor& got, const std::vector<double>& want);
+double max_abs(const std::vector<double>& values);  // over finite values
+
+// Max error of each output against the reference (0 for outputs not compared).
+struct Errors {
+  double out = 0, lse = 0, dq = 0, dk = 0, dv = 0;
+  double max() const;
+};
+Errors forward_errors(const ForwardOutputs& got, const ReferenceOutputs& ref);
+Errors backward_errors(const BackwardOutputs& got, const ReferenceOutputs& ref);
+
+// FlashAttention's rule: a fast path may be at most twice as far from the reference as
+// standard fp32 attention is, plus an absolute floor relative to the values' size.
+double allowed_error(double standard_error, double reference_magnitude, double factor = 2.0);
+
+// The rule applied to every output: max over outputs of error / allowed_error.
+// A fast path passes when this is at most 1.
+double worst_fraction_of_allowed(const Errors& fast, const Errors& standard,
+                                 const ReferenceOutputs& ref, double factor = 2.0);
+
+}  // namespace flashattn::harness

@@ -1,0 +1,120 @@
+// reference.cpp — the oracle (see reference.hpp). Obviously right beats fast here.
+//
+// For query row i of head h (kv-head hk = h / (heads / heads_k)):
+//   visible keys: all j, or under causal j <= i + seqlen_k - seqlen_q;
+//   s_j = scale · q_i · k_j;  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
+//   z_j = dropout_keep(...) / (1 - dropout_p) (1 without dropout);
+//   out_i = Σ_j p_j z_j v_j.   No visible key: out_i = 0, lse_i = -inf.
+// Backward of loss = Σ out ∘ dout:
+//   dv_j += p_j z_j dout_i;  dp_j = z_j (dout_i · v_j);  D_i = Σ_j p_j dp_j;
+//   ds_j = p_j (dp_j - D_i);  dq_i += scale Σ_j ds_j k_j;  dk_j += scale ds_j q_i.
+#include "reference/reference.hpp"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace flashattn::reference {
+namespace {
+
+using i64 = std::int64_t;
+
+struct Index {
+  const Problem& p;
+  i64 q(i64 b, i64 i, i64 h) const { return ((b * p.seqlen_q + i) * p.heads + h) * p.headdim; }
+  i64 k(i64 b, i64 j, i64 hk) const { return ((b * p.seqlen_k + j) * p.heads_k + hk) * p.headdim; }
+  i64 lse(i64 b, i64 h, i64 i) const { return (b * p.heads + h) * p.seqlen_q + i; }
+};
+
+double dot(const double* a, const double* b, i64 n) {
+  double s = 0.0;
+  for (i64 e = 0; e < n; ++e) s += a[e] * b[e];
+  return s;
+}
+
+double dropout_factor(const Problem& p, i64 b, i64 h, i64 i, i64 j) {
+  if (p.dropout_p == 0.0f) return 1.0;
+  return dropout_keep(p.seed, p.dropout_p, b, h, i, j) ? 1.0 / (1.0 - double(p.dropout_p)) : 0.0;
+}
+
+// p_j for the visible keys of row i; returns lse_i.
+double row_probabilities(const Problem& p, const Index& ix, const double* q, const double* k,
+                         i64 b, i64 h, i64 i, std::vector<double>& probs) {
+  const i64 hk = p.kv_head(h), visible = p.visible_keys(i);
+  probs.assign(visible, 0.0);
+  if (visible == 0) return -std::numeric_limits<double>::infinity();
+  double max = -std::numeric_limits<double>::infinity();
+  for (i64 j = 0; j < visible; ++j) {
+    probs[j] = double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), p.headdim);
+    if (std::isnan(probs[j]) || probs[j] > max) max = probs[j];
+  }
+  double sum = 0.0;
+  for (i64 j = 0; j < visible; ++j) sum += std::exp(probs[j] - max);
+  const double lse = max + std::log(sum);
+  for (i64 j = 0; j < visible; ++j) probs[j] = std::exp(probs[j] - lse);
+  return lse;
+}
+
+}  // namespace
+
+void forward(const Problem& p, const double* q, const double* k, const double* v, double* out,
+             double* lse) {
+  const Index ix{p};
+  std::vector<double> probs;
+  for (i64 b = 0; b < p.batch; ++b) {
+    for (i64 h = 0; h < p.heads; ++h) {
+      const i64 hk = p.kv_head(h);
+      for (i64 i = 0; i < p.seqlen_q; ++i) {
+        lse[ix.lse(b, h, i)] = row_probabilities(p, ix, q, k, b, h, i, probs);
+        double* o = out + ix.q(b, i, h);
+        for (i64 e = 0; e < p.headdim; ++e) o[e] = 0.0;
+        for (i64 j = 0; j < static_cast<i64>(probs.size()); ++j) {
+          const double w = probs[j] * dropout_factor(p, b, h, i, j);
+          const double* vj = v + ix.k(b, j, hk);
+          for (i64 e = 0; e < p.headdim; ++e) o[e] += w * vj[e];
+        }
+      }
+    }
+  }
+}
+
+void backward(const Problem& p, const double* q, const double* k, const double* v,
+              const double* dout, double* dq, double* dk, double* dv) {
+  const Index ix{p};
+  const i64 d = p.headdim;
+  for (i64 n = 0; n < p.batch * p.seqlen_q * p.heads * d; ++n) dq[n] = 0.0;
+  for (i64 n = 0; n < p.batch * p.seqlen_k * p.heads_k * d; ++n) dk[n] = dv[n] = 0.0;
+  std::vector<double> probs, dp;
+  for (i64 b = 0; b < p.batch; ++b) {
+    for (i64 h = 0; h < p.heads; ++h) {
+      const i64 hk = p.kv_head(h);
+      for (i64 i = 0; i < p.seqlen_q; ++i) {
+        row_probabilities(p, ix, q, k, b, h, i, probs);
+        const i64 visible = static_cast<i64>(probs.size());
+        const double* doi = dout + ix.q(b, i, h);
+        dp.assign(visible, 0.0);
+        double delta = 0.0;
+        for (i64 j = 0; j < visible; ++j) {
+          const double z = dropout_factor(p, b, h, i, j);
+          dp[j] = z * dot(doi, v + ix.k(b, j, hk), d);
+          delta += probs[j] * dp[j];
+          double* dvj = dv + ix.k(b, j, hk);
+          for (i64 e = 0; e < d; ++e) dvj[e] += probs[j] * z * doi[e];
+        }
+        for (i64 j = 0; j < visible; ++j) {
+          const double ds = probs[j] * (dp[j] - delta) * double(p.scale);
+          double* dqi = dq + ix.q(b, i, h);
+          double* dkj = dk + ix.k(b, j, hk);
+          const double* kj = k + ix.k(b, j, hk);
+          const double* qi = q + ix.q(b, i, h);
+          for (i64 e = 0; e < d; ++e) {
+            dqi[e] += ds * kj[e];
+            dkj[e] += ds * qi[e];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace flashattn::reference

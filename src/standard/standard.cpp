@@ -1,0 +1,164 @@
+// standard.cpp — what a user writes without this library: GEMM, softmax, GEMM.
+//
+// Heads run one after another, each GEMM using every BLAS thread (OpenBLAS built on
+// OpenMP, so BLAS and the softmax loops share one thread pool). Memory: two
+// seqlen_q × seqlen_k f32 matrices, the Θ(N²) footprint the paper measures.
+#include "standard/standard.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "core/memory.hpp"
+#include "core/philox.hpp"
+
+namespace flashattn {
+namespace {
+
+using i64 = std::int64_t;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+int resolve_threads(const Problem& p) {
+  return p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
+}
+
+// A (rows × d) matrix of one head inside a BSHD tensor. BLAS needs ld >= d; views that
+// repeat rows (stride_s < d, legal for inputs) are copied into `copy` first.
+struct HeadMatrix {
+  const float* data;
+  i64 ld;
+};
+
+HeadMatrix head_matrix(const Bshd& t, i64 b, i64 h, i64 rows, i64 d, Buffer& copy) {
+  const float* base = t.row(b, 0, h);
+  if (t.stride_s >= d || rows <= 1) return {base, rows <= 1 ? d : t.stride_s};
+  copy = Buffer(static_cast<std::size_t>(rows * d));
+  for (i64 r = 0; r < rows; ++r) std::memcpy(copy.data() + r * d, t.row(b, r, h), sizeof(float) * d);
+  return {copy.data(), d};
+}
+
+// Output rows of one head: outputs are validated not to overlap, so stride_s >= d
+// whenever there is more than one row.
+i64 output_ld(const Bshd& t, i64 rows, i64 d) { return rows <= 1 ? d : t.stride_s; }
+
+void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const float* a, i64 lda,
+          const float* b, i64 ldb, float beta, float* c, i64 ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), alpha, a,
+              static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
+              static_cast<blasint>(ldc));
+}
+
+void zero_head(const Bshd& t, i64 b, i64 h, i64 rows, i64 d) {
+  for (i64 r = 0; r < rows; ++r) std::memset(t.row(b, r, h), 0, sizeof(float) * d);
+}
+
+}  // namespace
+
+void standard_forward(const Problem& p) {
+  const i64 nq = p.seqlen_q, nk = p.seqlen_k, d = p.headdim;
+  if (p.batch == 0 || p.heads == 0 || nq == 0) return;
+  const int threads = resolve_threads(p);
+  openblas_set_num_threads(threads);
+  const std::uint32_t threshold = dropout_threshold(p.dropout_p);
+  const float keep_scale = 1.0f / (1.0f - p.dropout_p);
+  Buffer scores(static_cast<std::size_t>(nq * nk));  // S, then P with dropout
+  float* s = scores.data();
+
+  for (i64 b = 0; b < p.batch; ++b) {
+    for (i64 h = 0; h < p.heads; ++h) {
+      const i64 hk = p.kv_head(h);
+      if (nk == 0) {
+        zero_head(p.out, b, h, nq, d);
+        for (i64 i = 0; i < nq; ++i) p.lse.at(b, h, i) = kNegInf;
+        continue;
+      }
+      Buffer q_copy, k_copy, v_copy;
+      const HeadMatrix q = head_matrix(p.q, b, h, nq, d, q_copy);
+      const HeadMatrix k = head_matrix(p.k, b, hk, nk, d, k_copy);
+      const HeadMatrix v = head_matrix(p.v, b, hk, nk, d, v_copy);
+      gemm(false, true, nq, nk, d, p.scale, q.data, q.ld, k.data, k.ld, 0.0f, s, nk);
+
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (i64 i = 0; i < nq; ++i) {
+        float* row = s + i * nk;
+        const i64 visible = p.visible_keys(i);
+        float max = kNegInf;
+        for (i64 j = 0; j < visible; ++j) max = row[j] > max ? row[j] : max;
+        float sum = 0.0f;
+        for (i64 j = 0; j < visible; ++j) {
+          row[j] = std::exp(row[j] - max);
+          sum += row[j];
+        }
+        const float inv = visible == 0 ? 0.0f : 1.0f / sum;
+        for (i64 j = 0; j < visible; ++j) row[j] *= inv;
+        for (i64 j = visible; j < nk; ++j) row[j] = 0.0f;
+        p.lse.at(b, h, i) = visible == 0 ? kNegInf : max + std::log(sum);
+        if (threshold != 0) apply_dropout_row(row, nk, p.seed, b, h, i, 0, threshold, keep_scale);
+      }
+      gemm(false, false, nq, d, nk, 1.0f, s, nk, v.data, v.ld, 0.0f, p.out.row(b, 0, h),
+           output_ld(p.out, nq, d));
+    }
+  }
+}
+
+void standard_backward(const Problem& p) {
+  const i64 nq = p.seqlen_q, nk = p.seqlen_k, d = p.headdim;
+  for (i64 b = 0; b < p.batch; ++b) {
+    for (i64 h = 0; h < p.heads; ++h) zero_head(p.dq, b, h, nq, d);
+    for (i64 hk = 0; hk < p.heads_k; ++hk) {
+      zero_head(p.dk, b, hk, nk, d);
+      zero_head(p.dv, b, hk, nk, d);
+    }
+  }
+  if (p.batch == 0 || p.heads == 0 || nq == 0 || nk == 0) return;
+  const int threads = resolve_threads(p);
+  openblas_set_num_threads(threads);
+  const std::uint32_t threshold = dropout_threshold(p.dropout_p);
+  const float keep_scale = 1.0f / (1.0f - p.dropout_p);
+  Buffer probs(static_cast<std::size_t>(nq * nk));     // P, then P with dropout
+  Buffer grads(static_cast<std::size_t>(nq * nk));     // dO Vᵀ, then dS
+  float* pm = probs.data();
+  float* gm = grads.data();
+
+  for (i64 b = 0; b < p.batch; ++b) {
+    for (i64 h = 0; h < p.heads; ++h) {
+      const i64 hk = p.kv_head(h);
+      Buffer q_copy, k_copy, v_copy, do_copy;
+      const HeadMatrix q = head_matrix(p.q, b, h, nq, d, q_copy);
+      const HeadMatrix k = head_matrix(p.k, b, hk, nk, d, k_copy);
+      const HeadMatrix v = head_matrix(p.v, b, hk, nk, d, v_copy);
+      const HeadMatrix dout = head_matrix(p.dout, b, h, nq, d, do_copy);
+      gemm(false, true, nq, nk, d, p.scale, q.data, q.ld, k.data, k.ld, 0.0f, pm, nk);
+      gemm(false, true, nq, nk, d, 1.0f, dout.data, dout.ld, v.data, v.ld, 0.0f, gm, nk);
+
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (i64 i = 0; i < nq; ++i) {
+        float* prow = pm + i * nk;
+        float* grow = gm + i * nk;
+        const float lse = p.lse.at(b, h, i);
+        const i64 visible = lse == kNegInf ? 0 : p.visible_keys(i);
+        for (i64 j = 0; j < visible; ++j) prow[j] = std::exp(prow[j] - lse);
+        for (i64 j = visible; j < nk; ++j) prow[j] = 0.0f;
+        const float* o = p.out.row(b, i, h);
+        const float* dorow = p.dout.row(b, i, h);
+        float delta = 0.0f;
+        for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
+        if (threshold != 0) apply_dropout_row(grow, nk, p.seed, b, h, i, 0, threshold, keep_scale);
+        for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);
+        if (threshold != 0) apply_dropout_row(prow, nk, p.seed, b, h, i, 0, threshold, keep_scale);
+      }
+      gemm(true, false, nk, d, nq, 1.0f, pm, nk, dout.data, dout.ld, 1.0f, p.dv.row(b, 0, hk),
+           output_ld(p.dv, nk, d));
+      gemm(false, false, nq, d, nk, p.scale, gm, nk, k.data, k.ld, 0.0f, p.dq.row(b, 0, h),
+           output_ld(p.dq, nq, d));
+      gemm(true, false, nk, d, nq, p.scale, gm, nk, q.data, q.ld, 1.0f, p.dk.row(b, 0, hk),
+           output_ld(p.dk, nk, d));
+    }
+  }
+}
+
+}  // namespace flashattn

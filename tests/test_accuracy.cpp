@@ -1,0 +1,133 @@
+// test_accuracy.cpp — every path against the reference on a sweep of awkward shapes.
+//
+// Rule (FlashAttention's): max |flash − reference| ≤ 2 · max |standard − reference| + a
+// floor of 2e-6 · max(1, max |reference|), per output (out, lse, dq, dk, dv).
+// Standard attention itself must be within 1e-4 · max(1, max |reference|).
+// Outputs are poisoned with NaN before each call (unwritten elements fail) and padded
+// layouts check that nothing outside the view was written.
+#include <algorithm>
+#include <cmath>
+
+#include "test_support.hpp"
+
+namespace flashattn::testing {
+namespace {
+
+using harness::Case;
+
+struct AccuracyCase {
+  Case c;
+  Isa isa;
+};
+
+void PrintTo(const AccuracyCase& a, std::ostream* os) { *os << a.c.name() << "/" << to_string(a.isa); }
+
+std::vector<AccuracyCase> accuracy_cases() {
+  std::vector<Case> cases;
+  const std::int64_t seqlens[] = {1, 17, 63, 64, 65, 97, 128, 255, 1025};
+  const std::int64_t headdims[] = {16, 32, 40, 59, 64, 80, 96, 111, 128, 256};
+  const std::int64_t head_ratios[] = {1, 2, 4};
+  std::uint64_t seed = 100;
+  auto add = [&](std::int64_t b, std::int64_t nq, std::int64_t nk, std::int64_t hk,
+                 std::int64_t ratio, std::int64_t d, bool causal, float dropout, bool padded,
+                 int block_q = 0, int block_k = 0) {
+    Case c;
+    c.shape = {b, nq, nk, hk * ratio, hk, d};
+    c.options.causal = causal;
+    c.options.dropout_p = dropout;
+    c.options.seed = seed * 7919;
+    c.options.block_q = block_q;
+    c.options.block_k = block_k;
+    c.padded = padded;
+    c.data_seed = seed++;
+    cases.push_back(c);
+  };
+  // Every sequence length, square and unequal both ways, causal on and off.
+  int n = 0;
+  for (std::int64_t len : seqlens) {
+    const std::int64_t d = headdims[n % 10];
+    const std::int64_t ratio = head_ratios[n % 3];
+    const std::int64_t other = len == 1025 ? 97 : seqlens[(n + 3) % 9];
+    const std::int64_t batch = len >= 255 ? 1 : 2;
+    add(batch, len, len, 1, ratio, d, n % 2 == 0, 0.0f, n % 2 == 1);
+    add(batch, len, other, 1, ratio, d, true, 0.0f, n % 2 == 0);
+    add(1, other, len, 2, 2, d, n % 2 == 1, n % 3 == 0 ? 0.1f : 0.0f, true);
+    ++n;
+  }
+  // Every head dimension, with grouped heads and non-contiguous strides.
+  n = 0;
+  for (std::int64_t d : headdims) {
+    add(2, 65, 97, 2, head_ratios[n % 3], d, false, 0.0f, true);
+    add(1, 97, 64, 1, head_ratios[(n + 1) % 3], d, true, n % 2 ? 0.2f : 0.0f, false);
+    ++n;
+  }
+  // Tiles forced small, so short sequences cross many tile edges (size ± 1 included).
+  for (auto [bq, bk] : {std::pair{4, 16}, std::pair{8, 32}, std::pair{12, 48}}) {
+    add(2, bq * 5 + 1, bk * 3 - 1, 2, 2, 40, true, 0.0f, true, bq, bk);
+    add(1, bk * 3 + 1, bq * 5 - 1, 1, 4, 64, true, 0.1f, false, bq, bk);
+    add(1, bk * 2, bk * 2, 1, 1, 33, false, 0.0f, true, bq, bk);
+  }
+  std::vector<AccuracyCase> out;
+  for (const Case& c : cases) {
+    for (Isa isa : isas_to_test()) out.push_back({c, isa});
+  }
+  return out;
+}
+
+class Accuracy : public ::testing::TestWithParam<AccuracyCase> {};
+
+TEST_P(Accuracy, ForwardAndBackwardMatchReference) {
+  const Case& c = GetParam().c;
+  const harness::Inputs in = harness::make_inputs(c);
+  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
+
+  harness::ForwardOutputs std_fwd = harness::make_forward_outputs(c);
+  harness::BackwardOutputs std_bwd = harness::make_backward_outputs(c);
+  harness::run_forward(c, in, std_fwd, Algorithm::standard);
+  harness::run_backward(c, in, std_fwd, std_bwd, Algorithm::standard);
+  harness::Errors std_err = harness::forward_errors(std_fwd, ref);
+  const harness::Errors std_bwd_err = harness::backward_errors(std_bwd, ref);
+  std_err.dq = std_bwd_err.dq;
+  std_err.dk = std_bwd_err.dk;
+  std_err.dv = std_bwd_err.dv;
+  const double magnitude = std::max({1.0, harness::max_abs(ref.out), harness::max_abs(ref.dq),
+                                     harness::max_abs(ref.dk), harness::max_abs(ref.dv)});
+  EXPECT_LE(std_err.max(), 1e-4 * magnitude) << "standard attention is off the reference";
+
+  Case fc = c;
+  fc.options.isa = GetParam().isa;
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(fc);
+  harness::BackwardOutputs bwd = harness::make_backward_outputs(fc);
+  harness::run_forward(fc, in, fwd, Algorithm::flash);
+  harness::run_backward(fc, in, fwd, bwd, Algorithm::flash);
+  harness::Errors err = harness::forward_errors(fwd, ref);
+  const harness::Errors bwd_err = harness::backward_errors(bwd, ref);
+  err.dq = bwd_err.dq;
+  err.dk = bwd_err.dk;
+  err.dv = bwd_err.dv;
+
+  const struct {
+    const char* name;
+    double fast, standard;
+    const std::vector<double>& ref;
+  } outputs[] = {{"out", err.out, std_err.out, ref.out}, {"lse", err.lse, std_err.lse, ref.lse},
+                 {"dq", err.dq, std_err.dq, ref.dq},     {"dk", err.dk, std_err.dk, ref.dk},
+                 {"dv", err.dv, std_err.dv, ref.dv}};
+  for (const auto& o : outputs) {
+    EXPECT_LE(o.fast, harness::allowed_error(o.standard, harness::max_abs(o.ref)))
+        << o.name << ": flash error " << o.fast << " vs standard " << o.standard;
+  }
+  for (const harness::HostTensor* t : {&fwd.out, &fwd.lse, &bwd.dq, &bwd.dk, &bwd.dv, &std_fwd.out,
+                                       &std_fwd.lse, &std_bwd.dq, &std_bwd.dk, &std_bwd.dv}) {
+    EXPECT_TRUE(t->padding_untouched()) << "a path wrote outside its output view";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Sweep, Accuracy, ::testing::ValuesIn(accuracy_cases()),
+                         [](const ::testing::TestParamInfo<AccuracyCase>& info) {
+                           return info.param.c.name() + "_s" + std::to_string(info.param.c.data_seed) +
+                                  "_" + to_string(info.param.isa);
+                         });
+
+}  // namespace
+}  // namespace flashattn::testing

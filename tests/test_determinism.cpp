@@ -1,0 +1,53 @@
+// test_determinism.cpp — bitwise identical results between runs and thread counts.
+//
+// The case has one (batch, kv-head) pair and many key tiles, so the backward splits
+// the keys into chunks with separate dQ copies: the part that could go wrong.
+#include <cstring>
+
+#include "test_support.hpp"
+
+namespace flashattn::testing {
+namespace {
+
+class Determinism : public ::testing::TestWithParam<Isa> {};
+
+bool bitwise_equal(const harness::HostTensor& a, const harness::HostTensor& b) {
+  const std::vector<double> x = a.to_double(), y = b.to_double();
+  return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(double)) == 0;
+}
+
+TEST_P(Determinism, SameBitsForAnyThreadCountAndRepeat) {
+  harness::Case c;
+  c.shape = {1, 300, 333, 2, 1, 40};
+  c.options.causal = true;
+  c.options.dropout_p = 0.1f;
+  c.options.seed = 99;
+  c.options.block_q = 16;
+  c.options.block_k = 16;
+  c.options.isa = GetParam();
+  const harness::Inputs in = harness::make_inputs(c);
+
+  auto run = [&](int threads) {
+    harness::Case t = c;
+    t.options.num_threads = threads;
+    std::pair<harness::ForwardOutputs, harness::BackwardOutputs> r{harness::make_forward_outputs(t),
+                                                                   harness::make_backward_outputs(t)};
+    harness::run_forward(t, in, r.first, Algorithm::flash);
+    harness::run_backward(t, in, r.first, r.second, Algorithm::flash);
+    return r;
+  };
+  const auto first = run(1);
+  for (int threads : {1, 2, 3}) {
+    const auto again = run(threads);
+    EXPECT_TRUE(bitwise_equal(first.first.out, again.first.out)) << threads << " threads";
+    EXPECT_TRUE(bitwise_equal(first.first.lse, again.first.lse)) << threads << " threads";
+    EXPECT_TRUE(bitwise_equal(first.second.dq, again.second.dq)) << threads << " threads";
+    EXPECT_TRUE(bitwise_equal(first.second.dk, again.second.dk)) << threads << " threads";
+    EXPECT_TRUE(bitwise_equal(first.second.dv, again.second.dv)) << threads << " threads";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, Determinism, ::testing::ValuesIn(isas_to_test()), isa_param_name);
+
+}  // namespace
+}  // namespace flashattn::testing

@@ -1,0 +1,121 @@
+// check.cpp — `flashattn check`: a quick correctness sweep of every path.
+//
+// For each case: the reference (double), standard attention (BLAS, fp32) and the flash
+// kernels of every ISA this CPU runs, forward and backward. A path passes when its max
+// error is within harness::allowed_error of standard's (FlashAttention's own rule).
+#include <algorithm>
+#include <cstdio>
+#include <tuple>
+#include <utility>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli.hpp"
+#include "flashattn/isa.hpp"
+#include "harness/harness.hpp"
+
+namespace flashattn::cli {
+namespace {
+
+using harness::Case;
+
+std::vector<Case> sweep() {
+  struct Row {
+    std::int64_t b, nq, nk, h, hk, d;
+    bool causal;
+    float dropout;
+    bool padded;
+  };
+  const Row rows[] = {
+      {1, 1, 1, 1, 1, 16, false, 0.0f, false},   {2, 17, 17, 2, 1, 32, true, 0.0f, true},
+      {1, 63, 65, 4, 2, 40, false, 0.0f, false}, {1, 97, 64, 2, 2, 59, true, 0.0f, true},
+      {1, 128, 255, 4, 1, 64, true, 0.0f, false}, {2, 65, 97, 2, 2, 80, false, 0.1f, true},
+      {1, 255, 128, 2, 1, 96, true, 0.0f, false}, {1, 129, 129, 1, 1, 111, false, 0.0f, false},
+      {1, 300, 257, 2, 2, 128, true, 0.2f, true}, {1, 70, 90, 1, 1, 256, false, 0.0f, false},
+  };
+  std::vector<Case> cases;
+  std::uint64_t seed = 1;
+  for (const Row& r : rows) {
+    Case c;
+    c.shape = {r.b, r.nq, r.nk, r.h, r.hk, r.d};
+    c.options.causal = r.causal;
+    c.options.dropout_p = r.dropout;
+    c.options.seed = 1234 + seed;
+    c.padded = r.padded;
+    c.data_seed = seed++;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+void print_line(const std::string& path, const char* pass, const std::string& shape,
+                double error, double standard_error, double fraction) {
+  std::printf("%-16s %-4s %-44s %11.3e %11.3e %8.3f  %s\n", path.c_str(), pass, shape.c_str(),
+              error, standard_error, fraction, fraction <= 1.0 ? "ok" : "FAIL");
+}
+
+}  // namespace
+
+int check_main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::cout << "usage: flashattn check\n\n"
+                   "Runs standard attention and the flash kernels of every ISA this CPU supports\n"
+                   "against the plain-loop double reference, forward and backward, on a sweep of\n"
+                   "awkward shapes. Prints path, pass, shape, max abs error, standard's max abs\n"
+                   "error and the fraction of the allowed error used; a path fails when its error exceeds 2x standard's plus\n"
+                   "a small floor. Exits 1 if anything fails. FLASHATTN_ISA does not narrow it.\n";
+      return 0;
+    }
+    std::cerr << "flashattn check: unknown flag '" << argv[i] << "' (see --help)\n";
+    return 2;
+  }
+
+  std::printf("%-16s %-4s %-44s %11s %11s %8s  %s\n", "path", "pass", "shape", "max_err",
+              "std_err", "of_limit", "status");
+  int failures = 0;
+  for (const Case& base : sweep()) {
+    const harness::Inputs in = harness::make_inputs(base);
+    const harness::ReferenceOutputs ref = harness::run_reference(base, in, true);
+    const std::string shape = base.name();
+
+    harness::ForwardOutputs std_fwd = harness::make_forward_outputs(base);
+    harness::BackwardOutputs std_bwd = harness::make_backward_outputs(base);
+    harness::run_forward(base, in, std_fwd, Algorithm::standard);
+    harness::run_backward(base, in, std_fwd, std_bwd, Algorithm::standard);
+    const harness::Errors std_fwd_err = harness::forward_errors(std_fwd, ref);
+    const harness::Errors std_bwd_err = harness::backward_errors(std_bwd, ref);
+    // Standard itself is held to a fixed bound: 1e-4 of the values' size.
+    const double std_limit = 1e-4 * std::max({1.0, harness::max_abs(ref.out), harness::max_abs(ref.dq),
+                                              harness::max_abs(ref.dk), harness::max_abs(ref.dv)});
+    for (const auto& [pass, err] : {std::pair{"fwd", std_fwd_err}, std::pair{"bwd", std_bwd_err}}) {
+      const double fraction = err.max() / std_limit;
+      print_line("standard", pass, shape, err.max(), err.max(), fraction);
+      failures += fraction > 1.0;
+    }
+
+    for (Isa isa : supported_isas()) {
+      Case c = base;
+      c.options.isa = isa;
+      harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+      harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
+      harness::run_forward(c, in, fwd, Algorithm::flash);
+      harness::run_backward(c, in, fwd, bwd, Algorithm::flash);
+      const std::string path = std::string("flash/") + to_string(isa);
+      const harness::Errors fwd_err = harness::forward_errors(fwd, ref);
+      const harness::Errors bwd_err = harness::backward_errors(bwd, ref);
+      for (const auto& [pass, err, std_err] : {std::tuple{"fwd", fwd_err, std_fwd_err},
+                                               std::tuple{"bwd", bwd_err, std_bwd_err}}) {
+        const double fraction = harness::worst_fraction_of_allowed(err, std_err, ref);
+        print_line(path, pass, shape, err.max(), std_err.max(), fraction);
+        failures += fraction > 1.0;
+      }
+    }
+  }
+  std::printf("\n%s: %d failure(s)\n", failures ? "FAILED" : "all paths match the reference", failures);
+  return failures ? 1 : 0;
+}
+
+}  // namespace flashattn::cli

@@ -1,0 +1,9 @@
+// cli.hpp — subcommands of the flashattn program.
+#pragma once
+
+namespace flashattn::cli {
+
+// `flashattn check`: every path against the reference on a sweep of awkward shapes.
+int check_main(int argc, char** argv);
+
+}  // namespace flashattn::cli
