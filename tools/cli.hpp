@@ -6,4 +6,7 @@ namespace flashattn::cli {
 // `flashattn check`: every path against the reference on a sweep of awkward shapes.
 int check_main(int argc, char** argv);
 
+// `flashattn bench`: SGEMM rate, then each implementation and pass, timed.
+int bench_main(int argc, char** argv);
+
 }  // namespace flashattn::cli

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   }
   try {
     if (!std::strcmp(command, "check")) return flashattn::cli::check_main(argc - 1, argv + 1);
+    if (!std::strcmp(command, "bench")) return flashattn::cli::bench_main(argc - 1, argv + 1);
   } catch (const std::exception& e) {
     std::cerr << "flashattn " << command << ": " << e.what() << "\n";
     return 1;

@@ -143,6 +143,10 @@ Problem reference_problem(const Case& c) {
   p.causal = c.options.causal;
   p.dropout_p = c.options.dropout_p;
   p.seed = c.options.seed;
+  p.num_threads = c.options.num_threads;
+  p.isa = c.options.isa.value_or(default_isa());
+  p.block_q = c.options.block_q;
+  p.block_k = c.options.block_k;
   return p;
 }
 

@@ -71,7 +71,8 @@ void run_forward(const Case& c, const Inputs& in, ForwardOutputs& out, Algorithm
 void run_backward(const Case& c, const Inputs& in, const ForwardOutputs& fwd, BackwardOutputs& grads,
                   Algorithm algorithm);
 
-// The Problem (shape and options) the reference reads.
+// The case as the Problem the paths see, without tensors (the reference reads its shape
+// and options).
 Problem reference_problem(const Case& c);
 ReferenceOutputs run_reference(const Case& c, const Inputs& in, bool with_backward);
 

@@ -1,0 +1,290 @@
+// bench.cpp — `flashattn bench`: the machine's SGEMM rate, then each implementation and
+// pass, in one process, with the same thread count.
+//
+// Each case is validated against the reference on a small shape with the same headdim,
+// head ratio, mask and dropout, then warmed up, run --repeat times with the caches
+// flushed between runs, and reported by its median. FLOPs are counted as
+// FlashAttention's benchmark counts them: forward 4·B·H·Nq·Nk·d (halved under causal),
+// backward 2.5× forward, forward+backward 3.5× forward.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "args.hpp"
+#include "cli.hpp"
+#include "core/memory.hpp"
+#include "cpu/dispatch.hpp"
+#include "cpu/flash.hpp"
+#include "harness/harness.hpp"
+
+namespace flashattn::cli {
+namespace {
+
+using i64 = std::int64_t;
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kUsage = R"(usage: flashattn bench [flags]
+
+Measures the machine's SGEMM rate (OpenBLAS, 2048^3, same thread count), then each
+implementation and pass; validates each case against the reference first.
+
+  --impl LIST        flash,standard (default: both)
+  --pass LIST        fwd,bwd,fwdbwd (default: fwd,bwd)
+  --batch B          default 1
+  --heads H          default 8
+  --heads-k HK       default: heads (a divisor of heads: grouped-query attention)
+  --seqlen N[,N...]  query lengths, default 1024,2048
+  --seqlen-k NK      key length, default: seqlen
+  --headdim D[,D...] default 64
+  --causal           causal mask (bottom-right aligned)
+  --dropout P        dropout probability in [0, 1), default 0
+  --threads T        default: all cores (OpenMP's default)
+  --repeat R         timed runs per case (median reported), default 5
+  --isa NAME         force the flash kernels: portable, avx2, avx512
+  --block-q BQ       flash tile rows (default: from the cache sizes)
+  --block-k BK       flash tile keys (default: from the cache sizes)
+  --no-check         skip the validation against the reference
+  --json FILE|-      also write one JSON object per line (- for stdout, then no table)
+
+JSON fields: impl, pass, batch, heads, heads_k, seqlen_q, seqlen_k, headdim, causal,
+dropout, threads, isa, ms (median), gflops, peak_bytes (bytes the call allocated at peak,
+measured), max_err (null when not checked), block_q, block_k, sgemm_ratio; the sgemm
+record has impl "sgemm", pass "gemm" and m, n, k.
+)";
+
+struct Config {
+  std::vector<std::string> impls, passes;
+  i64 batch, heads, heads_k, seqlen_k;
+  std::vector<i64> seqlens, headdims;
+  bool causal, check;
+  double dropout;
+  int threads, repeat, block_q, block_k;
+  std::optional<Isa> isa;
+  std::string json;
+};
+
+// Writing a buffer larger than the last-level cache between runs evicts the operands.
+class CacheFlusher {
+ public:
+  CacheFlusher() : bytes_(i64{64} << 20), buffer_(new char[bytes_]) {}
+  void flush() { std::memset(buffer_.get(), static_cast<int>(++round_), bytes_); }
+
+ private:
+  i64 bytes_;
+  std::unique_ptr<char[]> buffer_;
+  unsigned round_ = 0;
+};
+
+template <typename F>
+double median_ms(int repeat, CacheFlusher& flusher, F&& run) {
+  run();  // warm-up
+  std::vector<double> ms;
+  for (int r = 0; r < repeat; ++r) {
+    flusher.flush();
+    const auto t0 = Clock::now();
+    run();
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+double sgemm_gflops(int threads, int repeat, CacheFlusher& flusher, double* ms_out) {
+  constexpr i64 n = 2048;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  openblas_set_num_threads(threads);
+  const double ms = median_ms(repeat, flusher, [&] {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+                0.0f, c.data(), n);
+  });
+  *ms_out = ms;
+  return 2.0 * n * n * n / (ms * 1e6);
+}
+
+harness::Case make_case(const Config& cfg, i64 seqlen, i64 headdim) {
+  harness::Case c;
+  c.shape = {cfg.batch, seqlen, cfg.seqlen_k > 0 ? cfg.seqlen_k : seqlen, cfg.heads, cfg.heads_k, headdim};
+  c.options.causal = cfg.causal;
+  c.options.dropout_p = static_cast<float>(cfg.dropout);
+  c.options.seed = 2024;
+  c.options.num_threads = cfg.threads;
+  c.options.isa = cfg.isa;
+  c.options.block_q = cfg.block_q;
+  c.options.block_k = cfg.block_k;
+  return c;
+}
+
+// Max error of one implementation's pass on a small version of the case.
+double validate(const harness::Case& full, Algorithm algorithm, const std::string& pass) {
+  harness::Case c = full;
+  c.shape.batch = 1;
+  c.shape.heads_k = 1;
+  c.shape.heads = full.shape.heads / full.shape.heads_k;
+  c.shape.seqlen_q = std::min<i64>(full.shape.seqlen_q, 160);
+  c.shape.seqlen_k = std::min<i64>(full.shape.seqlen_k, 160 + (full.shape.seqlen_k - full.shape.seqlen_q));
+  c.shape.seqlen_k = std::max<i64>(c.shape.seqlen_k, 1);
+  const harness::Inputs in = harness::make_inputs(c);
+  const harness::ReferenceOutputs ref = harness::run_reference(c, in, pass != "fwd");
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+  harness::run_forward(c, in, fwd, algorithm);
+  double err = harness::forward_errors(fwd, ref).max();
+  if (pass != "fwd") {
+    harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
+    harness::run_backward(c, in, fwd, bwd, algorithm);
+    const double bwd_err = harness::backward_errors(bwd, ref).max();
+    err = pass == "bwd" ? bwd_err : std::max(err, bwd_err);
+  }
+  return err;
+}
+
+std::string json_number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+}  // namespace
+
+int bench_main(int argc, char** argv) {
+  Config cfg;
+  try {
+    Args args(argc, argv);
+    if (args.flag("help")) {
+      std::cout << kUsage;
+      return 0;
+    }
+    cfg.impls = args.words("impl", {"flash", "standard"}, {"flash", "standard"});
+    cfg.passes = args.words("pass", {"fwd", "bwd"}, {"fwd", "bwd", "fwdbwd"});
+    cfg.batch = args.integer("batch", 1, 1, 1 << 20);
+    cfg.heads = args.integer("heads", 8, 1, 1 << 16);
+    cfg.heads_k = args.integer("heads-k", cfg.heads, 1, 1 << 16);
+    if (cfg.heads % cfg.heads_k != 0) throw UsageError("--heads-k must divide --heads");
+    cfg.seqlens = args.integers("seqlen", {1024, 2048}, 1, i64{1} << 24);
+    cfg.seqlen_k = args.integer("seqlen-k", 0, 1, i64{1} << 24);
+    cfg.headdims = args.integers("headdim", {64}, 1, kMaxHeadDim);
+    cfg.causal = args.flag("causal");
+    cfg.dropout = args.real("dropout", 0.0, 0.0, 0.999);
+    cfg.threads = static_cast<int>(args.integer("threads", omp_get_max_threads(), 1, 1024));
+    cfg.repeat = static_cast<int>(args.integer("repeat", 5, 1, 1000));
+    cfg.block_q = static_cast<int>(args.integer("block-q", 0, 1, 4096));
+    cfg.block_k = static_cast<int>(args.integer("block-k", 0, 1, 4096));
+    cfg.check = !args.flag("no-check");
+    cfg.json = args.text("json", "");
+    if (args.has("isa")) {
+      const std::string name = args.text("isa", "");
+      cfg.isa = parse_isa(name);
+      if (!cfg.isa) throw UsageError("--isa: unknown '" + name + "' (portable, avx2, avx512)");
+    }
+    args.finish();
+  } catch (const UsageError& e) {
+    std::cerr << "flashattn bench: " << e.what() << "\n\n" << kUsage;
+    return 2;
+  }
+
+  std::ofstream json_file;
+  std::ostream* json = nullptr;
+  if (cfg.json == "-") {
+    json = &std::cout;
+  } else if (!cfg.json.empty()) {
+    json_file.open(cfg.json);
+    if (!json_file) {
+      std::cerr << "flashattn bench: cannot write " << cfg.json << "\n";
+      return 1;
+    }
+    json = &json_file;
+  }
+  const bool table = cfg.json != "-";
+  const std::string isa_name = to_string(cfg.isa.value_or(default_isa()));
+
+  CacheFlusher flusher;
+  double sgemm_ms = 0.0;
+  const double sgemm = sgemm_gflops(cfg.threads, cfg.repeat, flusher, &sgemm_ms);
+  if (json) {
+    *json << "{\"impl\":\"sgemm\",\"pass\":\"gemm\",\"m\":2048,\"n\":2048,\"k\":2048,\"threads\":"
+          << cfg.threads << ",\"isa\":\"openblas-" << openblas_get_corename() << "\",\"ms\":"
+          << json_number(sgemm_ms) << ",\"gflops\":" << json_number(sgemm) << "}" << std::endl;
+  }
+  if (table) {
+    std::printf("machine: %d threads, L1d %lld KiB, L2 %lld KiB; OpenBLAS core %s\n", cfg.threads,
+                static_cast<long long>(cache_sizes().l1d_bytes >> 10),
+                static_cast<long long>(cache_sizes().l2_bytes >> 10), openblas_get_corename());
+    std::printf("sgemm 2048^3: %.2f ms, %.1f GFLOP/s\n\n", sgemm_ms, sgemm);
+    std::printf("%-9s %-7s %7s %7s %5s %6s %10s %9s %7s %12s %10s\n", "impl", "pass", "seqlen",
+                "seqlen_k", "d", "tiles", "ms", "GFLOP/s", "/sgemm", "peak_MiB", "max_err");
+  }
+
+  for (i64 headdim : cfg.headdims) {
+    for (i64 seqlen : cfg.seqlens) {
+      const harness::Case c = make_case(cfg, seqlen, headdim);
+      const harness::Inputs in = harness::make_inputs(c);
+      harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+      harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
+      const double fwd_flops = 4.0 * c.shape.batch * c.shape.heads * c.shape.seqlen_q *
+                               c.shape.seqlen_k * headdim * (cfg.causal ? 0.5 : 1.0);
+      const TileConfig tiles = choose_tiles(harness::reference_problem(c));
+      for (const std::string& impl : cfg.impls) {
+        const Algorithm algorithm = impl == "flash" ? Algorithm::flash : Algorithm::standard;
+        if (std::find(cfg.passes.begin(), cfg.passes.end(), "fwd") == cfg.passes.end()) {
+          harness::run_forward(c, in, fwd, algorithm);  // the backward's inputs
+        }
+        for (const std::string& pass : cfg.passes) {
+          const double err = cfg.check ? validate(c, algorithm, pass) : -1.0;
+          auto run = [&] {
+            if (pass != "bwd") {
+              forward(in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(), c.options, algorithm);
+            }
+            if (pass != "fwd") {
+              backward(in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(),
+                       bwd.dq.view(), bwd.dk.view(), bwd.dv.view(), c.options, algorithm);
+            }
+          };
+          if (pass == "bwd") harness::run_forward(c, in, fwd, algorithm);
+          const i64 before = allocated_bytes();
+          reset_peak_allocated_bytes();
+          run();
+          const i64 peak = peak_allocated_bytes() - before;
+          const double ms = median_ms(cfg.repeat, flusher, run);
+          const double flops = fwd_flops * (pass == "fwd" ? 1.0 : pass == "bwd" ? 2.5 : 3.5);
+          const double gflops = flops / (ms * 1e6);
+          if (table) {
+            char tiles_text[32];
+            std::snprintf(tiles_text, sizeof tiles_text, "%dx%d", tiles.block_q, tiles.block_k);
+            std::printf("%-9s %-7s %7lld %7lld %5lld %6s %10.3f %9.1f %7.3f %12.2f %10s\n", impl.c_str(),
+                        pass.c_str(), static_cast<long long>(c.shape.seqlen_q),
+                        static_cast<long long>(c.shape.seqlen_k), static_cast<long long>(headdim),
+                        impl == "flash" ? tiles_text : "-", ms, gflops, gflops / sgemm,
+                        peak / 1048576.0, err < 0 ? "-" : json_number(err).c_str());
+            std::fflush(stdout);
+          }
+          if (json) {
+            *json << "{\"impl\":\"" << impl << "\",\"pass\":\"" << pass << "\",\"batch\":" << c.shape.batch
+                  << ",\"heads\":" << c.shape.heads << ",\"heads_k\":" << c.shape.heads_k
+                  << ",\"seqlen_q\":" << c.shape.seqlen_q << ",\"seqlen_k\":" << c.shape.seqlen_k
+                  << ",\"headdim\":" << headdim << ",\"causal\":" << (cfg.causal ? "true" : "false")
+                  << ",\"dropout\":" << json_number(cfg.dropout) << ",\"threads\":" << cfg.threads
+                  << ",\"isa\":\"" << (impl == "flash" ? isa_name : std::string("openblas-") + openblas_get_corename())
+                  << "\",\"ms\":" << json_number(ms) << ",\"gflops\":" << json_number(gflops)
+                  << ",\"peak_bytes\":" << peak << ",\"max_err\":" << (err < 0 ? "null" : json_number(err))
+                  << ",\"block_q\":" << (impl == "flash" ? tiles.block_q : 0)
+                  << ",\"block_k\":" << (impl == "flash" ? tiles.block_k : 0)
+                  << ",\"sgemm_ratio\":" << json_number(gflops / sgemm) << "}" << std::endl;
+          }
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace flashattn::cli
