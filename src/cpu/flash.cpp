@@ -55,12 +55,13 @@ i64 backward_chunks(const Problem& p, i64 key_tiles) {
 
 // The paper's rule, Bc = ⌈M / 4d⌉ and Br = min(Bc, d), with M = half the per-core L2
 // in floats (the other half holds the streamed Q/dO rows and the outputs). Rounded to
-// multiples of 16 keys and 4 rows so the vector loops have whole registers.
+// whole register tiles of the micro-kernel so no tile carries padding.
 TileConfig choose_tiles(const Problem& p) {
-  const i64 d = p.headdim;
+  const KernelSet& kernels = kernels_for(p.isa);
+  const i64 d = p.headdim, rows = kernels.micro_rows, cols = kernels.micro_cols;
   const i64 fast_floats = cache_sizes().l2_bytes / 2 / i64{sizeof(float)};
-  i64 block_k = std::clamp<i64>(fast_floats / (4 * d) / 16 * 16, 16, 512);
-  i64 block_q = std::clamp<i64>(std::min(block_k, d) / 4 * 4, 4, 128);
+  i64 block_k = std::clamp<i64>(fast_floats / (4 * d) / cols * cols, cols, 512);
+  i64 block_q = std::clamp<i64>(std::min(block_k, d) / rows * rows, rows, 128);
   if (p.block_k > 0) block_k = p.block_k;
   if (p.block_q > 0) block_q = p.block_q;
   return {static_cast<int>(block_q), static_cast<int>(block_k)};
@@ -72,15 +73,14 @@ void flash_forward(const Problem& p) {
   const TileConfig tiles = choose_tiles(p);
   const int threads = resolve_threads(p);
   const i64 d = p.headdim;
-  i64 ws_floats = 0;
-  carve_forward(nullptr, tiles, d, &ws_floats);
+  const i64 ws_floats = kernels.forward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
   const i64 q_tiles = ceil_div(p.seqlen_q, tiles.block_q);
   const i64 tasks = p.batch * p.heads * q_tiles;
 #pragma omp parallel num_threads(threads)
   {
-    const ForwardWorkspace ws = carve_forward(scratch.data() + ws_floats * omp_get_thread_num(), tiles, d);
+    float* ws = scratch.data() + ws_floats * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < tasks; ++task) {
       const i64 bh = task / q_tiles;
@@ -131,15 +131,14 @@ void flash_backward(const Problem& p) {
     return Bshd{dq_copies.data() + (chunk - 1) * copy_floats, p.seqlen_q * p.heads * d, p.heads * d, d};
   };
 
-  i64 ws_floats = 0;
-  carve_backward(nullptr, tiles, d, &ws_floats);
+  const i64 ws_floats = kernels.backward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
   const i64 tasks = p.batch * p.heads_k * chunks;
 
   // Main loop.
 #pragma omp parallel num_threads(threads)
   {
-    const BackwardWorkspace ws = carve_backward(scratch.data() + ws_floats * omp_get_thread_num(), tiles, d);
+    float* ws = scratch.data() + ws_floats * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < tasks; ++task) {
       const i64 chunk = task % chunks;
