@@ -76,6 +76,30 @@ void flash_forward(const Problem& p) {
   const i64 ws_floats = kernels.forward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
+  // Setup: K and V of every (batch, kv-head) into contiguous, padded rows (PackedKv).
+  const i64 d_pad = ceil_div(d, kernels.micro_cols) * kernels.micro_cols;
+  const i64 k_floats = (p.seqlen_k + kernels.micro_rows) * d, v_floats = p.seqlen_k * d_pad;
+  Buffer packed(static_cast<std::size_t>(p.batch * p.heads_k * (k_floats + v_floats)));
+  auto packed_kv = [&](i64 b, i64 hk) {
+    float* base = packed.data() + (b * p.heads_k + hk) * (k_floats + v_floats);
+    return PackedKv{base, base + k_floats};
+  };
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+  for (i64 b = 0; b < p.batch; ++b) {
+    for (i64 hk = 0; hk < p.heads_k; ++hk) {
+      const PackedKv kv = packed_kv(b, hk);
+      float* k = const_cast<float*>(kv.k);
+      float* v = const_cast<float*>(kv.v);
+      for (i64 j = 0; j < p.seqlen_k; ++j) {
+        std::memcpy(k + j * d, p.k.row(b, j, hk), sizeof(float) * d);
+        std::memcpy(v + j * d_pad, p.v.row(b, j, hk), sizeof(float) * d);
+        std::memset(v + j * d_pad + d, 0, sizeof(float) * (d_pad - d));
+      }
+      std::memset(k + p.seqlen_k * d, 0, sizeof(float) * kernels.micro_rows * d);
+    }
+  }
+
+  // Main loop.
   const i64 q_tiles = ceil_div(p.seqlen_q, tiles.block_q);
   const i64 tasks = p.batch * p.heads * q_tiles;
 #pragma omp parallel num_threads(threads)
@@ -84,10 +108,11 @@ void flash_forward(const Problem& p) {
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < tasks; ++task) {
       const i64 bh = task / q_tiles;
+      const i64 b = bh / p.heads, h = bh % p.heads;
       const i64 qt = q_tiles - 1 - task % q_tiles;  // heaviest first under causal
       const i64 q0 = qt * tiles.block_q;
       const i64 q1 = std::min(q0 + tiles.block_q, p.seqlen_q);
-      kernels.forward_block(p, tiles, bh / p.heads, bh % p.heads, q0, q1, ws);
+      kernels.forward_block(p, tiles, b, h, q0, q1, packed_kv(b, p.kv_head(h)), ws);
     }
   }
 }

@@ -18,6 +18,15 @@ struct TileConfig {
   int block_k = 0;
 };
 
+// K and V of one (batch, kv-head), copied once per forward call into contiguous rows:
+// k is (seqlen_k + micro_rows, headdim), v is (seqlen_k, headdim rounded up to micro_cols)
+// with zero padding. In place, rows lie a whole token apart (heads · headdim floats) and
+// a tile's rows span more pages than the TLB holds; every query tile re-reads them.
+struct PackedKv {
+  const float* k;
+  const float* v;
+};
+
 struct KernelSet {
   Isa isa;
   int micro_rows;  // register tile of the micro-kernel: rows of the output ...
@@ -27,7 +36,7 @@ struct KernelSet {
   std::int64_t (*backward_workspace_floats)(const TileConfig& t, std::int64_t headdim);
   // Output rows q0 .. q1 (q1 - q0 <= block_q) of head h in batch b: writes out and lse.
   void (*forward_block)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t h,
-                        std::int64_t q0, std::int64_t q1, float* workspace);
+                        std::int64_t q0, std::int64_t q1, const PackedKv& kv, float* workspace);
   // Keys kv0 .. kv1 (kv1 - kv0 <= block_k) of kv-head hk in batch b, over every query
   // head of its group: writes those rows of dk and dv, and adds to the rows of dq_target.
   // delta is rowsum(dO ∘ O), (batch, heads, seqlen_q) contiguous.

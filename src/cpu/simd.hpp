@@ -144,23 +144,24 @@ inline float reduce_max(Vec a) {
 
 #endif
 
-// exp2 of every lane: the vector form of exp2_approx (vec_math.hpp), with the same
-// contract: ≤ 4 ulp on [−125, 127.5), exactly 0 below (−∞ included), +∞ above, NaN → NaN.
-inline Vec exp2(Vec x) {
-  const Vec low = set1(-125.0f), high = set1(127.5f), magic = set1(12582912.0f);
-  const Vec xc = min_keep_nan(max_keep_nan(x, low), high);
+// exp2 of every lane for x < 127.5 (NaN → NaN, below −125 and −∞ → exactly 0): what the
+// kernels need, since their arguments are differences from a running maximum.
+inline Vec exp2_below_128(Vec x) {
+  const Vec low = set1(-125.0f), magic = set1(12582912.0f);
+  const Vec xc = max_keep_nan(x, low);
   const Vec t = add(xc, magic);
   const Vec f = sub(xc, sub(t, magic));
-  Vec poly = set1(exp2_coefficient(7));
-  poly = fma(poly, f, set1(exp2_coefficient(6)));
-  poly = fma(poly, f, set1(exp2_coefficient(5)));
-  poly = fma(poly, f, set1(exp2_coefficient(4)));
-  poly = fma(poly, f, set1(exp2_coefficient(3)));
-  poly = fma(poly, f, set1(exp2_coefficient(2)));
-  poly = fma(poly, f, set1(exp2_coefficient(1)));
-  poly = fma(poly, f, set1(1.0f));
-  Vec r = mul(poly, pow2_from_rounded(t, magic));
-  r = select(less(x, low), zero(), r);
+  Vec poly = set1(exp2_coefficient(kExp2Degree));
+  for (int k = kExp2Degree - 1; k >= 0; --k) poly = fma(poly, f, set1(exp2_coefficient(k)));
+  const Vec r = mul(poly, pow2_from_rounded(t, magic));
+  return select(less(x, low), zero(), r);
+}
+
+// exp2 of every lane: the vector form of exp2_approx (vec_math.hpp), with its contract:
+// ≤ 4 ulp on [−125, 127.5), exactly 0 below (−∞ included), +∞ from 127.5, NaN → NaN.
+inline Vec exp2(Vec x) {
+  const Vec high = set1(127.5f);
+  const Vec r = exp2_below_128(min_keep_nan(x, high));
   return select(greater_equal(x, high), set1(std::numeric_limits<float>::infinity()), r);
 }
 
