@@ -14,11 +14,14 @@
 
 #include "core/memory.hpp"
 #include "core/philox.hpp"
+#include "cpu/dispatch.hpp"
+#include "cpu/vec_math.hpp"
 
 namespace flashattn {
 namespace {
 
 using i64 = std::int64_t;
+using ExpArray = void (*)(const float*, float*, i64);
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 int resolve_threads(const Problem& p) {
@@ -52,6 +55,14 @@ void gemm(bool trans_a, bool trans_b, i64 m, i64 n, i64 k, float alpha, const fl
               static_cast<blasint>(ldc));
 }
 
+// row[j] = exp(row[j] − shift) with the vector exp2 of the CPU's kernel build: what a
+// user's framework would use (a scalar libm exp would make this baseline slow for the
+// wrong reason).
+void exp_of_difference(float* row, i64 n, float shift, ExpArray exp2_array) {
+  for (i64 j = 0; j < n; ++j) row[j] = (row[j] - shift) * kLog2e;
+  exp2_array(row, row, n);
+}
+
 void zero_head(const Bshd& t, i64 b, i64 h, i64 rows, i64 d) {
   for (i64 r = 0; r < rows; ++r) std::memset(t.row(b, r, h), 0, sizeof(float) * d);
 }
@@ -65,6 +76,7 @@ void standard_forward(const Problem& p) {
   openblas_set_num_threads(threads);
   const std::uint32_t threshold = dropout_threshold(p.dropout_p);
   const float keep_scale = 1.0f / (1.0f - p.dropout_p);
+  const ExpArray exp2_array = kernels_for(p.isa).exp2_array;
   Buffer scores(static_cast<std::size_t>(nq * nk));  // S, then P with dropout
   float* s = scores.data();
 
@@ -88,11 +100,9 @@ void standard_forward(const Problem& p) {
         const i64 visible = p.visible_keys(i);
         float max = kNegInf;
         for (i64 j = 0; j < visible; ++j) max = row[j] > max ? row[j] : max;
+        exp_of_difference(row, visible, max, exp2_array);
         float sum = 0.0f;
-        for (i64 j = 0; j < visible; ++j) {
-          row[j] = std::exp(row[j] - max);
-          sum += row[j];
-        }
+        for (i64 j = 0; j < visible; ++j) sum += row[j];
         const float inv = visible == 0 ? 0.0f : 1.0f / sum;
         for (i64 j = 0; j < visible; ++j) row[j] *= inv;
         for (i64 j = visible; j < nk; ++j) row[j] = 0.0f;
@@ -119,6 +129,7 @@ void standard_backward(const Problem& p) {
   openblas_set_num_threads(threads);
   const std::uint32_t threshold = dropout_threshold(p.dropout_p);
   const float keep_scale = 1.0f / (1.0f - p.dropout_p);
+  const ExpArray exp2_array = kernels_for(p.isa).exp2_array;
   Buffer probs(static_cast<std::size_t>(nq * nk));     // P, then P with dropout
   Buffer grads(static_cast<std::size_t>(nq * nk));     // dO Vᵀ, then dS
   float* pm = probs.data();
@@ -141,7 +152,7 @@ void standard_backward(const Problem& p) {
         float* grow = gm + i * nk;
         const float lse = p.lse.at(b, h, i);
         const i64 visible = lse == kNegInf ? 0 : p.visible_keys(i);
-        for (i64 j = 0; j < visible; ++j) prow[j] = std::exp(prow[j] - lse);
+        exp_of_difference(prow, visible, lse, exp2_array);
         for (i64 j = visible; j < nk; ++j) prow[j] = 0.0f;
         const float* o = p.out.row(b, i, h);
         const float* dorow = p.dout.row(b, i, h);
