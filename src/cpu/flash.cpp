@@ -1,8 +1,8 @@
 // flash.cpp — scheduling and scratch for the flash kernels (kernels run per tile).
 //
-// Forward: one task per (batch, kv-head) group when there are many, else one per
-// (batch, head, query tile); dynamically scheduled. Every query tile is computed the
-// same way whichever thread runs it, so the result does not depend on the thread count.
+// Forward: one task per (batch, head, query tile), dynamically scheduled, heaviest
+// first under a causal mask (late query tiles see more keys). Tasks share nothing,
+// so the result does not depend on the thread count.
 //
 // Backward: one task per (batch, kv-head, chunk of key tiles). A task owns its rows of
 // dK and dV outright. dQ gets contributions from every chunk, so each chunk adds into
@@ -16,8 +16,6 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <utility>
-#include <vector>
 #include <cstring>
 
 #include "core/memory.hpp"
@@ -86,59 +84,31 @@ void flash_forward(const Problem& p) {
   const i64 ws_floats = kernels.forward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
-  // K and V of one (batch, kv-head) into contiguous, padded rows (PackedKv).
+  // Setup: K and V of every (batch, kv-head) into contiguous, padded rows (PackedKv).
   const i64 d_pad = ceil_div(d, kernels.micro_cols) * kernels.micro_cols;
   const i64 k_floats = (p.seqlen_k + kernels.micro_rows) * d, v_floats = p.seqlen_k * d_pad;
-  auto pack = [&](i64 b, i64 hk, float* dst) {
-    float* k = dst;
-    float* v = dst + k_floats;
-    for (i64 j = 0; j < p.seqlen_k; ++j) {
-      std::memcpy(k + j * d, p.k.row(b, j, hk), sizeof(float) * d);
-      std::memcpy(v + j * d_pad, p.v.row(b, j, hk), sizeof(float) * d);
-      std::memset(v + j * d_pad + d, 0, sizeof(float) * (d_pad - d));
-    }
-    std::memset(k + p.seqlen_k * d, 0, sizeof(float) * kernels.micro_rows * d);
-    return PackedKv{k, v};
-  };
-  const i64 q_tiles = ceil_div(p.seqlen_q, tiles.block_q);
-  auto q_range = [&](i64 qt) {
-    const i64 q0 = qt * tiles.block_q;
-    return std::pair{q0, std::min(q0 + tiles.block_q, p.seqlen_q)};
-  };
-
-  if (p.batch * p.heads_k >= 4 * threads) {
-    // Many (batch, kv-head) groups: a task is a whole group. Its thread packs K and V
-    // into its own buffer, then runs every query tile of the group's heads, so packing
-    // overlaps other threads' compute and the packed K, V stay in this core's caches.
-    Buffer packed(static_cast<std::size_t>(threads * (k_floats + v_floats)));
-#pragma omp parallel num_threads(threads)
-    {
-      const int thread = omp_get_thread_num();
-      float* ws = scratch.data() + ws_floats * thread;
-      float* mine = packed.data() + (k_floats + v_floats) * thread;
-#pragma omp for schedule(dynamic, 1)
-      for (i64 group = 0; group < p.batch * p.heads_k; ++group) {
-        const i64 b = group / p.heads_k, hk = group % p.heads_k;
-        const PackedKv kv = pack(b, hk, mine);
-        for (i64 h = hk * p.group(); h < (hk + 1) * p.group(); ++h) {
-          for (i64 qt = 0; qt < q_tiles; ++qt) {
-            const auto [q0, q1] = q_range(qt);
-            kernels.forward_block(p, tiles, b, h, q0, q1, kv, ws);
-          }
-        }
-      }
-    }
-    return;
-  }
-
-  // Few groups: pack them all first, then one task per (batch, head, query tile),
-  // heaviest first under causal (late query tiles see more keys).
   Buffer packed(static_cast<std::size_t>(p.batch * p.heads_k * (k_floats + v_floats)));
-  std::vector<PackedKv> group_kv(static_cast<std::size_t>(p.batch * p.heads_k));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (i64 group = 0; group < p.batch * p.heads_k; ++group) {
-    group_kv[group] = pack(group / p.heads_k, group % p.heads_k, packed.data() + group * (k_floats + v_floats));
+  auto packed_kv = [&](i64 b, i64 hk) {
+    float* base = packed.data() + (b * p.heads_k + hk) * (k_floats + v_floats);
+    return PackedKv{base, base + k_floats};
+  };
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+  for (i64 b = 0; b < p.batch; ++b) {
+    for (i64 hk = 0; hk < p.heads_k; ++hk) {
+      const PackedKv kv = packed_kv(b, hk);
+      float* k = const_cast<float*>(kv.k);
+      float* v = const_cast<float*>(kv.v);
+      for (i64 j = 0; j < p.seqlen_k; ++j) {
+        std::memcpy(k + j * d, p.k.row(b, j, hk), sizeof(float) * d);
+        std::memcpy(v + j * d_pad, p.v.row(b, j, hk), sizeof(float) * d);
+        std::memset(v + j * d_pad + d, 0, sizeof(float) * (d_pad - d));
+      }
+      std::memset(k + p.seqlen_k * d, 0, sizeof(float) * kernels.micro_rows * d);
+    }
   }
+
+  // Main loop.
+  const i64 q_tiles = ceil_div(p.seqlen_q, tiles.block_q);
   const i64 tasks = p.batch * p.heads * q_tiles;
 #pragma omp parallel num_threads(threads)
   {
@@ -147,8 +117,10 @@ void flash_forward(const Problem& p) {
     for (i64 task = 0; task < tasks; ++task) {
       const i64 bh = task / q_tiles;
       const i64 b = bh / p.heads, h = bh % p.heads;
-      const auto [q0, q1] = q_range(q_tiles - 1 - task % q_tiles);
-      kernels.forward_block(p, tiles, b, h, q0, q1, group_kv[b * p.heads_k + p.kv_head(h)], ws);
+      const i64 qt = q_tiles - 1 - task % q_tiles;  // heaviest first under causal
+      const i64 q0 = qt * tiles.block_q;
+      const i64 q1 = std::min(q0 + tiles.block_q, p.seqlen_q);
+      kernels.forward_block(p, tiles, b, h, q0, q1, packed_kv(b, p.kv_head(h)), ws);
     }
   }
 }
