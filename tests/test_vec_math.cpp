@@ -2,11 +2,16 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <vector>
 
+#include "cpu/dispatch.hpp"
 #include "cpu/vec_math.hpp"
+#include "flashattn/isa.hpp"
 
 namespace flashattn {
 namespace {
@@ -45,6 +50,45 @@ TEST(Exp2Approx, EdgesAreExact) {
   EXPECT_EQ(exp2_approx(inf), inf);
   EXPECT_TRUE(std::isnan(exp2_approx(std::numeric_limits<float>::quiet_NaN())));
 }
+
+// The vector exp2 each ISA build of the kernels uses (simd::exp2), against the same
+// contract, on the same samples and the edges, in arrays long enough for whole vectors.
+class VectorExp2 : public ::testing::TestWithParam<Isa> {};
+
+TEST_P(VectorExp2, KeepsTheContractOfExp2Approx) {
+  std::vector<float> x;
+  for (std::uint32_t bits = 0; bits < std::bit_cast<std::uint32_t>(125.0f); bits += 997) {
+    x.push_back(-std::bit_cast<float>(bits));
+  }
+  for (std::uint32_t bits = 0; bits < std::bit_cast<std::uint32_t>(127.5f); bits += 997) {
+    x.push_back(std::bit_cast<float>(bits));
+  }
+  const std::size_t in_range = x.size();
+  constexpr float inf = std::numeric_limits<float>::infinity();
+  const float edges[] = {-inf, -125.5f, -1e30f, 127.5f, 1e30f, inf, std::numeric_limits<float>::quiet_NaN()};
+  for (int copy = 0; copy < 40; ++copy) x.insert(x.end(), std::begin(edges), std::end(edges));
+  std::vector<float> y(x.size());
+  kernels_for(GetParam()).exp2_array(x.data(), y.data(), static_cast<std::int64_t>(x.size()));
+
+  double worst = 0.0;
+  for (std::size_t i = 0; i < in_range; ++i) {
+    const double want = std::exp2(static_cast<double>(x[i]));
+    worst = std::max(worst, std::abs(y[i] - want) / want);
+  }
+  EXPECT_LE(worst, 4 * std::numeric_limits<float>::epsilon());
+  for (std::size_t i = in_range; i < x.size(); ++i) {
+    if (std::isnan(x[i])) {
+      EXPECT_TRUE(std::isnan(y[i]));
+    } else if (x[i] < -125.0f) {
+      EXPECT_EQ(y[i], 0.0f) << x[i];
+    } else {
+      EXPECT_EQ(y[i], inf) << x[i];
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, VectorExp2, ::testing::ValuesIn(supported_isas()),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
 
 }  // namespace
 }  // namespace flashattn
