@@ -81,30 +81,14 @@ TEST_P(Accuracy, ForwardAndBackwardMatchReference) {
   const harness::Inputs in = harness::make_inputs(c);
   const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
 
-  harness::ForwardOutputs std_fwd = harness::make_forward_outputs(c);
-  harness::BackwardOutputs std_bwd = harness::make_backward_outputs(c);
-  harness::run_forward(c, in, std_fwd, Algorithm::standard);
-  harness::run_backward(c, in, std_fwd, std_bwd, Algorithm::standard);
-  harness::Errors std_err = harness::forward_errors(std_fwd, ref);
-  const harness::Errors std_bwd_err = harness::backward_errors(std_bwd, ref);
-  std_err.dq = std_bwd_err.dq;
-  std_err.dk = std_bwd_err.dk;
-  std_err.dv = std_bwd_err.dv;
-  const double magnitude = std::max({1.0, harness::max_abs(ref.out), harness::max_abs(ref.dq),
-                                     harness::max_abs(ref.dk), harness::max_abs(ref.dv)});
-  EXPECT_LE(std_err.max(), 1e-4 * magnitude) << "standard attention is off the reference";
+  const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
+  const harness::Errors& std_err = standard.errors;
+  EXPECT_LE(std_err.max(), harness::standard_error_limit(ref)) << "standard attention is off the reference";
 
   Case fc = c;
   fc.options.isa = GetParam().isa;
-  harness::ForwardOutputs fwd = harness::make_forward_outputs(fc);
-  harness::BackwardOutputs bwd = harness::make_backward_outputs(fc);
-  harness::run_forward(fc, in, fwd, Algorithm::flash);
-  harness::run_backward(fc, in, fwd, bwd, Algorithm::flash);
-  harness::Errors err = harness::forward_errors(fwd, ref);
-  const harness::Errors bwd_err = harness::backward_errors(bwd, ref);
-  err.dq = bwd_err.dq;
-  err.dk = bwd_err.dk;
-  err.dv = bwd_err.dv;
+  const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
+  const harness::Errors& err = flash.errors;
 
   const struct {
     const char* name;
@@ -117,9 +101,10 @@ TEST_P(Accuracy, ForwardAndBackwardMatchReference) {
     EXPECT_LE(o.fast, harness::allowed_error(o.standard, harness::max_abs(o.ref)))
         << o.name << ": flash error " << o.fast << " vs standard " << o.standard;
   }
-  for (const harness::HostTensor* t : {&fwd.out, &fwd.lse, &bwd.dq, &bwd.dk, &bwd.dv, &std_fwd.out,
-                                       &std_fwd.lse, &std_bwd.dq, &std_bwd.dk, &std_bwd.dv}) {
-    EXPECT_TRUE(t->padding_untouched()) << "a path wrote outside its output view";
+  for (const harness::PathRun* run : {&standard, &flash}) {
+    for (const harness::HostTensor* t : {&run->fwd.out, &run->fwd.lse, &run->bwd.dq, &run->bwd.dk, &run->bwd.dv}) {
+      EXPECT_TRUE(t->padding_untouched()) << "a path wrote outside its output view";
+    }
   }
 }
 

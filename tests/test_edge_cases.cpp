@@ -88,10 +88,9 @@ TEST_P(EdgeCases, EmptySequences) {
   }
 }
 
-// Logits of magnitude about 1e4: no overflow, no NaN, and accurate. An ulp of such a
-// logit is 4e-3, so every fp32 path's probabilities are off by about that much and the
-// paths' errors are dominated by where each rounds its logits; the rule's factor is 3
-// here instead of 2 (measured: the portable build's dq error is 2.4x standard's, avx2's 1.04x).
+// Logits of magnitude about 1e4: no overflow, no NaN, and the accuracy rule holds. An ulp
+// of such a logit is 4e-3, so this checks that no path rounds a logit-sized number more
+// often than standard attention does (measured: flash's dq error is 1.06x standard's).
 TEST_P(EdgeCases, HugeLogitsStayFiniteAndAccurate) {
   harness::Case c = make_case({1, 70, 90, 2, 2, 64}, false);
   c.options.softmax_scale = 1.0f;
@@ -105,20 +104,14 @@ TEST_P(EdgeCases, HugeLogitsStayFiniteAndAccurate) {
   }
   const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
   EXPECT_GT(harness::max_abs(ref.lse), 1e3);
-  harness::ForwardOutputs std_fwd = harness::make_forward_outputs(c), fwd = harness::make_forward_outputs(c);
-  harness::BackwardOutputs std_bwd = harness::make_backward_outputs(c), bwd = harness::make_backward_outputs(c);
-  harness::run_forward(c, in, std_fwd, Algorithm::standard);
-  harness::run_backward(c, in, std_fwd, std_bwd, Algorithm::standard);
-  harness::run_forward(c, in, fwd, GetParam().algorithm);
-  harness::run_backward(c, in, fwd, bwd, GetParam().algorithm);
-  for (const harness::HostTensor* t : {&fwd.out, &fwd.lse, &bwd.dq, &bwd.dk, &bwd.dv}) {
+  const harness::PathRun std_run = harness::run_path(c, in, ref, Algorithm::standard);
+  const harness::PathRun run = harness::run_path(c, in, ref, GetParam().algorithm);
+  for (const harness::HostTensor* t : {&run.fwd.out, &run.fwd.lse, &run.bwd.dq, &run.bwd.dk, &run.bwd.dv}) {
     for (double x : t->to_double()) ASSERT_TRUE(std::isfinite(x));
   }
-  harness::Errors fast = harness::forward_errors(fwd, ref), standard = harness::forward_errors(std_fwd, ref);
-  const harness::Errors fast_b = harness::backward_errors(bwd, ref), standard_b = harness::backward_errors(std_bwd, ref);
-  fast.dq = fast_b.dq, fast.dk = fast_b.dk, fast.dv = fast_b.dv;
-  standard.dq = standard_b.dq, standard.dk = standard_b.dk, standard.dv = standard_b.dv;
-  EXPECT_LE(harness::worst_fraction_of_allowed(fast, standard, ref, 3.0), 1.0)
+  const harness::Errors& fast = run.errors;
+  const harness::Errors& standard = std_run.errors;
+  EXPECT_LE(harness::worst_fraction_of_allowed(fast, standard, ref), 1.0)
       << "flash out " << fast.out << " lse " << fast.lse << " dq " << fast.dq << " dk " << fast.dk
       << " dv " << fast.dv << "; standard out " << standard.out << " lse " << standard.lse << " dq "
       << standard.dq << " dk " << standard.dk << " dv " << standard.dv;

@@ -81,15 +81,9 @@ int check_main(int argc, char** argv) {
     const harness::ReferenceOutputs ref = harness::run_reference(base, in, true);
     const std::string shape = base.name();
 
-    harness::ForwardOutputs std_fwd = harness::make_forward_outputs(base);
-    harness::BackwardOutputs std_bwd = harness::make_backward_outputs(base);
-    harness::run_forward(base, in, std_fwd, Algorithm::standard);
-    harness::run_backward(base, in, std_fwd, std_bwd, Algorithm::standard);
-    const harness::Errors std_fwd_err = harness::forward_errors(std_fwd, ref);
-    const harness::Errors std_bwd_err = harness::backward_errors(std_bwd, ref);
-    // Standard itself is held to a fixed bound: 1e-4 of the values' size.
-    const double std_limit = 1e-4 * std::max({1.0, harness::max_abs(ref.out), harness::max_abs(ref.dq),
-                                              harness::max_abs(ref.dk), harness::max_abs(ref.dv)});
+    const harness::Errors standard = harness::run_path(base, in, ref, Algorithm::standard).errors;
+    const harness::Errors std_fwd_err = standard.forward_part(), std_bwd_err = standard.backward_part();
+    const double std_limit = harness::standard_error_limit(ref);
     for (const auto& [pass, err] : {std::pair{"fwd", std_fwd_err}, std::pair{"bwd", std_bwd_err}}) {
       const double fraction = err.max() / std_limit;
       print_line("standard", pass, shape, err.max(), err.max(), fraction);
@@ -99,13 +93,9 @@ int check_main(int argc, char** argv) {
     for (Isa isa : supported_isas()) {
       Case c = base;
       c.options.isa = isa;
-      harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
-      harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
-      harness::run_forward(c, in, fwd, Algorithm::flash);
-      harness::run_backward(c, in, fwd, bwd, Algorithm::flash);
+      const harness::Errors flash = harness::run_path(c, in, ref, Algorithm::flash).errors;
       const std::string path = std::string("flash/") + to_string(isa);
-      const harness::Errors fwd_err = harness::forward_errors(fwd, ref);
-      const harness::Errors bwd_err = harness::backward_errors(bwd, ref);
+      const harness::Errors fwd_err = flash.forward_part(), bwd_err = flash.backward_part();
       for (const auto& [pass, err, std_err] : {std::tuple{"fwd", fwd_err, std_fwd_err},
                                                std::tuple{"bwd", bwd_err, std_bwd_err}}) {
         const double fraction = harness::worst_fraction_of_allowed(err, std_err, ref);

@@ -34,7 +34,9 @@ struct Problem {
   bool causal = false;
   float dropout_p = 0.0f;
   std::uint64_t seed = 0;
-  int num_threads = 0;  // resolved: >= 1
+  std::uint32_t dropout_threshold = 0;  // a score is kept iff its Philox word >= this
+  float keep_scale = 1.0f;              // 1 / (1 - dropout_p)
+  int num_threads = 1;                  // resolved: >= 1
   Isa isa = Isa::portable;
   int block_q = 0, block_k = 0;  // 0: derive from the caches
 

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
+#include "core/philox.hpp"
 #include "core/problem.hpp"
 #include "flashattn/error.hpp"
 
@@ -150,7 +153,9 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   p.causal = o.causal;
   p.dropout_p = o.dropout_p;
   p.seed = o.seed;
-  p.num_threads = o.num_threads;
+  p.dropout_threshold = dropout_threshold(o.dropout_p);
+  p.keep_scale = 1.0f / (1.0f - o.dropout_p);
+  p.num_threads = o.num_threads > 0 ? o.num_threads : omp_get_max_threads();
   p.isa = isa;
   p.block_q = o.block_q;
   p.block_k = o.block_k;

@@ -26,10 +26,6 @@ namespace {
 
 using i64 = std::int64_t;
 
-int resolve_threads(const Problem& p) {
-  return p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
-}
-
 i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
 
 void zero_rows(const Bshd& t, i64 batch, i64 seqlen, i64 heads, i64 d, int threads) {
@@ -79,7 +75,7 @@ void flash_forward(const Problem& p) {
   if (p.batch == 0 || p.heads == 0 || p.seqlen_q == 0) return;
   const KernelSet& kernels = kernels_for(p.isa);
   const TileConfig tiles = choose_tiles(p);
-  const int threads = resolve_threads(p);
+  const int threads = p.num_threads;
   const i64 d = p.headdim;
   const i64 ws_floats = kernels.forward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
@@ -126,7 +122,7 @@ void flash_forward(const Problem& p) {
 }
 
 void flash_backward(const Problem& p) {
-  const int threads = resolve_threads(p);
+  const int threads = p.num_threads;
   const i64 d = p.headdim;
   zero_rows(p.dq, p.batch, p.seqlen_q, p.heads, d, threads);
   if (p.batch == 0 || p.seqlen_k == 0) return;

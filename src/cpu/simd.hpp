@@ -45,10 +45,11 @@ inline Mask greater_equal(Vec a, Vec b) { return {_mm512_cmp_ps_mask(a.v, b.v, _
 inline Vec select(Mask m, Vec if_true, Vec if_false) {
   return {_mm512_mask_blend_ps(m.m, if_false.v, if_true.v)};
 }
-// 2^n for whole numbers n in [-126, 127] held as floats t = n + 1.5·2^23.
-inline Vec pow2_from_rounded(Vec t, Vec magic) {
-  const __m512i n = _mm512_sub_epi32(_mm512_castps_si512(t.v), _mm512_castps_si512(magic.v));
-  return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23))};
+// 2^n for whole numbers n in [-127, 127] held as floats t = n + kRoundMagic (n = -127
+// gives +0): the biased exponent n + 127 is t's low bits minus a constant.
+inline Vec pow2_from_rounded(Vec t) {
+  const __m512i biased = _mm512_sub_epi32(_mm512_castps_si512(t.v), _mm512_set1_epi32(kRoundMagicBits - 127));
+  return {_mm512_castsi512_ps(_mm512_slli_epi32(biased, 23))};
 }
 inline float reduce_add(Vec a) { return _mm512_reduce_add_ps(a.v); }
 inline float reduce_max(Vec a) { return _mm512_reduce_max_ps(a.v); }
@@ -75,9 +76,9 @@ inline Mask greater_equal(Vec a, Vec b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_G
 inline Vec select(Mask m, Vec if_true, Vec if_false) {
   return {_mm256_blendv_ps(if_false.v, if_true.v, m.m)};
 }
-inline Vec pow2_from_rounded(Vec t, Vec magic) {
-  const __m256i n = _mm256_sub_epi32(_mm256_castps_si256(t.v), _mm256_castps_si256(magic.v));
-  return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23))};
+inline Vec pow2_from_rounded(Vec t) {
+  const __m256i biased = _mm256_sub_epi32(_mm256_castps_si256(t.v), _mm256_set1_epi32(kRoundMagicBits - 127));
+  return {_mm256_castsi256_ps(_mm256_slli_epi32(biased, 23))};
 }
 inline float reduce_add(Vec a) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
@@ -110,7 +111,13 @@ inline Vec zero() { return set1(0.0f); }
 inline Vec add(Vec a, Vec b) { FLASHATTN_LANEWISE(a.v[i] + b.v[i]); }
 inline Vec sub(Vec a, Vec b) { FLASHATTN_LANEWISE(a.v[i] - b.v[i]); }
 inline Vec mul(Vec a, Vec b) { FLASHATTN_LANEWISE(a.v[i] * b.v[i]); }
-inline Vec fma(Vec a, Vec b, Vec c) { FLASHATTN_LANEWISE(a.v[i] * b.v[i] + c.v[i]); }
+// Fused like the hardware's: the product is exact in double, so only the sum rounds
+// (twice, to double then float, which differs from one rounding only in rare ties). The
+// kernels rely on it for exponents s · log2 e − m whose product alone would round by an
+// ulp of a large logit.
+inline Vec fma(Vec a, Vec b, Vec c) {
+  FLASHATTN_LANEWISE(static_cast<float>(static_cast<double>(a.v[i]) * b.v[i] + c.v[i]));
+}
 inline Vec max_keep_nan(Vec a, Vec bound) { FLASHATTN_LANEWISE(bound.v[i] > a.v[i] ? bound.v[i] : a.v[i]); }
 inline Vec min_keep_nan(Vec a, Vec bound) { FLASHATTN_LANEWISE(bound.v[i] < a.v[i] ? bound.v[i] : a.v[i]); }
 inline Vec max(Vec a, Vec b) { FLASHATTN_LANEWISE(a.v[i] > b.v[i] ? a.v[i] : b.v[i]); }
@@ -125,9 +132,8 @@ inline Mask greater_equal(Vec a, Vec b) {
   return m;
 }
 inline Vec select(Mask m, Vec if_true, Vec if_false) { FLASHATTN_LANEWISE(m.m[i] ? if_true.v[i] : if_false.v[i]); }
-inline Vec pow2_from_rounded(Vec t, Vec magic) {
-  FLASHATTN_LANEWISE(std::bit_cast<float>(
-      (std::bit_cast<std::int32_t>(t.v[i]) - std::bit_cast<std::int32_t>(magic.v[i]) + 127) << 23));
+inline Vec pow2_from_rounded(Vec t) {
+  FLASHATTN_LANEWISE(std::bit_cast<float>((std::bit_cast<std::int32_t>(t.v[i]) - (kRoundMagicBits - 127)) << 23));
 }
 inline float reduce_add(Vec a) {
   float s = 0.0f;
@@ -144,21 +150,20 @@ inline float reduce_max(Vec a) {
 
 #endif
 
-// exp2 of every lane for x < 127.5 (NaN → NaN, below −125 and −∞ → exactly 0): what the
-// kernels need, since their arguments are differences from a running maximum.
+// exp2 of every lane for x < 127.5: what the kernels need, since their arguments are
+// differences from a running maximum. Clamping at −127 makes 2^n exactly +0 there, so
+// every x ≤ −126.5 (−∞ included) gives exactly 0 with no compare; NaN stays NaN.
 inline Vec exp2_below_128(Vec x) {
-  const Vec low = set1(-125.0f), magic = set1(12582912.0f);
-  const Vec xc = max_keep_nan(x, low);
+  const Vec magic = set1(kRoundMagic);
+  const Vec xc = max_keep_nan(x, set1(-127.0f));
   const Vec t = add(xc, magic);
   const Vec f = sub(xc, sub(t, magic));
   Vec poly = set1(exp2_coefficient(kExp2Degree));
   for (int k = kExp2Degree - 1; k >= 0; --k) poly = fma(poly, f, set1(exp2_coefficient(k)));
-  const Vec r = mul(poly, pow2_from_rounded(t, magic));
-  return select(less(x, low), zero(), r);
+  return mul(poly, pow2_from_rounded(t));
 }
 
-// exp2 of every lane: the vector form of exp2_approx (vec_math.hpp), with its contract:
-// ≤ 4 ulp on [−125, 127.5), exactly 0 below (−∞ included), +∞ from 127.5, NaN → NaN.
+// exp2 of every lane: the vector form of exp2_approx (vec_math.hpp), with its contract.
 inline Vec exp2(Vec x) {
   const Vec high = set1(127.5f);
   const Vec r = exp2_below_128(min_keep_nan(x, high));

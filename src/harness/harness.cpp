@@ -7,6 +7,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/philox.hpp"
 #include "reference/reference.hpp"
 
 namespace flashattn::harness {
@@ -143,7 +144,9 @@ Problem reference_problem(const Case& c) {
   p.causal = c.options.causal;
   p.dropout_p = c.options.dropout_p;
   p.seed = c.options.seed;
-  p.num_threads = c.options.num_threads;
+  p.dropout_threshold = dropout_threshold(p.dropout_p);
+  p.keep_scale = 1.0f / (1.0f - p.dropout_p);
+  p.num_threads = c.options.num_threads > 0 ? c.options.num_threads : 1;
   p.isa = c.options.isa.value_or(default_isa());
   p.block_q = c.options.block_q;
   p.block_k = c.options.block_k;
@@ -211,6 +214,22 @@ Errors backward_errors(const BackwardOutputs& got, const ReferenceOutputs& ref) 
   e.dk = max_abs_error(got.dk, ref.dk);
   e.dv = max_abs_error(got.dv, ref.dv);
   return e;
+}
+
+double standard_error_limit(const ReferenceOutputs& ref) {
+  return 1e-4 * std::max({1.0, max_abs(ref.out), max_abs(ref.dq), max_abs(ref.dk), max_abs(ref.dv)});
+}
+
+PathRun run_path(const Case& c, const Inputs& in, const ReferenceOutputs& ref, Algorithm algorithm) {
+  PathRun r{make_forward_outputs(c), make_backward_outputs(c), {}};
+  run_forward(c, in, r.fwd, algorithm);
+  run_backward(c, in, r.fwd, r.bwd, algorithm);
+  r.errors = forward_errors(r.fwd, ref);
+  const Errors grads = backward_errors(r.bwd, ref);
+  r.errors.dq = grads.dq;
+  r.errors.dk = grads.dk;
+  r.errors.dv = grads.dv;
+  return r;
 }
 
 double worst_fraction_of_allowed(const Errors& fast, const Errors& standard,

@@ -85,13 +85,26 @@ double max_abs(const std::vector<double>& values);  // over finite values
 struct Errors {
   double out = 0, lse = 0, dq = 0, dk = 0, dv = 0;
   double max() const;
+  Errors forward_part() const { return {out, lse, 0, 0, 0}; }
+  Errors backward_part() const { return {0, 0, dq, dk, dv}; }
 };
 Errors forward_errors(const ForwardOutputs& got, const ReferenceOutputs& ref);
 Errors backward_errors(const BackwardOutputs& got, const ReferenceOutputs& ref);
 
+// One path's forward and backward on a case, and every output's error.
+struct PathRun {
+  ForwardOutputs fwd;
+  BackwardOutputs bwd;
+  Errors errors;  // out and lse from the forward, dq, dk and dv from the backward
+};
+PathRun run_path(const Case& c, const Inputs& in, const ReferenceOutputs& ref, Algorithm algorithm);
+
 // FlashAttention's rule: a fast path may be at most twice as far from the reference as
 // standard fp32 attention is, plus an absolute floor relative to the values' size.
 double allowed_error(double standard_error, double reference_magnitude, double factor = 2.0);
+
+// Standard attention itself must be within 1e-4 of the values' size of the reference.
+double standard_error_limit(const ReferenceOutputs& ref);
 
 // The rule applied to every output: max over outputs of error / allowed_error.
 // A fast path passes when this is at most 1.

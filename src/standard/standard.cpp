@@ -24,10 +24,6 @@ using i64 = std::int64_t;
 using ExpArray = void (*)(const float*, float*, i64);
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-int resolve_threads(const Problem& p) {
-  return p.num_threads > 0 ? p.num_threads : omp_get_max_threads();
-}
-
 // A (rows × d) matrix of one head inside a BSHD tensor. BLAS needs ld >= d; views that
 // repeat rows (stride_s < d, legal for inputs) are copied into `copy` first.
 struct HeadMatrix {
@@ -72,10 +68,8 @@ void zero_head(const Bshd& t, i64 b, i64 h, i64 rows, i64 d) {
 void standard_forward(const Problem& p) {
   const i64 nq = p.seqlen_q, nk = p.seqlen_k, d = p.headdim;
   if (p.batch == 0 || p.heads == 0 || nq == 0) return;
-  const int threads = resolve_threads(p);
+  const int threads = p.num_threads;
   openblas_set_num_threads(threads);
-  const std::uint32_t threshold = dropout_threshold(p.dropout_p);
-  const float keep_scale = 1.0f / (1.0f - p.dropout_p);
   const ExpArray exp2_array = kernels_for(p.isa).exp2_array;
   Buffer scores(static_cast<std::size_t>(nq * nk));  // S, then P with dropout
   float* s = scores.data();
@@ -107,7 +101,7 @@ void standard_forward(const Problem& p) {
         for (i64 j = 0; j < visible; ++j) row[j] *= inv;
         for (i64 j = visible; j < nk; ++j) row[j] = 0.0f;
         p.lse.at(b, h, i) = visible == 0 ? kNegInf : max + std::log(sum);
-        if (threshold != 0) apply_dropout_row(row, nk, p.seed, b, h, i, 0, threshold, keep_scale);
+        if (p.dropout_threshold != 0) apply_dropout_row(row, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
       }
       gemm(false, false, nq, d, nk, 1.0f, s, nk, v.data, v.ld, 0.0f, p.out.row(b, 0, h),
            output_ld(p.out, nq, d));
@@ -125,10 +119,8 @@ void standard_backward(const Problem& p) {
     }
   }
   if (p.batch == 0 || p.heads == 0 || nq == 0 || nk == 0) return;
-  const int threads = resolve_threads(p);
+  const int threads = p.num_threads;
   openblas_set_num_threads(threads);
-  const std::uint32_t threshold = dropout_threshold(p.dropout_p);
-  const float keep_scale = 1.0f / (1.0f - p.dropout_p);
   const ExpArray exp2_array = kernels_for(p.isa).exp2_array;
   Buffer probs(static_cast<std::size_t>(nq * nk));     // P, then P with dropout
   Buffer grads(static_cast<std::size_t>(nq * nk));     // dO Vᵀ, then dS
@@ -158,9 +150,9 @@ void standard_backward(const Problem& p) {
         const float* dorow = p.dout.row(b, i, h);
         float delta = 0.0f;
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
-        if (threshold != 0) apply_dropout_row(grow, nk, p.seed, b, h, i, 0, threshold, keep_scale);
+        if (p.dropout_threshold != 0) apply_dropout_row(grow, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
         for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);
-        if (threshold != 0) apply_dropout_row(prow, nk, p.seed, b, h, i, 0, threshold, keep_scale);
+        if (p.dropout_threshold != 0) apply_dropout_row(prow, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
       }
       gemm(true, false, nk, d, nq, 1.0f, pm, nk, dout.data, dout.ld, 1.0f, p.dv.row(b, 0, hk),
            output_ld(p.dv, nk, d));
