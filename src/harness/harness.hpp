@@ -101,7 +101,7 @@ PathRun run_path(const Case& c, const Inputs& in, const ReferenceOutputs& ref, A
 
 // FlashAttention's rule: a fast path may be at most twice as far from the reference as
 // standard fp32 attention is, plus an absolute floor relative to the values' size.
-double allowed_error(double standard_error, double reference_magnitude, double factor = 2.0);
+double allowed_error(double standard_error, double reference_magnitude);
 
 // Standard attention itself must be within 1e-4 of the values' size of the reference.
 double standard_error_limit(const ReferenceOutputs& ref);
@@ -109,6 +109,6 @@ double standard_error_limit(const ReferenceOutputs& ref);
 // The rule applied to every output: max over outputs of error / allowed_error.
 // A fast path passes when this is at most 1.
 double worst_fraction_of_allowed(const Errors& fast, const Errors& standard,
-                                 const ReferenceOutputs& ref, double factor = 2.0);
+                                 const ReferenceOutputs& ref);
 
 }  // namespace flashattn::harness
