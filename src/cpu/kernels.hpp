@@ -22,6 +22,9 @@ struct TileConfig {
 // k is (seqlen_k + micro_rows, headdim), v is (seqlen_k, headdim rounded up to micro_cols)
 // with zero padding. In place, rows lie a whole token apart (heads · headdim floats) and
 // a tile's rows span more pages than the TLB holds; every query tile re-reads them.
+// Measured (8 heads, d = 64, 2 threads): reading K and V in place instead, copying only
+// the last tile, was slower even where the copy is a pass nothing overlaps: N = 1024
+// 21.8 vs 18.6 ms, N = 2048 82 vs 71 ms.
 struct PackedKv {
   const float* k;
   const float* v;
