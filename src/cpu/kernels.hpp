@@ -24,7 +24,9 @@ struct TileConfig {
 // a tile's rows span more pages than the TLB holds; every query tile re-reads them.
 // Measured (8 heads, d = 64, 2 threads): reading K and V in place instead, copying only
 // the last tile, was slower even where the copy is a pass nothing overlaps: N = 1024
-// 21.8 vs 18.6 ms, N = 2048 82 vs 71 ms.
+// 21.8 vs 18.6 ms, N = 2048 82 vs 71 ms. Copying each group lazily in the first task that
+// needs it, and the next group ahead, was slower too (causal N = 1024: 0.58 vs 0.67 of
+// SGEMM), as was one task per group with a per-thread copy (N = 4096: 0.81 vs 0.87).
 struct PackedKv {
   const float* k;
   const float* v;
