@@ -9,6 +9,7 @@
 // backward 2.5× forward, forward+backward 3.5× forward.
 #include <cblas.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -35,7 +36,7 @@ namespace {
 using i64 = std::int64_t;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kUsage = R"(usage: flashattn bench [flags]
+constexpr const char* kUsage = R"usage(usage: flashattn bench [flags]
 
 Measures the machine's SGEMM rate (OpenBLAS, 2048^3, same thread count), then each
 implementation and pass; validates each case against the reference first.
@@ -56,20 +57,24 @@ implementation and pass; validates each case against the reference first.
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
   --no-check         skip the validation against the reference
+  --mem-cap-mib M    skip (as "OOM (skipped)") any case whose tensors and the path's own
+                     buffers would exceed M MiB; default: half the machine's memory
   --json FILE|-      also write one JSON object per line (- for stdout, then no table)
 
 JSON fields: impl, pass, batch, heads, heads_k, seqlen_q, seqlen_k, headdim, causal,
 dropout, threads, isa, ms (median), gflops, peak_bytes (bytes the call allocated at peak,
-measured), max_err (null when not checked), block_q, block_k, sgemm_gflops (SGEMM runs
+measured), max_err (null when not checked), block_q, block_k, skipped (present only on a
+case skipped for the memory cap, with peak_bytes the estimate), sgemm_gflops (SGEMM runs
 interleaved with this case's runs), sgemm_ratio (gflops / sgemm_gflops); the first
 record has impl "sgemm", pass "gemm" and m, n, k.
-)";
+)usage";
 
 struct Config {
   std::vector<std::string> impls, passes;
   i64 batch, heads, heads_k, seqlen_k;
   std::vector<i64> seqlens, headdims;
   bool causal, check;
+  i64 mem_cap_bytes;
   double dropout;
   int threads, repeat, block_q, block_k;
   std::optional<Isa> isa;
@@ -173,6 +178,21 @@ double validate(const harness::Case& full, Algorithm algorithm, const std::strin
   return err;
 }
 
+// Bytes a case would hold: the benchmark's own tensors, plus what the path allocates
+// (standard: one seqlen_q × seqlen_k matrix forward, two backward; flash: the forward's
+// packed K and V, the backward's dQ copies, at most 32 MiB, and its row sums; tiles are
+// small and left out).
+i64 estimated_bytes(const harness::Case& c, const std::string& impl, const std::string& pass) {
+  const harness::Shape& s = c.shape;
+  const i64 q = s.batch * s.seqlen_q * s.heads * s.headdim, k = s.batch * s.seqlen_k * s.heads_k * s.headdim;
+  const i64 rows = s.batch * s.heads * s.seqlen_q;
+  const i64 tensors = 4 * (4 * q + 4 * k + rows);
+  if (impl == "standard") return tensors + s.seqlen_q * s.seqlen_k * 4 * (pass == "fwd" ? 1 : 2);
+  const i64 forward = 2 * k * 4;
+  const i64 backward = std::min<i64>(i64{32} << 20, 15 * q * 4) + rows * 4;
+  return tensors + (pass == "fwd" ? forward : pass == "bwd" ? backward : std::max(forward, backward));
+}
+
 std::string json_number(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.6g", v);
@@ -205,6 +225,8 @@ int bench_main(int argc, char** argv) {
     cfg.block_q = static_cast<int>(args.integer("block-q", 0, 1, 4096));
     cfg.block_k = static_cast<int>(args.integer("block-k", 0, 1, 4096));
     cfg.check = !args.flag("no-check");
+    const i64 ram = static_cast<i64>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+    cfg.mem_cap_bytes = args.integer("mem-cap-mib", ram / 2 >> 20, 1, i64{1} << 40) << 20;
     cfg.json = args.text("json", "");
     if (args.has("isa")) {
       const std::string name = args.text("isa", "");
@@ -255,18 +277,53 @@ int bench_main(int argc, char** argv) {
   for (i64 headdim : cfg.headdims) {
     for (i64 seqlen : cfg.seqlens) {
       const harness::Case c = make_case(cfg, seqlen, headdim);
+      // The passes of each implementation that fit under the memory cap; the others are
+      // reported as skipped, as the paper's tables print "—", and nothing is allocated for
+      // a case none of whose passes fit.
+      std::vector<std::vector<std::string>> fitting;
+      bool any = false;
+      for (const std::string& impl : cfg.impls) {
+        fitting.emplace_back();
+        for (const std::string& pass : cfg.passes) {
+          const i64 need = estimated_bytes(c, impl, pass);
+          if (need <= cfg.mem_cap_bytes) {
+            fitting.back().push_back(pass);
+            any = true;
+            continue;
+          }
+          if (table) {
+            std::printf("%-9s %-7s %7lld %7lld %5lld %6s %10s   OOM (skipped: needs %.0f MiB, cap %.0f MiB)\n",
+                        impl.c_str(), pass.c_str(), static_cast<long long>(c.shape.seqlen_q),
+                        static_cast<long long>(c.shape.seqlen_k), static_cast<long long>(headdim), "-", "-",
+                        need / 1048576.0, cfg.mem_cap_bytes / 1048576.0);
+          }
+          if (json) {
+            *json << "{\"impl\":\"" << impl << "\",\"pass\":\"" << pass << "\",\"batch\":" << c.shape.batch
+                  << ",\"heads\":" << c.shape.heads << ",\"heads_k\":" << c.shape.heads_k
+                  << ",\"seqlen_q\":" << c.shape.seqlen_q << ",\"seqlen_k\":" << c.shape.seqlen_k
+                  << ",\"headdim\":" << headdim << ",\"causal\":" << (cfg.causal ? "true" : "false")
+                  << ",\"dropout\":" << json_number(cfg.dropout) << ",\"threads\":" << cfg.threads
+                  << ",\"peak_bytes\":" << need << ",\"skipped\":\"memory cap\"}" << std::endl;
+          }
+        }
+      }
+      if (!any) continue;
+
       const harness::Inputs in = harness::make_inputs(c);
       harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
       harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
       const double fwd_flops = 4.0 * c.shape.batch * c.shape.heads * c.shape.seqlen_q *
                                c.shape.seqlen_k * headdim * (cfg.causal ? 0.5 : 1.0);
       const TileConfig tiles = choose_tiles(harness::reference_problem(c));
-      for (const std::string& impl : cfg.impls) {
+      for (std::size_t impl_index = 0; impl_index < cfg.impls.size(); ++impl_index) {
+        const std::string& impl = cfg.impls[impl_index];
         const Algorithm algorithm = impl == "flash" ? Algorithm::flash : Algorithm::standard;
-        if (std::find(cfg.passes.begin(), cfg.passes.end(), "fwd") == cfg.passes.end()) {
+        const std::vector<std::string>& passes = fitting[impl_index];
+        if (passes.empty()) continue;
+        if (std::find(passes.begin(), passes.end(), "fwd") == passes.end()) {
           harness::run_forward(c, in, fwd, algorithm);  // the backward's inputs
         }
-        for (const std::string& pass : cfg.passes) {
+        for (const std::string& pass : passes) {
           const double err = cfg.check ? validate(c, algorithm, pass) : -1.0;
           auto run = [&] {
             if (pass != "bwd") {

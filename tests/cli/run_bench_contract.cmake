@@ -1,3 +1,5 @@
+cmake_policy(SET CMP0007 NEW)
+
 # The `flashattn bench --json` contract other tools read: every record is one JSON object
 # per line with the fields the speed issue defines; bad flags exit 2 with a usage message.
 execute_process(COMMAND ${FLASHATTN} bench --impl flash,standard --pass fwd,bwd --seqlen 40,70
@@ -43,3 +45,12 @@ foreach(bad "--bogus" "--seqlen;abc" "--headdim;300" "--heads;6;--heads-k;4" "--
     message(FATAL_ERROR "`flashattn bench ${bad}` should exit 2 with a usage message, got ${rc}: ${err}")
   endif()
 endforeach()
+
+# A case over the memory cap is reported as skipped, not run.
+execute_process(COMMAND ${FLASHATTN} bench --impl flash,standard --pass fwd --seqlen 3000 --headdim 16
+                        --heads 1 --repeat 1 --no-check --mem-cap-mib 20 --json -
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc OR NOT out MATCHES "\"impl\":\"standard\",\"pass\":\"fwd\"[^\n]*\"skipped\":\"memory cap\""
+   OR NOT out MATCHES "\"impl\":\"flash\",\"pass\":\"fwd\"[^\n]*\"sgemm_ratio\"")
+  message(FATAL_ERROR "the memory cap should skip standard (36 MiB of scores) and run flash:\n${out}${err}")
+endif()
