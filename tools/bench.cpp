@@ -26,6 +26,7 @@
 #include "args.hpp"
 #include "cli.hpp"
 #include "core/memory.hpp"
+#include "flashattn/block_sparse.hpp"
 #include "cpu/dispatch.hpp"
 #include "cpu/flash.hpp"
 #include "harness/harness.hpp"
@@ -41,7 +42,8 @@ constexpr const char* kUsage = R"usage(usage: flashattn bench [flags]
 Measures the machine's SGEMM rate (OpenBLAS, 2048^3, same thread count), then each
 implementation and pass; validates each case against the reference first.
 
-  --impl LIST        flash,standard (default: both)
+  --impl LIST        flash,standard,blocksparse (default: flash,standard); blocksparse is
+                     flash with a block mask (--mask, --density, --mask-block)
   --pass LIST        fwd,bwd,fwdbwd (default: fwd,bwd)
   --batch B          default 1
   --heads H          default 8
@@ -56,6 +58,10 @@ implementation and pass; validates each case against the reference first.
   --isa NAME         force the flash kernels: portable, avx2, avx512
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
+  --mask NAME        blocksparse pattern: random (default), local (window 1, 1 global
+                     block), fixed (stride 4), butterfly
+  --density S        blocksparse: fraction of blocks on for --mask random, default 0.5
+  --mask-block B     blocksparse: block size in queries and keys, default 128
   --no-check         skip the validation against the reference
   --mem-cap-mib M    skip (as "OOM (skipped)") any case whose tensors and the path's own
                      buffers would exceed M MiB; default: half the machine's memory
@@ -63,7 +69,8 @@ implementation and pass; validates each case against the reference first.
 
 JSON fields: impl, pass, batch, heads, heads_k, seqlen_q, seqlen_k, headdim, causal,
 dropout, threads, isa, ms (median), gflops, peak_bytes (bytes the call allocated at peak,
-measured), max_err (null when not checked), block_q, block_k, skipped (present only on a
+measured), max_err (null when not checked), block_q, block_k, density (fraction of the
+block mask's blocks on; 1 without one), mask (none, or the pattern), skipped (present only on a
 case skipped for the memory cap, with peak_bytes the estimate), sgemm_gflops (SGEMM runs
 interleaved with this case's runs), sgemm_ratio (gflops / sgemm_gflops); the first
 record has impl "sgemm", pass "gemm" and m, n, k.
@@ -75,6 +82,9 @@ struct Config {
   std::vector<i64> seqlens, headdims;
   bool causal, check;
   i64 mem_cap_bytes;
+  double density;            // blocksparse: fraction of blocks on (random pattern)
+  std::string mask_pattern;  // blocksparse: random, local, fixed, butterfly
+  i64 mask_block;            // blocksparse: block size (queries and keys)
   double dropout;
   int threads, repeat, block_q, block_k;
   std::optional<Isa> isa;
@@ -155,8 +165,27 @@ harness::Case make_case(const Config& cfg, i64 seqlen, i64 headdim) {
   return c;
 }
 
+// The block mask of --mask at the case's shape: random at --density, or a pattern.
+void add_block_mask(const Config& cfg, harness::Case& c) {
+  const i64 block = cfg.mask_block;
+  const i64 rows = (c.shape.seqlen_q + block - 1) / block, cols = (c.shape.seqlen_k + block - 1) / block;
+  std::vector<std::uint8_t> blocks = cfg.mask_pattern == "local"       ? local_global_blocks(rows, cols, 1, 1)
+                                     : cfg.mask_pattern == "fixed"     ? fixed_stride_blocks(rows, cols, 4)
+                                     : cfg.mask_pattern == "butterfly" ? butterfly_blocks(rows, cols)
+                                                                       : random_blocks(rows, cols, cfg.density, 7);
+  c.set_block_mask(std::move(blocks), block, block);
+}
+
+// Fraction of the mask's blocks that are on (1 without a mask).
+double mask_density(const harness::Case& c) {
+  if (!c.mask || c.mask->empty()) return 1.0;
+  double on = 0;
+  for (std::uint8_t x : *c.mask) on += x != 0;
+  return on / static_cast<double>(c.mask->size());
+}
+
 // Max error of one implementation's pass on a small version of the case.
-double validate(const harness::Case& full, Algorithm algorithm, const std::string& pass) {
+double validate(const Config& cfg, const harness::Case& full, Algorithm algorithm, const std::string& pass) {
   harness::Case c = full;
   c.shape.batch = 1;
   c.shape.heads_k = 1;
@@ -164,6 +193,7 @@ double validate(const harness::Case& full, Algorithm algorithm, const std::strin
   c.shape.seqlen_q = std::min<i64>(full.shape.seqlen_q, 160);
   c.shape.seqlen_k = std::min<i64>(full.shape.seqlen_k, 160 + (full.shape.seqlen_k - full.shape.seqlen_q));
   c.shape.seqlen_k = std::max<i64>(c.shape.seqlen_k, 1);
+  if (full.options.block_mask) add_block_mask(cfg, c);
   const harness::Inputs in = harness::make_inputs(c);
   const harness::ReferenceOutputs ref = harness::run_reference(c, in, pass != "fwd");
   harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
@@ -209,7 +239,10 @@ int bench_main(int argc, char** argv) {
       std::cout << kUsage;
       return 0;
     }
-    cfg.impls = args.words("impl", {"flash", "standard"}, {"flash", "standard"});
+    cfg.impls = args.words("impl", {"flash", "standard"}, {"flash", "standard", "blocksparse"});
+    cfg.density = args.real("density", 0.5, 0.0, 1.0);
+    cfg.mask_pattern = args.words("mask", {"random"}, {"random", "local", "fixed", "butterfly"}).front();
+    cfg.mask_block = args.integer("mask-block", 128, 1, 4096);
     cfg.passes = args.words("pass", {"fwd", "bwd"}, {"fwd", "bwd", "fwdbwd"});
     cfg.batch = args.integer("batch", 1, 1, 1 << 20);
     cfg.heads = args.integer("heads", 8, 1, 1 << 16);
@@ -270,13 +303,15 @@ int bench_main(int argc, char** argv) {
                 static_cast<long long>(cache_sizes().l2_bytes >> 10), openblas_get_corename());
     std::printf("sgemm 2048^3: %.2f ms, %.1f GFLOP/s (each row's /sgemm uses SGEMM runs interleaved with its own)\n\n",
                 sgemm_ms, sgemm);
-    std::printf("%-9s %-7s %7s %7s %5s %6s %10s %9s %7s %12s %10s\n", "impl", "pass", "seqlen",
+    std::printf("%-11s %-7s %7s %7s %5s %7s %10s %9s %7s %12s %10s\n", "impl", "pass", "seqlen",
                 "seqlen_k", "d", "tiles", "ms", "GFLOP/s", "/sgemm", "peak_MiB", "max_err");
   }
 
   for (i64 headdim : cfg.headdims) {
     for (i64 seqlen : cfg.seqlens) {
       const harness::Case c = make_case(cfg, seqlen, headdim);
+      harness::Case sparse = c;
+      if (std::find(cfg.impls.begin(), cfg.impls.end(), "blocksparse") != cfg.impls.end()) add_block_mask(cfg, sparse);
       // The passes of each implementation that fit under the memory cap; the others are
       // reported as skipped, as the paper's tables print "—", and nothing is allocated for
       // a case none of whose passes fit.
@@ -292,7 +327,7 @@ int bench_main(int argc, char** argv) {
             continue;
           }
           if (table) {
-            std::printf("%-9s %-7s %7lld %7lld %5lld %6s %10s   OOM (skipped: needs %.0f MiB, cap %.0f MiB)\n",
+            std::printf("%-11s %-7s %7lld %7lld %5lld %7s %10s   OOM (skipped: needs %.0f MiB, cap %.0f MiB)\n",
                         impl.c_str(), pass.c_str(), static_cast<long long>(c.shape.seqlen_q),
                         static_cast<long long>(c.shape.seqlen_k), static_cast<long long>(headdim), "-", "-",
                         need / 1048576.0, cfg.mem_cap_bytes / 1048576.0);
@@ -314,43 +349,47 @@ int bench_main(int argc, char** argv) {
       harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
       const double fwd_flops = 4.0 * c.shape.batch * c.shape.heads * c.shape.seqlen_q *
                                c.shape.seqlen_k * headdim * (cfg.causal ? 0.5 : 1.0);
-      const TileConfig tiles = choose_tiles(harness::reference_problem(c));
       for (std::size_t impl_index = 0; impl_index < cfg.impls.size(); ++impl_index) {
         const std::string& impl = cfg.impls[impl_index];
-        const Algorithm algorithm = impl == "flash" ? Algorithm::flash : Algorithm::standard;
+        const bool is_flash = impl != "standard";
+        const Algorithm algorithm = is_flash ? Algorithm::flash : Algorithm::standard;
+        const harness::Case& ci = impl == "blocksparse" ? sparse : c;
+        const double density = mask_density(ci);
+        const TileConfig tiles = choose_tiles(harness::reference_problem(ci));
         const std::vector<std::string>& passes = fitting[impl_index];
         if (passes.empty()) continue;
         if (std::find(passes.begin(), passes.end(), "fwd") == passes.end()) {
-          harness::run_forward(c, in, fwd, algorithm);  // the backward's inputs
+          harness::run_forward(ci, in, fwd, algorithm);  // the backward's inputs
         }
         for (const std::string& pass : passes) {
-          const double err = cfg.check ? validate(c, algorithm, pass) : -1.0;
+          const double err = cfg.check ? validate(cfg, ci, algorithm, pass) : -1.0;
           auto run = [&] {
             if (pass != "bwd") {
-              forward(in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(), c.options, algorithm);
+              forward(in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(), ci.options, algorithm);
             }
             if (pass != "fwd") {
               backward(in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(),
-                       bwd.dq.view(), bwd.dk.view(), bwd.dv.view(), c.options, algorithm);
+                       bwd.dq.view(), bwd.dk.view(), bwd.dv.view(), ci.options, algorithm);
             }
           };
-          if (pass == "bwd") harness::run_forward(c, in, fwd, algorithm);
+          if (pass == "bwd") harness::run_forward(ci, in, fwd, algorithm);
           const i64 before = allocated_bytes();
           reset_peak_allocated_bytes();
           run();
           const i64 peak = peak_allocated_bytes() - before;
           const Timing timing = time_case(cfg.repeat, flusher, sgemm_runner, run);
           const double ms = timing.ms;
-          const double flops = fwd_flops * (pass == "fwd" ? 1.0 : pass == "bwd" ? 2.5 : 3.5);
+          // Block-sparse counts the FLOPs of the blocks it computes.
+          const double flops = fwd_flops * density * (pass == "fwd" ? 1.0 : pass == "bwd" ? 2.5 : 3.5);
           const double gflops = flops / (ms * 1e6);
           const double sgemm_now = Sgemm::kFlops / (timing.sgemm_ms * 1e6);
           if (table) {
             char tiles_text[32];
             std::snprintf(tiles_text, sizeof tiles_text, "%dx%d", tiles.block_q, tiles.block_k);
-            std::printf("%-9s %-7s %7lld %7lld %5lld %6s %10.3f %9.1f %7.3f %12.2f %10s\n", impl.c_str(),
+            std::printf("%-11s %-7s %7lld %7lld %5lld %7s %10.3f %9.1f %7.3f %12.2f %10s\n", impl.c_str(),
                         pass.c_str(), static_cast<long long>(c.shape.seqlen_q),
                         static_cast<long long>(c.shape.seqlen_k), static_cast<long long>(headdim),
-                        impl == "flash" ? tiles_text : "-", ms, gflops, gflops / sgemm_now,
+                        is_flash ? tiles_text : "-", ms, gflops, gflops / sgemm_now,
                         peak / 1048576.0, err < 0 ? "-" : json_number(err).c_str());
             std::fflush(stdout);
           }
@@ -360,11 +399,13 @@ int bench_main(int argc, char** argv) {
                   << ",\"seqlen_q\":" << c.shape.seqlen_q << ",\"seqlen_k\":" << c.shape.seqlen_k
                   << ",\"headdim\":" << headdim << ",\"causal\":" << (cfg.causal ? "true" : "false")
                   << ",\"dropout\":" << json_number(cfg.dropout) << ",\"threads\":" << cfg.threads
-                  << ",\"isa\":\"" << (impl == "flash" ? isa_name : std::string("openblas-") + openblas_get_corename())
+                  << ",\"isa\":\"" << (is_flash ? isa_name : std::string("openblas-") + openblas_get_corename())
                   << "\",\"ms\":" << json_number(ms) << ",\"gflops\":" << json_number(gflops)
                   << ",\"peak_bytes\":" << peak << ",\"max_err\":" << (err < 0 ? "null" : json_number(err))
-                  << ",\"block_q\":" << (impl == "flash" ? tiles.block_q : 0)
-                  << ",\"block_k\":" << (impl == "flash" ? tiles.block_k : 0)
+                  << ",\"block_q\":" << (is_flash ? tiles.block_q : 0)
+                  << ",\"block_k\":" << (is_flash ? tiles.block_k : 0)
+                  << ",\"density\":" << json_number(density) << ",\"mask\":\""
+                  << (ci.options.block_mask ? cfg.mask_pattern : std::string("none")) << "\""
                   << ",\"sgemm_gflops\":" << json_number(sgemm_now)
                   << ",\"sgemm_ratio\":" << json_number(gflops / sgemm_now) << "}" << std::endl;
           }

@@ -24,6 +24,17 @@
 
 namespace flashattn {
 
+// Block-sparse attention (the paper's Section 3.3): score (i, j) exists only where block
+// (i / block_q, j / block_k) of the mask is nonzero; elsewhere it is masked (−∞), and the
+// flash path neither loads nor computes that block. One mask serves every batch and head:
+// `blocks` is row-major with shape (rows, cols) = (⌈seqlen_q / block_q⌉, ⌈seqlen_k / block_k⌉).
+// Generators for the paper's patterns are in flashattn/block_sparse.hpp.
+struct BlockMask {
+  const std::uint8_t* blocks = nullptr;
+  std::int64_t block_q = 0, block_k = 0;
+  std::int64_t rows = 0, cols = 0;
+};
+
 struct AttentionOptions {
   std::optional<float> softmax_scale;  // default 1/sqrt(headdim)
   bool causal = false;                 // bottom-right aligned when seqlen_q != seqlen_k
@@ -32,8 +43,10 @@ struct AttentionOptions {
   int num_threads = 0;                 // 0: OpenMP's default
   std::optional<Isa> isa;              // force a kernel build (default: default_isa())
   // Tile sizes (queries, keys) for experiments; 0 derives them from the cache sizes.
+  // With a block mask the flash tiles are the mask's blocks and these are ignored.
   int block_q = 0;
   int block_k = 0;
+  std::optional<BlockMask> block_mask;  // combined with causal when both are set
 };
 
 enum class Algorithm {

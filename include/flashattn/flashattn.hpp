@@ -2,6 +2,7 @@
 #pragma once
 
 #include "flashattn/attention.hpp"
+#include "flashattn/block_sparse.hpp"
 #include "flashattn/error.hpp"
 #include "flashattn/isa.hpp"
 #include "flashattn/tensor.hpp"

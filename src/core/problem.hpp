@@ -39,6 +39,9 @@ struct Problem {
   int num_threads = 1;                  // resolved: >= 1
   Isa isa = Isa::portable;
   int block_q = 0, block_k = 0;  // 0: derive from the caches
+  // Block-sparse mask (null: dense), shared by every batch and head.
+  const std::uint8_t* mask_blocks = nullptr;
+  std::int64_t mask_block_q = 0, mask_block_k = 0, mask_cols = 0;
 
   // Forward inputs and outputs (backward reads q, k, v, out, lse).
   Bshd q, k, v, out;
@@ -47,6 +50,14 @@ struct Problem {
   Bshd dout, dq, dk, dv;
 
   std::int64_t group() const { return heads / heads_k; }
+  // Whether scores of query block qb (mask_block_q rows) and key block kb may be nonzero.
+  bool block_active(std::int64_t qb, std::int64_t kb) const {
+    return mask_blocks == nullptr || mask_blocks[qb * mask_cols + kb] != 0;
+  }
+  // Whether score (i, j) is visible: under the causal rule and the block mask.
+  bool visible(std::int64_t i, std::int64_t j) const {
+    return j < visible_keys(i) && (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k));
+  }
   std::int64_t kv_head(std::int64_t h) const { return h / group(); }
   // Causal: query i sees key j iff j <= i + causal_offset().
   std::int64_t causal_offset() const { return seqlen_k - seqlen_q; }

@@ -143,6 +143,25 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
     c.fail("options.block_q/block_k", "must be in [0, " + std::to_string(kMaxBlock) +
                                           "] (0: derived from the cache sizes)");
   }
+  if (o.block_mask) {
+    const BlockMask& m = *o.block_mask;
+    if (m.block_q < 1 || m.block_k < 1 || m.block_q > kMaxBlock || m.block_k > kMaxBlock) {
+      c.fail("options.block_mask", "block sizes must be in [1, " + std::to_string(kMaxBlock) + "], got " +
+                                       std::to_string(m.block_q) + " x " + std::to_string(m.block_k));
+    }
+    const std::int64_t rows = (p.seqlen_q + m.block_q - 1) / m.block_q;
+    const std::int64_t cols = (p.seqlen_k + m.block_k - 1) / m.block_k;
+    if (m.rows != rows || m.cols != cols) {
+      c.fail("options.block_mask", "expected shape (ceil(seqlen_q / block_q), ceil(seqlen_k / block_k)) = (" +
+                                       std::to_string(rows) + ", " + std::to_string(cols) + "), got (" +
+                                       std::to_string(m.rows) + ", " + std::to_string(m.cols) + ")");
+    }
+    if (rows * cols > 0 && m.blocks == nullptr) c.fail("options.block_mask", "blocks is null");
+    p.mask_blocks = m.blocks;
+    p.mask_block_q = m.block_q;
+    p.mask_block_k = m.block_k;
+    p.mask_cols = m.cols;
+  }
   const Isa isa = o.isa.value_or(default_isa());
   const std::vector<Isa> supported = supported_isas();
   if (std::find(supported.begin(), supported.end(), isa) == supported.end()) {

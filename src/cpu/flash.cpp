@@ -68,6 +68,10 @@ TileConfig choose_tiles(const Problem& p) {
   TileConfig t{static_cast<int>(block), static_cast<int>(block)};
   if (p.block_q > 0) t.block_q = p.block_q;
   if (p.block_k > 0) t.block_k = p.block_k;
+  if (p.mask_blocks != nullptr) {  // a tile is a block of the mask, so it is skipped whole
+    t.block_q = static_cast<int>(p.mask_block_q);
+    t.block_k = static_cast<int>(p.mask_block_k);
+  }
   return t;
 }
 

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/philox.hpp"
+#include "flashattn/block_sparse.hpp"
 #include "reference/reference.hpp"
 
 namespace flashattn::harness {
@@ -25,9 +26,20 @@ std::string Case::name() const {
   if (options.causal) s << "_causal";
   if (options.dropout_p > 0) s << "_drop" << std::lround(options.dropout_p * 100) << "pct";
   if (options.block_q > 0 || options.block_k > 0) s << "_tile" << options.block_q << "x" << options.block_k;
+  if (options.block_mask) {
+    std::int64_t on = 0;
+    for (std::uint8_t x : *mask) on += x != 0;
+    s << "_mask" << options.block_mask->block_q << "x" << options.block_mask->block_k << "_on" << on << "of"
+      << mask->size();
+  }
   if (padded) s << "_padded";
   if (options.isa) s << "_" << to_string(*options.isa);
   return s.str();
+}
+
+void Case::set_block_mask(std::vector<std::uint8_t> blocks, std::int64_t block_q, std::int64_t block_k) {
+  mask = std::make_shared<const std::vector<std::uint8_t>>(std::move(blocks));
+  options.block_mask = make_block_mask(*mask, shape.seqlen_q, shape.seqlen_k, block_q, block_k);
 }
 
 // Padding: a few elements between innermost rows and more between outer blocks, so
@@ -150,6 +162,12 @@ Problem reference_problem(const Case& c) {
   p.isa = c.options.isa.value_or(default_isa());
   p.block_q = c.options.block_q;
   p.block_k = c.options.block_k;
+  if (c.options.block_mask) {
+    p.mask_blocks = c.options.block_mask->blocks;
+    p.mask_block_q = c.options.block_mask->block_q;
+    p.mask_block_k = c.options.block_mask->block_k;
+    p.mask_cols = c.options.block_mask->cols;
+  }
   return p;
 }
 

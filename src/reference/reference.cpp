@@ -1,7 +1,8 @@
 // reference.cpp — the oracle (see reference.hpp). Obviously right beats fast here.
 //
 // For query row i of head h (kv-head hk = h / (heads / heads_k)):
-//   visible keys: all j, or under causal j <= i + seqlen_k - seqlen_q;
+//   visible keys: all j, or under causal j <= i + seqlen_k - seqlen_q, and with a block
+//   mask only those whose block (i / block_q, j / block_k) is on;
 //   s_j = scale · q_i · k_j;  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
 //   z_j = dropout_keep(...) / (1 - dropout_p) (1 without dropout);
 //   out_i = Σ_j p_j z_j v_j.   No visible key: out_i = 0, lse_i = -inf.
@@ -37,21 +38,29 @@ double dropout_factor(const Problem& p, i64 b, i64 h, i64 i, i64 j) {
   return dropout_keep(p.seed, p.dropout_p, b, h, i, j) ? 1.0 / (1.0 - double(p.dropout_p)) : 0.0;
 }
 
-// p_j for the visible keys of row i; returns lse_i.
+// p_j for keys 0 .. visible_keys(i) of row i (0 where the block mask hides j); returns lse_i.
 double row_probabilities(const Problem& p, const Index& ix, const double* q, const double* k,
                          i64 b, i64 h, i64 i, std::vector<double>& probs) {
-  const i64 hk = p.kv_head(h), visible = p.visible_keys(i);
-  probs.assign(visible, 0.0);
-  if (visible == 0) return -std::numeric_limits<double>::infinity();
+  const i64 hk = p.kv_head(h), n = p.visible_keys(i);
+  probs.assign(n, 0.0);
+  bool any = false;
   double max = -std::numeric_limits<double>::infinity();
-  for (i64 j = 0; j < visible; ++j) {
+  for (i64 j = 0; j < n; ++j) {
+    if (!p.visible(i, j)) continue;
     probs[j] = double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), p.headdim);
-    if (std::isnan(probs[j]) || probs[j] > max) max = probs[j];
+    if (!any || std::isnan(probs[j]) || probs[j] > max) max = probs[j];
+    any = true;
+  }
+  if (!any) {
+    probs.assign(n, 0.0);
+    return -std::numeric_limits<double>::infinity();
   }
   double sum = 0.0;
-  for (i64 j = 0; j < visible; ++j) sum += std::exp(probs[j] - max);
+  for (i64 j = 0; j < n; ++j) {
+    if (p.visible(i, j)) sum += std::exp(probs[j] - max);
+  }
   const double lse = max + std::log(sum);
-  for (i64 j = 0; j < visible; ++j) probs[j] = std::exp(probs[j] - lse);
+  for (i64 j = 0; j < n; ++j) probs[j] = p.visible(i, j) ? std::exp(probs[j] - lse) : 0.0;
   return lse;
 }
 
@@ -90,11 +99,12 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
       const i64 hk = p.kv_head(h);
       for (i64 i = 0; i < p.seqlen_q; ++i) {
         row_probabilities(p, ix, q, k, b, h, i, probs);
-        const i64 visible = static_cast<i64>(probs.size());
+        const i64 visible = static_cast<i64>(probs.size());  // keys up to the causal limit
         const double* doi = dout + ix.q(b, i, h);
         dp.assign(visible, 0.0);
         double delta = 0.0;
         for (i64 j = 0; j < visible; ++j) {
+          if (!p.visible(i, j)) continue;
           const double z = dropout_factor(p, b, h, i, j);
           dp[j] = z * dot(doi, v + ix.k(b, j, hk), d);
           delta += probs[j] * dp[j];
@@ -102,6 +112,7 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
           for (i64 e = 0; e < d; ++e) dvj[e] += probs[j] * z * doi[e];
         }
         for (i64 j = 0; j < visible; ++j) {
+          if (!p.visible(i, j)) continue;
           const double ds = probs[j] * (dp[j] - delta) * double(p.scale);
           double* dqi = dq + ix.q(b, i, h);
           double* dkj = dk + ix.k(b, j, hk);

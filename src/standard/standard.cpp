@@ -8,6 +8,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -59,6 +60,15 @@ void exp_of_difference(float* row, i64 n, float shift, ExpArray exp2_array) {
   exp2_array(row, row, n);
 }
 
+// Sets row[j] = value for the keys j < n of query i that the block mask hides.
+void fill_masked_blocks(const Problem& p, i64 i, float* row, i64 n, float value) {
+  if (p.mask_blocks == nullptr) return;
+  for (i64 kb = 0; kb * p.mask_block_k < n; ++kb) {
+    if (p.block_active(i / p.mask_block_q, kb)) continue;
+    for (i64 j = kb * p.mask_block_k; j < std::min(n, (kb + 1) * p.mask_block_k); ++j) row[j] = value;
+  }
+}
+
 void zero_head(const Bshd& t, i64 b, i64 h, i64 rows, i64 d) {
   for (i64 r = 0; r < rows; ++r) std::memset(t.row(b, r, h), 0, sizeof(float) * d);
 }
@@ -91,9 +101,15 @@ void standard_forward(const Problem& p) {
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* row = s + i * nk;
-        const i64 visible = p.visible_keys(i);
+        i64 visible = p.visible_keys(i);
+        fill_masked_blocks(p, i, row, visible, kNegInf);
         float max = kNegInf;
-        for (i64 j = 0; j < visible; ++j) max = row[j] > max ? row[j] : max;
+        bool any = false;  // a NaN score counts as seen, so it reaches the output
+        for (i64 j = 0; j < visible; ++j) {
+          max = row[j] > max ? row[j] : max;
+          any = any || row[j] != kNegInf;
+        }
+        if (!any) visible = 0;  // every key masked
         exp_of_difference(row, visible, max, exp2_array);
         float sum = 0.0f;
         for (i64 j = 0; j < visible; ++j) sum += row[j];
@@ -145,6 +161,7 @@ void standard_backward(const Problem& p) {
         const float lse = p.lse.at(b, h, i);
         const i64 visible = lse == kNegInf ? 0 : p.visible_keys(i);
         exp_of_difference(prow, visible, lse, exp2_array);
+        fill_masked_blocks(p, i, prow, visible, 0.0f);
         for (i64 j = visible; j < nk; ++j) prow[j] = 0.0f;
         const float* o = p.out.row(b, i, h);
         const float* dorow = p.dout.row(b, i, h);

@@ -46,6 +46,14 @@ foreach(bad "--bogus" "--seqlen;abc" "--headdim;300" "--heads;6;--heads-k;4" "--
   endif()
 endforeach()
 
+# Block-sparse records carry the mask's density and pattern.
+execute_process(COMMAND ${FLASHATTN} bench --impl blocksparse --pass fwd,bwd --seqlen 300 --headdim 32
+                        --heads 2 --mask-block 64 --density 0.4 --repeat 1 --json -
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc OR NOT out MATCHES "\"impl\":\"blocksparse\",\"pass\":\"bwd\"[^\n]*\"block_q\":64,\"block_k\":64,\"density\":0.4,\"mask\":\"random\"")
+  message(FATAL_ERROR "blocksparse record without its mask fields:\n${out}${err}")
+endif()
+
 # A case over the memory cap is reported as skipped, not run.
 execute_process(COMMAND ${FLASHATTN} bench --impl flash,standard --pass fwd --seqlen 3000 --headdim 16
                         --heads 1 --repeat 1 --no-check --mem-cap-mib 20 --json -
