@@ -12,8 +12,8 @@
 //   LSE_i = log Σ_j exp(S_ij) over visible j;   P = exp(S − LSE)
 //   O = (P ∘ Z / (1 − dropout_p)) V, Z_ij = dropout_keep(seed, dropout_p, b, h, i, j)
 //   causal: query i sees key j iff j ≤ i + seqlen_k − seqlen_q (bottom-right aligned,
-//   as FlashAttention ≥ 2.1). A row that sees no key gives O_i = 0, LSE_i = −∞ and zero
-//   gradients.
+//   as FlashAttention ≥ 2.1); a sliding window bounds j from both sides (see the options).
+//   A row that sees no key gives O_i = 0, LSE_i = −∞ and zero gradients.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +38,12 @@ struct BlockMask {
 struct AttentionOptions {
   std::optional<float> softmax_scale;  // default 1/sqrt(headdim)
   bool causal = false;                 // bottom-right aligned when seqlen_q != seqlen_k
+  // Sliding window, FlashAttention-2's window_size: query i sees key j iff
+  // i + (seqlen_k − seqlen_q) − window_left <= j <= i + (seqlen_k − seqlen_q) + window_right,
+  // so a window admits at most window_left + window_right + 1 keys; −1 is unbounded.
+  // causal is the window (−1, 0) and sets window_right to 0.
+  std::int64_t window_left = -1;
+  std::int64_t window_right = -1;
   float dropout_p = 0.0f;              // probability of dropping, in [0, 1)
   std::uint64_t seed = 0;              // dropout seed; backward must get the same one
   int num_threads = 0;                 // 0: OpenMP's default

@@ -32,6 +32,9 @@ struct Problem {
   std::int64_t batch = 0, seqlen_q = 0, seqlen_k = 0, heads = 0, heads_k = 0, headdim = 0;
   float scale = 0.0f;
   bool causal = false;
+  // Sliding window, resolved (resolve_window): query i sees keys j with
+  // i + key_offset() − window_left <= j <= i + key_offset() + window_right; −1: unbounded.
+  std::int64_t window_left = -1, window_right = -1;
   float dropout_p = 0.0f;
   std::uint64_t seed = 0;
   std::uint32_t dropout_threshold = 0;  // a score is kept iff its Philox word >= this
@@ -54,20 +57,27 @@ struct Problem {
   bool block_active(std::int64_t qb, std::int64_t kb) const {
     return mask_blocks == nullptr || mask_blocks[qb * mask_cols + kb] != 0;
   }
-  // Whether score (i, j) is visible: under the causal rule and the block mask.
-  bool visible(std::int64_t i, std::int64_t j) const {
-    return j < visible_keys(i) && (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k));
-  }
   std::int64_t kv_head(std::int64_t h) const { return h / group(); }
-  // Causal: query i sees key j iff j <= i + causal_offset().
-  std::int64_t causal_offset() const { return seqlen_k - seqlen_q; }
-  // Number of keys query i sees (keys 0 .. visible_keys(i) - 1).
-  std::int64_t visible_keys(std::int64_t i) const {
-    if (!causal) return seqlen_k;
-    const std::int64_t n = i + causal_offset() + 1;
-    return n < 0 ? 0 : (n > seqlen_k ? seqlen_k : n);
+
+  // The keys query i may see are key_begin(i) .. key_end(i) − 1: the sliding window
+  // (causal is the window (−1, 0)), aligned to the bottom-right corner by key_offset().
+  std::int64_t key_offset() const { return seqlen_k - seqlen_q; }
+  std::int64_t key_begin(std::int64_t i) const {
+    return window_left < 0 ? 0 : clamp_keys(i + key_offset() - window_left);
   }
+  std::int64_t key_end(std::int64_t i) const {
+    return window_right < 0 ? seqlen_k : clamp_keys(i + key_offset() + window_right + 1);
+  }
+  // Whether score (i, j) is visible: in the window and in an active block.
+  bool visible(std::int64_t i, std::int64_t j) const {
+    return key_begin(i) <= j && j < key_end(i) &&
+           (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k));
+  }
+  std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }
 };
+
+// The window a call's options ask for: causal is (−1, 0), and narrows window_right to 0.
+void resolve_window(Problem& p, const AttentionOptions& options);
 
 // Validation at the API boundary; throw flashattn::Error naming the argument.
 Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,

@@ -134,6 +134,8 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   if (o.softmax_scale && !std::isfinite(*o.softmax_scale)) {
     c.fail("options.softmax_scale", "must be finite");
   }
+  if (o.window_left < -1) c.fail("options.window_left", "must be >= 0, or -1 for unbounded");
+  if (o.window_right < -1) c.fail("options.window_right", "must be >= 0, or -1 for unbounded");
   if (!(o.dropout_p >= 0.0f && o.dropout_p < 1.0f)) {
     c.fail("options.dropout_p", "must be in [0, 1), got " + std::to_string(o.dropout_p));
   }
@@ -170,6 +172,7 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
 
   p.scale = o.softmax_scale.value_or(1.0f / std::sqrt(static_cast<float>(p.headdim)));
   p.causal = o.causal;
+  resolve_window(p, o);
   p.dropout_p = o.dropout_p;
   p.seed = o.seed;
   p.dropout_threshold = dropout_threshold(o.dropout_p);
@@ -188,6 +191,11 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
 }
 
 }  // namespace
+
+void resolve_window(Problem& p, const AttentionOptions& o) {
+  p.window_left = o.window_left;
+  p.window_right = o.causal ? 0 : o.window_right;
+}
 
 Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,
                              const TensorView& v, const TensorView& out, const TensorView& lse,

@@ -24,6 +24,10 @@ std::string Case::name() const {
   s << "b" << shape.batch << "_q" << shape.seqlen_q << "_k" << shape.seqlen_k << "_h" << shape.heads
     << "_hk" << shape.heads_k << "_d" << shape.headdim;
   if (options.causal) s << "_causal";
+  if (options.window_left >= 0 || options.window_right >= 0) {
+    s << "_window" << (options.window_left < 0 ? std::string("inf") : std::to_string(options.window_left)) << "_"
+      << (options.window_right < 0 ? std::string("inf") : std::to_string(options.window_right));
+  }
   if (options.dropout_p > 0) s << "_drop" << std::lround(options.dropout_p * 100) << "pct";
   if (options.block_q > 0 || options.block_k > 0) s << "_tile" << options.block_q << "x" << options.block_k;
   if (options.block_mask) {
@@ -154,6 +158,7 @@ Problem reference_problem(const Case& c) {
   p.headdim = s.headdim;
   p.scale = c.options.softmax_scale.value_or(1.0f / std::sqrt(static_cast<float>(s.headdim)));
   p.causal = c.options.causal;
+  resolve_window(p, c.options);
   p.dropout_p = c.options.dropout_p;
   p.seed = c.options.seed;
   p.dropout_threshold = dropout_threshold(p.dropout_p);

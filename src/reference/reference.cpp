@@ -1,8 +1,9 @@
 // reference.cpp — the oracle (see reference.hpp). Obviously right beats fast here.
 //
 // For query row i of head h (kv-head hk = h / (heads / heads_k)):
-//   visible keys: all j, or under causal j <= i + seqlen_k - seqlen_q, and with a block
-//   mask only those whose block (i / block_q, j / block_k) is on;
+//   visible keys: all j, or under causal j <= i + seqlen_k - seqlen_q, within a sliding
+//   window i + off - left <= j <= i + off + right (off = seqlen_k - seqlen_q), and with a
+//   block mask only those whose block (i / block_q, j / block_k) is on;
 //   s_j = scale · q_i · k_j;  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
 //   z_j = dropout_keep(...) / (1 - dropout_p) (1 without dropout);
 //   out_i = Σ_j p_j z_j v_j.   No visible key: out_i = 0, lse_i = -inf.
@@ -38,10 +39,11 @@ double dropout_factor(const Problem& p, i64 b, i64 h, i64 i, i64 j) {
   return dropout_keep(p.seed, p.dropout_p, b, h, i, j) ? 1.0 / (1.0 - double(p.dropout_p)) : 0.0;
 }
 
-// p_j for keys 0 .. visible_keys(i) of row i (0 where the block mask hides j); returns lse_i.
+// p_j for keys 0 .. key_end(i) − 1 of row i (0 where the window or block mask hides j);
+// returns lse_i.
 double row_probabilities(const Problem& p, const Index& ix, const double* q, const double* k,
                          i64 b, i64 h, i64 i, std::vector<double>& probs) {
-  const i64 hk = p.kv_head(h), n = p.visible_keys(i);
+  const i64 hk = p.kv_head(h), n = p.key_end(i);
   probs.assign(n, 0.0);
   bool any = false;
   double max = -std::numeric_limits<double>::infinity();
@@ -99,7 +101,7 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
       const i64 hk = p.kv_head(h);
       for (i64 i = 0; i < p.seqlen_q; ++i) {
         row_probabilities(p, ix, q, k, b, h, i, probs);
-        const i64 visible = static_cast<i64>(probs.size());  // keys up to the causal limit
+        const i64 visible = static_cast<i64>(probs.size());  // keys up to key_end(i)
         const double* doi = dout + ix.q(b, i, h);
         dp.assign(visible, 0.0);
         double delta = 0.0;

@@ -101,7 +101,8 @@ void standard_forward(const Problem& p) {
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* row = s + i * nk;
-        i64 visible = p.visible_keys(i);
+        i64 visible = p.key_end(i);
+        for (i64 j = 0; j < p.key_begin(i); ++j) row[j] = kNegInf;
         fill_masked_blocks(p, i, row, visible, kNegInf);
         float max = kNegInf;
         bool any = false;  // a NaN score counts as seen, so it reaches the output
@@ -159,8 +160,9 @@ void standard_backward(const Problem& p) {
         float* prow = pm + i * nk;
         float* grow = gm + i * nk;
         const float lse = p.lse.at(b, h, i);
-        const i64 visible = lse == kNegInf ? 0 : p.visible_keys(i);
+        const i64 visible = lse == kNegInf ? 0 : p.key_end(i);
         exp_of_difference(prow, visible, lse, exp2_array);
+        for (i64 j = 0; j < std::min(visible, p.key_begin(i)); ++j) prow[j] = 0.0f;
         fill_masked_blocks(p, i, prow, visible, 0.0f);
         for (i64 j = visible; j < nk; ++j) prow[j] = 0.0f;
         const float* o = p.out.row(b, i, h);

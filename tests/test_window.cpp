@@ -1,0 +1,117 @@
+// test_window.cpp — sliding-window attention (FlashAttention-2's window_size): every path
+// against the reference, the convention itself, and bad windows rejected.
+#include <gmock/gmock.h>
+
+#include "test_support.hpp"
+
+namespace flashattn::testing {
+namespace {
+
+using harness::Case;
+
+struct WindowCase {
+  Case c;
+  Isa isa;
+};
+
+void PrintTo(const WindowCase& w, std::ostream* os) { *os << w.c.name() << "/" << to_string(w.isa); }
+
+std::vector<WindowCase> window_cases() {
+  std::vector<Case> cases;
+  std::uint64_t seed = 900;
+  auto add = [&](harness::Shape shape, std::int64_t left, std::int64_t right, bool causal, float dropout,
+                 int tile = 0) {
+    Case c;
+    c.shape = shape;
+    c.options.window_left = left;
+    c.options.window_right = right;
+    c.options.causal = causal;
+    c.options.dropout_p = dropout;
+    c.options.seed = seed;
+    c.options.block_q = tile;
+    c.options.block_k = tile;
+    c.padded = seed % 2 == 1;
+    c.data_seed = seed++;
+    cases.push_back(c);
+  };
+  for (auto [left, right] : {std::pair{0, 0}, std::pair{3, 5}, std::pair{-1, 10}, std::pair{20, -1},
+                             std::pair{100, 0}, std::pair{1000, 1000}}) {
+    add({2, 150, 150, 2, 1, 32}, left, right, false, 0.0f);
+    add({1, 130, 200, 4, 2, 64}, left, right, false, 0.1f);  // seqlen_q < seqlen_k
+    add({1, 200, 97, 2, 2, 40}, left, right, false, 0.0f);   // seqlen_q > seqlen_k: rows see nothing
+    add({1, 90, 110, 2, 1, 59}, left, right, false, 0.0f, 16);  // small tiles cross both edges
+  }
+  add({1, 300, 300, 2, 1, 64}, 37, -1, true, 0.0f);   // sliding causal window
+  add({2, 97, 129, 2, 2, 32}, 10, 3, true, 0.0f, 8);  // causal narrows the right edge to 0
+  std::vector<WindowCase> out;
+  for (const Case& c : cases) {
+    for (Isa isa : isas_to_test()) out.push_back({c, isa});
+  }
+  return out;
+}
+
+class Window : public ::testing::TestWithParam<WindowCase> {};
+
+TEST_P(Window, MatchesTheReference) {
+  const Case& c = GetParam().c;
+  const harness::Inputs in = harness::make_inputs(c);
+  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
+  const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
+  EXPECT_LE(standard.errors.max(), harness::standard_error_limit(ref));
+  Case fc = c;
+  fc.options.isa = GetParam().isa;
+  const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
+  EXPECT_LE(harness::worst_fraction_of_allowed(flash.errors, standard.errors, ref), 1.0)
+      << "flash out " << flash.errors.out << " lse " << flash.errors.lse << " dq " << flash.errors.dq
+      << " dk " << flash.errors.dk << " dv " << flash.errors.dv;
+  for (const harness::HostTensor* t : {&flash.fwd.out, &flash.fwd.lse, &flash.bwd.dq, &flash.bwd.dk, &flash.bwd.dv}) {
+    EXPECT_TRUE(t->padding_untouched());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Windows, Window, ::testing::ValuesIn(window_cases()),
+                         [](const ::testing::TestParamInfo<WindowCase>& info) {
+                           return info.param.c.name() + "_s" + std::to_string(info.param.c.data_seed) + "_" +
+                                  to_string(info.param.isa);
+                         });
+
+// The convention: a window (left, right) admits left + right + 1 keys, aligned to the
+// bottom-right corner; causal is (−1, 0).
+TEST(WindowConvention, AdmitsLeftPlusRightPlusOneKeysBottomRightAligned) {
+  Case c;
+  c.shape = {1, 100, 140, 1, 1, 16};
+  c.options.window_left = 5;
+  c.options.window_right = 2;
+  const Problem p = harness::reference_problem(c);
+  for (std::int64_t i = 10; i < 90; ++i) {
+    EXPECT_EQ(p.key_end(i) - p.key_begin(i), 5 + 2 + 1);
+    EXPECT_EQ(p.key_begin(i), i + 40 - 5);  // 40 = seqlen_k − seqlen_q
+  }
+  c.options.window_left = -1;
+  c.options.window_right = 7;
+  c.options.causal = true;
+  const Problem causal = harness::reference_problem(c);
+  EXPECT_EQ(causal.window_right, 0);
+  EXPECT_EQ(causal.key_begin(50), 0);
+  EXPECT_EQ(causal.key_end(50), 50 + 40 + 1);
+}
+
+TEST(WindowValidation, NegativeSizesOtherThanUnboundedAreRejected) {
+  Case c;
+  c.shape = {1, 10, 10, 1, 1, 16};
+  const harness::Inputs in = harness::make_inputs(c);
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+  for (auto [left, right, name] : {std::tuple{-2, 0, "options.window_left"}, std::tuple{0, -5, "options.window_right"}}) {
+    c.options.window_left = left;
+    c.options.window_right = right;
+    try {
+      harness::run_forward(c, in, fwd, Algorithm::flash);
+      ADD_FAILURE() << "no error for window " << left << ", " << right;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(std::string(name) + ": must be >= 0, or -1 for unbounded"));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace flashattn::testing
