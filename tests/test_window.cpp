@@ -42,6 +42,13 @@ std::vector<WindowCase> window_cases() {
     add({1, 90, 110, 2, 1, 59}, left, right, false, 0.0f, 16);  // small tiles cross both edges
   }
   add({1, 300, 300, 2, 1, 64}, 37, -1, true, 0.0f);   // sliding causal window
+  // Top-left alignment (PyTorch's is_causal), both ways of unequal lengths.
+  for (harness::Shape shape : {harness::Shape{1, 150, 90, 2, 1, 32}, harness::Shape{2, 70, 160, 2, 2, 48}}) {
+    for (auto [left, right, causal] : {std::tuple{-1, -1, true}, std::tuple{6, 9, false}}) {
+      add(shape, left, right, causal, 0.0f, 16);
+      cases.back().options.alignment = AttentionOptions::Alignment::top_left;
+    }
+  }
   add({2, 97, 129, 2, 2, 32}, 10, 3, true, 0.0f, 8);  // causal narrows the right edge to 0
   std::vector<WindowCase> out;
   for (const Case& c : cases) {
@@ -94,6 +101,15 @@ TEST(WindowConvention, AdmitsLeftPlusRightPlusOneKeysBottomRightAligned) {
   EXPECT_EQ(causal.window_right, 0);
   EXPECT_EQ(causal.key_begin(50), 0);
   EXPECT_EQ(causal.key_end(50), 50 + 40 + 1);
+}
+
+TEST(WindowConvention, TopLeftAlignmentAnchorsAtQueryZero) {
+  Case c;
+  c.shape = {1, 100, 140, 1, 1, 16};
+  c.options.causal = true;
+  c.options.alignment = AttentionOptions::Alignment::top_left;
+  const Problem p = harness::reference_problem(c);
+  for (std::int64_t i = 0; i < 100; ++i) EXPECT_EQ(p.key_end(i), i + 1);
 }
 
 TEST(WindowValidation, NegativeSizesOtherThanUnboundedAreRejected) {

@@ -44,6 +44,10 @@ struct AttentionOptions {
   // causal is the window (−1, 0) and sets window_right to 0.
   std::int64_t window_left = -1;
   std::int64_t window_right = -1;
+  // Where causal and the window are anchored when seqlen_q != seqlen_k: the bottom-right
+  // corner (FlashAttention ≥ 2.1: the last query sees the last key) or the top-left
+  // (PyTorch's is_causal: query i sees keys j <= i). The offsets above become 0 with top_left.
+  enum class Alignment { bottom_right, top_left } alignment = Alignment::bottom_right;
   float dropout_p = 0.0f;              // probability of dropping, in [0, 1)
   std::uint64_t seed = 0;              // dropout seed; backward must get the same one
   int num_threads = 0;                 // 0: OpenMP's default

@@ -35,6 +35,7 @@ struct Problem {
   // Sliding window, resolved (resolve_window): query i sees keys j with
   // i + key_offset() − window_left <= j <= i + key_offset() + window_right; −1: unbounded.
   std::int64_t window_left = -1, window_right = -1;
+  bool top_left = false;  // anchor the window at the top-left corner instead
   float dropout_p = 0.0f;
   std::uint64_t seed = 0;
   std::uint32_t dropout_threshold = 0;  // a score is kept iff its Philox word >= this
@@ -61,7 +62,7 @@ struct Problem {
 
   // The keys query i may see are key_begin(i) .. key_end(i) − 1: the sliding window
   // (causal is the window (−1, 0)), aligned to the bottom-right corner by key_offset().
-  std::int64_t key_offset() const { return seqlen_k - seqlen_q; }
+  std::int64_t key_offset() const { return top_left ? 0 : seqlen_k - seqlen_q; }
   std::int64_t key_begin(std::int64_t i) const {
     return window_left < 0 ? 0 : clamp_keys(i + key_offset() - window_left);
   }

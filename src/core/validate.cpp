@@ -195,6 +195,7 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
 void resolve_window(Problem& p, const AttentionOptions& o) {
   p.window_left = o.window_left;
   p.window_right = o.causal ? 0 : o.window_right;
+  p.top_left = o.alignment == AttentionOptions::Alignment::top_left;
 }
 
 Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,

@@ -24,6 +24,7 @@ std::string Case::name() const {
   s << "b" << shape.batch << "_q" << shape.seqlen_q << "_k" << shape.seqlen_k << "_h" << shape.heads
     << "_hk" << shape.heads_k << "_d" << shape.headdim;
   if (options.causal) s << "_causal";
+  if (options.alignment == AttentionOptions::Alignment::top_left) s << "_topleft";
   if (options.window_left >= 0 || options.window_right >= 0) {
     s << "_window" << (options.window_left < 0 ? std::string("inf") : std::to_string(options.window_left)) << "_"
       << (options.window_right < 0 ? std::string("inf") : std::to_string(options.window_right));
