@@ -14,6 +14,8 @@ struct GradCase {
   std::int64_t nq, nk, heads, heads_k, d;
   bool causal;
   float dropout;
+  float softcap = 0.0f;
+  bool alibi = false;
 };
 
 void PrintTo(const GradCase& g, std::ostream* os) {
@@ -29,6 +31,9 @@ TEST_P(GradCheck, ReferenceBackwardMatchesFiniteDifferences) {
   c.options.causal = g.causal;
   c.options.dropout_p = g.dropout;
   c.options.seed = 77;
+  c.options.softcap = g.softcap;
+  const float slopes[] = {0.5f, 0.25f, 0.125f, 0.0625f};
+  if (g.alibi) c.options.alibi_slopes = slopes;
   const Problem p = harness::reference_problem(c);
 
   std::mt19937_64 rng(42);
@@ -74,13 +79,15 @@ INSTANTIATE_TEST_SUITE_P(
     Tiny, GradCheck,
     ::testing::Values(GradCase{3, 4, 1, 1, 3, false, 0.0f}, GradCase{4, 3, 2, 1, 2, true, 0.0f},
                       GradCase{3, 5, 2, 2, 3, true, 0.0f}, GradCase{5, 3, 4, 2, 2, false, 0.3f},
-                      GradCase{4, 4, 2, 1, 3, true, 0.5f}),
+                      GradCase{4, 4, 2, 1, 3, true, 0.5f}, GradCase{3, 5, 2, 1, 3, false, 0.0f, 1.5f},
+                      GradCase{4, 3, 4, 2, 2, true, 0.2f, 0.0f, true}, GradCase{5, 5, 2, 2, 3, false, 0.0f, 0.7f, true}),
     [](const ::testing::TestParamInfo<GradCase>& info) {
       const GradCase& g = info.param;
       return "q" + std::to_string(g.nq) + "_k" + std::to_string(g.nk) + "_h" +
              std::to_string(g.heads) + "_hk" + std::to_string(g.heads_k) + "_d" +
              std::to_string(g.d) + (g.causal ? "_causal" : "") +
-             (g.dropout > 0 ? "_drop" + std::to_string(int(g.dropout * 100)) + "pct" : "");
+             (g.dropout > 0 ? "_drop" + std::to_string(int(g.dropout * 100)) + "pct" : "") +
+             (g.softcap > 0 ? "_softcap" + std::to_string(int(g.softcap * 10)) : "") + (g.alibi ? "_alibi" : "");
     });
 
 }  // namespace

@@ -57,6 +57,14 @@ struct AttentionOptions {
   int block_q = 0;
   int block_k = 0;
   std::optional<BlockMask> block_mask;  // combined with causal when both are set
+  // Score modifiers, applied in this order to s = softmax_scale · q·k before masking:
+  // tanh soft-capping (Gemma 2): s ← softcap · tanh(s / softcap); 0 turns it off.
+  float softcap = 0.0f;
+  // ALiBi: s ← s − slope · |i + (seqlen_k − seqlen_q) − j| (FlashAttention's convention,
+  // the offset 0 with top-left alignment). alibi_slopes has one slope per head, and
+  // alibi_batch_stride > 0 gives every batch its own row of `heads` slopes.
+  const float* alibi_slopes = nullptr;
+  std::int64_t alibi_batch_stride = 0;
 };
 
 enum class Algorithm {

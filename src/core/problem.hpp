@@ -43,6 +43,14 @@ struct Problem {
   int num_threads = 1;                  // resolved: >= 1
   Isa isa = Isa::portable;
   int block_q = 0, block_k = 0;  // 0: derive from the caches
+  // Score modifiers (see AttentionOptions): softcap 0 is off, alibi_slopes null is off.
+  float softcap = 0.0f;
+  const float* alibi_slopes = nullptr;
+  std::int64_t alibi_batch_stride = 0;
+  bool modifies_scores() const { return softcap > 0.0f || alibi_slopes != nullptr; }
+  float alibi_slope(std::int64_t b, std::int64_t h) const {
+    return alibi_slopes == nullptr ? 0.0f : alibi_slopes[b * alibi_batch_stride + h];
+  }
   // Block-sparse mask (null: dense), shared by every batch and head.
   const std::uint8_t* mask_blocks = nullptr;
   std::int64_t mask_block_q = 0, mask_block_k = 0, mask_cols = 0;

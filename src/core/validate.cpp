@@ -134,6 +134,14 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   if (o.softmax_scale && !std::isfinite(*o.softmax_scale)) {
     c.fail("options.softmax_scale", "must be finite");
   }
+  if (!(o.softcap >= 0.0f) || !std::isfinite(o.softcap)) c.fail("options.softcap", "must be finite and >= 0 (0: off)");
+  if (o.alibi_batch_stride < 0) c.fail("options.alibi_batch_stride", "must be >= 0");
+  if (o.alibi_batch_stride > 0 && o.alibi_batch_stride < p.heads) {
+    c.fail("options.alibi_batch_stride", "must be 0 or at least heads (" + std::to_string(p.heads) + ")");
+  }
+  if (o.alibi_batch_stride > 0 && o.alibi_slopes == nullptr) {
+    c.fail("options.alibi_slopes", "is null but alibi_batch_stride is set");
+  }
   if (o.window_left < -1) c.fail("options.window_left", "must be >= 0, or -1 for unbounded");
   if (o.window_right < -1) c.fail("options.window_right", "must be >= 0, or -1 for unbounded");
   if (!(o.dropout_p >= 0.0f && o.dropout_p < 1.0f)) {
@@ -173,6 +181,9 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   p.scale = o.softmax_scale.value_or(1.0f / std::sqrt(static_cast<float>(p.headdim)));
   p.causal = o.causal;
   resolve_window(p, o);
+  p.softcap = o.softcap;
+  p.alibi_slopes = o.alibi_slopes;
+  p.alibi_batch_stride = o.alibi_batch_stride;
   p.dropout_p = o.dropout_p;
   p.seed = o.seed;
   p.dropout_threshold = dropout_threshold(o.dropout_p);

@@ -35,6 +35,7 @@ inline Vec zero() { return {_mm512_setzero_ps()}; }
 inline Vec add(Vec a, Vec b) { return {_mm512_add_ps(a.v, b.v)}; }
 inline Vec sub(Vec a, Vec b) { return {_mm512_sub_ps(a.v, b.v)}; }
 inline Vec mul(Vec a, Vec b) { return {_mm512_mul_ps(a.v, b.v)}; }
+inline Vec div(Vec a, Vec b) { return {_mm512_div_ps(a.v, b.v)}; }
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
 // NaN in `a` propagates: (a > b) ? a : b and (a < b) ? a : b would not, so b goes first.
 inline Vec max_keep_nan(Vec a, Vec bound) { return {_mm512_max_ps(bound.v, a.v)}; }
@@ -67,6 +68,7 @@ inline Vec zero() { return {_mm256_setzero_ps()}; }
 inline Vec add(Vec a, Vec b) { return {_mm256_add_ps(a.v, b.v)}; }
 inline Vec sub(Vec a, Vec b) { return {_mm256_sub_ps(a.v, b.v)}; }
 inline Vec mul(Vec a, Vec b) { return {_mm256_mul_ps(a.v, b.v)}; }
+inline Vec div(Vec a, Vec b) { return {_mm256_div_ps(a.v, b.v)}; }
 inline Vec fma(Vec a, Vec b, Vec c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vec max_keep_nan(Vec a, Vec bound) { return {_mm256_max_ps(bound.v, a.v)}; }
 inline Vec min_keep_nan(Vec a, Vec bound) { return {_mm256_min_ps(bound.v, a.v)}; }
@@ -111,6 +113,7 @@ inline Vec zero() { return set1(0.0f); }
 inline Vec add(Vec a, Vec b) { FLASHATTN_LANEWISE(a.v[i] + b.v[i]); }
 inline Vec sub(Vec a, Vec b) { FLASHATTN_LANEWISE(a.v[i] - b.v[i]); }
 inline Vec mul(Vec a, Vec b) { FLASHATTN_LANEWISE(a.v[i] * b.v[i]); }
+inline Vec div(Vec a, Vec b) { FLASHATTN_LANEWISE(a.v[i] / b.v[i]); }
 // Fused like the hardware's: the product is exact in double, so only the sum rounds
 // (twice, to double then float, which differs from one rounding only in rare ties). The
 // kernels rely on it for exponents s · log2 e − m whose product alone would round by an
@@ -163,11 +166,34 @@ inline Vec exp2_below_128(Vec x) {
   return mul(poly, pow2_from_rounded(t));
 }
 
+// 0, 1, …, kLanes − 1.
+inline Vec iota() {
+  static constexpr float kIota[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  return load(kIota);
+}
+
+inline Vec abs(Vec x) { return max(x, sub(zero(), x)); }
 // exp2 of every lane: the vector form of exp2_approx (vec_math.hpp), with its contract.
 inline Vec exp2(Vec x) {
   const Vec high = set1(127.5f);
   const Vec r = exp2_below_128(min_keep_nan(x, high));
   return select(greater_equal(x, high), set1(std::numeric_limits<float>::infinity()), r);
+}
+
+// tanh of every lane, within 3 ulp + 1e-7 absolute (tested against std::tanh): an odd
+// Taylor polynomial below |x| = 0.25 (through x^9: truncation < 1e-8 relative), else
+// (e^{2x} − 1) / (e^{2x} + 1) with x clamped to ±9, where tanh is 1 to within float.
+inline Vec tanh(Vec x) {
+  const Vec xc = min_keep_nan(max_keep_nan(x, set1(-9.0f)), set1(9.0f));
+  const Vec e = exp2_below_128(mul(xc, set1(2.0f * kLog2e)));
+  const Vec big = div(sub(e, set1(1.0f)), add(e, set1(1.0f)));
+  const Vec x2 = mul(x, x);
+  Vec poly = set1(62.0f / 2835.0f);
+  poly = fma(poly, x2, set1(-17.0f / 315.0f));
+  poly = fma(poly, x2, set1(2.0f / 15.0f));
+  poly = fma(poly, x2, set1(-1.0f / 3.0f));
+  const Vec small = fma(mul(poly, x2), x, x);
+  return select(less(abs(x), set1(0.25f)), small, big);
 }
 
 }  // namespace simd

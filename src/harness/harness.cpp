@@ -25,6 +25,8 @@ std::string Case::name() const {
     << "_hk" << shape.heads_k << "_d" << shape.headdim;
   if (options.causal) s << "_causal";
   if (options.alignment == AttentionOptions::Alignment::top_left) s << "_topleft";
+  if (options.softcap > 0) s << "_softcap" << options.softcap;
+  if (options.alibi_slopes) s << "_alibi";
   if (options.window_left >= 0 || options.window_right >= 0) {
     s << "_window" << (options.window_left < 0 ? std::string("inf") : std::to_string(options.window_left)) << "_"
       << (options.window_right < 0 ? std::string("inf") : std::to_string(options.window_right));
@@ -160,6 +162,9 @@ Problem reference_problem(const Case& c) {
   p.scale = c.options.softmax_scale.value_or(1.0f / std::sqrt(static_cast<float>(s.headdim)));
   p.causal = c.options.causal;
   resolve_window(p, c.options);
+  p.softcap = c.options.softcap;
+  p.alibi_slopes = c.options.alibi_slopes;
+  p.alibi_batch_stride = c.options.alibi_batch_stride;
   p.dropout_p = c.options.dropout_p;
   p.seed = c.options.seed;
   p.dropout_threshold = dropout_threshold(p.dropout_p);

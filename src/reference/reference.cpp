@@ -4,12 +4,13 @@
 //   visible keys: all j, or under causal j <= i + seqlen_k - seqlen_q, within a sliding
 //   window i + off - left <= j <= i + off + right (off = seqlen_k - seqlen_q), and with a
 //   block mask only those whose block (i / block_q, j / block_k) is on;
-//   s_j = scale · q_i · k_j;  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
+//   s_j = scale · q_i · k_j, then softcap · tanh(s_j / softcap) and − slope_h |i + off − j|
+//   when those modifiers are on;  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
 //   z_j = dropout_keep(...) / (1 - dropout_p) (1 without dropout);
 //   out_i = Σ_j p_j z_j v_j.   No visible key: out_i = 0, lse_i = -inf.
 // Backward of loss = Σ out ∘ dout:
 //   dv_j += p_j z_j dout_i;  dp_j = z_j (dout_i · v_j);  D_i = Σ_j p_j dp_j;
-//   ds_j = p_j (dp_j - D_i);  dq_i += scale Σ_j ds_j k_j;  dk_j += scale ds_j q_i.
+//   ds_j = p_j (dp_j - D_i) · (d s_j / d raw_j);  dq_i += scale Σ_j ds_j k_j;  dk_j += scale ds_j q_i.
 #include "reference/reference.hpp"
 
 #include <cmath>
@@ -34,6 +35,23 @@ double dot(const double* a, const double* b, i64 n) {
   return s;
 }
 
+// The score of (i, j) after the modifiers, from raw = scale · q·k.
+double modified_score(const Problem& p, i64 b, i64 h, i64 i, i64 j, double raw) {
+  double s = raw;
+  if (p.softcap > 0.0f) s = double(p.softcap) * std::tanh(s / double(p.softcap));
+  if (p.alibi_slopes != nullptr) {
+    s -= double(p.alibi_slope(b, h)) * std::abs(double(i + p.key_offset() - j));
+  }
+  return s;
+}
+
+// d(modified score) / d(raw score).
+double modifier_derivative(const Problem& p, double raw) {
+  if (p.softcap <= 0.0f) return 1.0;
+  const double t = std::tanh(raw / double(p.softcap));
+  return 1.0 - t * t;
+}
+
 double dropout_factor(const Problem& p, i64 b, i64 h, i64 i, i64 j) {
   if (p.dropout_p == 0.0f) return 1.0;
   return dropout_keep(p.seed, p.dropout_p, b, h, i, j) ? 1.0 / (1.0 - double(p.dropout_p)) : 0.0;
@@ -49,7 +67,7 @@ double row_probabilities(const Problem& p, const Index& ix, const double* q, con
   double max = -std::numeric_limits<double>::infinity();
   for (i64 j = 0; j < n; ++j) {
     if (!p.visible(i, j)) continue;
-    probs[j] = double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), p.headdim);
+    probs[j] = modified_score(p, b, h, i, j, double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), p.headdim));
     if (!any || std::isnan(probs[j]) || probs[j] > max) max = probs[j];
     any = true;
   }
@@ -115,7 +133,8 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
         }
         for (i64 j = 0; j < visible; ++j) {
           if (!p.visible(i, j)) continue;
-          const double ds = probs[j] * (dp[j] - delta) * double(p.scale);
+          const double raw = double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), d);
+          const double ds = probs[j] * (dp[j] - delta) * modifier_derivative(p, raw) * double(p.scale);
           double* dqi = dq + ix.q(b, i, h);
           double* dkj = dk + ix.k(b, j, hk);
           const double* kj = k + ix.k(b, j, hk);

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "core/memory.hpp"
 #include "core/philox.hpp"
@@ -60,6 +61,22 @@ void exp_of_difference(float* row, i64 n, float shift, ExpArray exp2_array) {
   exp2_array(row, row, n);
 }
 
+// The score modifiers on keys 0 .. n − 1 of query i (see AttentionOptions); with
+// `derivative`, also d(modified) / d(raw) per key.
+void modify_row(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float* derivative) {
+  const float slope = p.alibi_slope(b, h);
+  for (i64 j = 0; j < n; ++j) {
+    float x = row[j];
+    if (p.softcap > 0.0f) {
+      const float t = std::tanh(x / p.softcap);
+      x = p.softcap * t;
+      if (derivative) derivative[j] = 1.0f - t * t;
+    }
+    if (p.alibi_slopes != nullptr) x -= slope * static_cast<float>(std::abs(i + p.key_offset() - j));
+    row[j] = x;
+  }
+}
+
 // Sets row[j] = value for the keys j < n of query i that the block mask hides.
 void fill_masked_blocks(const Problem& p, i64 i, float* row, i64 n, float value) {
   if (p.mask_blocks == nullptr) return;
@@ -102,6 +119,7 @@ void standard_forward(const Problem& p) {
       for (i64 i = 0; i < nq; ++i) {
         float* row = s + i * nk;
         i64 visible = p.key_end(i);
+        if (p.modifies_scores()) modify_row(p, b, h, i, row, visible, nullptr);
         for (i64 j = 0; j < p.key_begin(i); ++j) row[j] = kNegInf;
         fill_masked_blocks(p, i, row, visible, kNegInf);
         float max = kNegInf;
@@ -155,12 +173,16 @@ void standard_backward(const Problem& p) {
       gemm(false, true, nq, nk, d, p.scale, q.data, q.ld, k.data, k.ld, 0.0f, pm, nk);
       gemm(false, true, nq, nk, d, 1.0f, dout.data, dout.ld, v.data, v.ld, 0.0f, gm, nk);
 
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel num_threads(threads)
+      {
+      std::vector<float> derivative(p.softcap > 0.0f ? static_cast<std::size_t>(nk) : 0);
+#pragma omp for schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* prow = pm + i * nk;
         float* grow = gm + i * nk;
         const float lse = p.lse.at(b, h, i);
         const i64 visible = lse == kNegInf ? 0 : p.key_end(i);
+        if (p.modifies_scores()) modify_row(p, b, h, i, prow, visible, derivative.empty() ? nullptr : derivative.data());
         exp_of_difference(prow, visible, lse, exp2_array);
         for (i64 j = 0; j < std::min(visible, p.key_begin(i)); ++j) prow[j] = 0.0f;
         fill_masked_blocks(p, i, prow, visible, 0.0f);
@@ -171,7 +193,9 @@ void standard_backward(const Problem& p) {
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
         if (p.dropout_threshold != 0) apply_dropout_row(grow, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
         for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);
+        for (i64 j = 0; j < std::min<i64>(visible, static_cast<i64>(derivative.size())); ++j) grow[j] *= derivative[j];
         if (p.dropout_threshold != 0) apply_dropout_row(prow, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
+      }
       }
       gemm(true, false, nk, d, nq, 1.0f, pm, nk, dout.data, dout.ld, 1.0f, p.dv.row(b, 0, hk),
            output_ld(p.dv, nk, d));

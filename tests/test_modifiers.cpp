@@ -1,0 +1,150 @@
+// test_modifiers.cpp — score modifiers (tanh soft-capping, ALiBi): every path against the
+// reference, alone, together and with the masks, forward and backward; the vector tanh.
+#include <gmock/gmock.h>
+
+#include <cmath>
+#include <limits>
+
+#include "cpu/simd.hpp"
+#include "test_support.hpp"
+
+namespace flashattn::testing {
+namespace {
+
+using harness::Case;
+
+// Slopes as ALiBi's paper sets them: 2^(−8h/H) for heads h = 1 .. H, one row per batch.
+const std::vector<float>& alibi_slopes() {
+  static const std::vector<float> slopes = [] {
+    std::vector<float> s;
+    for (int b = 0; b < 2; ++b) {
+      for (int h = 1; h <= 4; ++h) s.push_back(std::pow(2.0f, -8.0f * h / 4) * (1 + b));
+    }
+    return s;
+  }();
+  return slopes;
+}
+
+struct ModifierCase {
+  Case c;
+  Isa isa;
+};
+
+void PrintTo(const ModifierCase& m, std::ostream* os) { *os << m.c.name() << "/" << to_string(m.isa); }
+
+std::vector<ModifierCase> modifier_cases() {
+  std::vector<Case> cases;
+  std::uint64_t seed = 1300;
+  auto add = [&](harness::Shape shape, float softcap, bool alibi, bool per_batch, bool causal) {
+    Case c;
+    c.shape = shape;
+    c.options.softcap = softcap;
+    if (alibi) {
+      c.options.alibi_slopes = alibi_slopes().data();
+      c.options.alibi_batch_stride = per_batch ? 4 : 0;
+    }
+    c.options.causal = causal;
+    c.options.dropout_p = seed % 3 == 0 ? 0.1f : 0.0f;
+    c.options.seed = seed;
+    c.padded = seed % 2 == 0;
+    c.data_seed = seed++;
+    cases.push_back(c);
+  };
+  for (harness::Shape shape : {harness::Shape{2, 130, 97, 4, 2, 64}, harness::Shape{1, 70, 200, 4, 4, 40},
+                               harness::Shape{2, 65, 65, 4, 1, 111}}) {
+    add(shape, 5.0f, false, false, false);
+    add(shape, 0.0f, true, false, true);
+    add(shape, 30.0f, true, true, false);
+    add(shape, 2.0f, true, true, true);
+  }
+  // With a sliding window and with a block mask.
+  add({1, 150, 150, 4, 2, 32}, 10.0f, true, false, false);
+  cases.back().options.window_left = 20;
+  cases.back().options.window_right = 5;
+  add({1, 128, 160, 4, 2, 32}, 8.0f, true, true, true);
+  cases.back().set_block_mask(random_blocks(4, 5, 0.6, 4), 32, 32);
+  std::vector<ModifierCase> out;
+  for (const Case& c : cases) {
+    for (Isa isa : isas_to_test()) out.push_back({c, isa});
+  }
+  return out;
+}
+
+class Modifiers : public ::testing::TestWithParam<ModifierCase> {};
+
+TEST_P(Modifiers, MatchTheReference) {
+  const Case& c = GetParam().c;
+  const harness::Inputs in = harness::make_inputs(c);
+  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
+  const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
+  EXPECT_LE(standard.errors.max(), harness::standard_error_limit(ref));
+  Case fc = c;
+  fc.options.isa = GetParam().isa;
+  const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
+  EXPECT_LE(harness::worst_fraction_of_allowed(flash.errors, standard.errors, ref), 1.0)
+      << "flash out " << flash.errors.out << " lse " << flash.errors.lse << " dq " << flash.errors.dq
+      << " dk " << flash.errors.dk << " dv " << flash.errors.dv << "; standard out " << standard.errors.out
+      << " lse " << standard.errors.lse << " dq " << standard.errors.dq << " dk " << standard.errors.dk
+      << " dv " << standard.errors.dv;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modifiers, Modifiers, ::testing::ValuesIn(modifier_cases()),
+                         [](const ::testing::TestParamInfo<ModifierCase>& info) {
+                           std::string name = info.param.c.name() + "_s" + std::to_string(info.param.c.data_seed) +
+                                              "_" + to_string(info.param.isa);
+                           for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return name;
+                         });
+
+TEST(ModifierValidation, BadModifiersAreRejected) {
+  Case c;
+  c.shape = {1, 10, 10, 4, 4, 16};
+  const harness::Inputs in = harness::make_inputs(c);
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+  auto expect_error = [&](AttentionOptions o, const char* message) {
+    c.options = o;
+    try {
+      harness::run_forward(c, in, fwd, Algorithm::flash);
+      ADD_FAILURE() << "no error for " << message;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(message));
+    }
+  };
+  AttentionOptions o;
+  o.softcap = -1.0f;
+  expect_error(o, "options.softcap: must be finite and >= 0");
+  o = {};
+  o.softcap = std::numeric_limits<float>::infinity();
+  expect_error(o, "options.softcap");
+  o = {};
+  o.alibi_slopes = alibi_slopes().data();
+  o.alibi_batch_stride = 2;
+  expect_error(o, "options.alibi_batch_stride: must be 0 or at least heads (4)");
+  o = {};
+  o.alibi_batch_stride = 4;
+  expect_error(o, "options.alibi_slopes: is null but alibi_batch_stride is set");
+}
+
+// The vector tanh of the portable build (the kernels' others are covered through the
+// accuracy tests above): 3 ulp + 1e-7 absolute over the range, exact signs and saturation.
+TEST(VectorTanh, MatchesStdTanh) {
+  double worst = 0.0;
+  for (float x = -12.0f; x <= 12.0f; x += 0.000731f) {
+    float in[simd::kLanes], out[simd::kLanes];
+    for (int l = 0; l < simd::kLanes; ++l) in[l] = x * (l + 1) / simd::kLanes;
+    simd::store(out, simd::tanh(simd::load(in)));
+    for (int l = 0; l < simd::kLanes; ++l) {
+      const double want = std::tanh(static_cast<double>(in[l]));
+      const double err = std::abs(out[l] - want) - 3 * std::numeric_limits<float>::epsilon() * std::abs(want);
+      worst = std::max(worst, err);
+    }
+  }
+  EXPECT_LE(worst, 1e-7);
+  float nan_in[simd::kLanes], nan_out[simd::kLanes];
+  for (float& v : nan_in) v = std::numeric_limits<float>::quiet_NaN();
+  simd::store(nan_out, simd::tanh(simd::load(nan_in)));
+  EXPECT_TRUE(std::isnan(nan_out[0]));
+}
+
+}  // namespace
+}  // namespace flashattn::testing
