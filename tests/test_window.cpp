@@ -50,6 +50,23 @@ std::vector<WindowCase> window_cases() {
     }
   }
   add({2, 97, 129, 2, 2, 32}, 10, 3, true, 0.0f, 8);  // causal narrows the right edge to 0
+  // Prefix-LM: a causal (or right-bounded) window widened to the first keys.
+  add({1, 120, 120, 2, 1, 32}, -1, -1, true, 0.0f, 16);
+  cases.back().options.prefix_length = 40;
+  add({2, 90, 150, 4, 2, 48}, -1, 5, false, 0.1f);
+  cases.back().options.prefix_length = 77;
+  add({1, 60, 50, 2, 2, 32}, -1, -1, true, 0.0f);
+  cases.back().options.prefix_length = 500;  // longer than the keys: everything visible
+  // Key padding, a batch with no keys at all included, alone and under causal / prefix.
+  add({2, 100, 130, 2, 1, 64}, -1, -1, false, 0.0f);
+  cases.back().set_key_lengths({97, 0});
+  add({2, 100, 130, 4, 2, 32}, -1, -1, true, 0.1f, 16);
+  cases.back().set_key_lengths({50, 130});
+  add({2, 80, 80, 2, 2, 40}, 10, 10, false, 0.0f);
+  cases.back().set_key_lengths({33, 79});
+  add({2, 80, 80, 2, 2, 40}, -1, -1, true, 0.0f);
+  cases.back().options.prefix_length = 20;
+  cases.back().set_key_lengths({15, 60});
   std::vector<WindowCase> out;
   for (const Case& c : cases) {
     for (Isa isa : isas_to_test()) out.push_back({c, isa});
@@ -91,7 +108,7 @@ TEST(WindowConvention, AdmitsLeftPlusRightPlusOneKeysBottomRightAligned) {
   c.options.window_right = 2;
   const Problem p = harness::reference_problem(c);
   for (std::int64_t i = 10; i < 90; ++i) {
-    EXPECT_EQ(p.key_end(i) - p.key_begin(i), 5 + 2 + 1);
+    EXPECT_EQ(p.key_end(0, i) - p.key_begin(i), 5 + 2 + 1);
     EXPECT_EQ(p.key_begin(i), i + 40 - 5);  // 40 = seqlen_k − seqlen_q
   }
   c.options.window_left = -1;
@@ -100,7 +117,7 @@ TEST(WindowConvention, AdmitsLeftPlusRightPlusOneKeysBottomRightAligned) {
   const Problem causal = harness::reference_problem(c);
   EXPECT_EQ(causal.window_right, 0);
   EXPECT_EQ(causal.key_begin(50), 0);
-  EXPECT_EQ(causal.key_end(50), 50 + 40 + 1);
+  EXPECT_EQ(causal.key_end(0, 50), 50 + 40 + 1);
 }
 
 TEST(WindowConvention, TopLeftAlignmentAnchorsAtQueryZero) {
@@ -109,7 +126,30 @@ TEST(WindowConvention, TopLeftAlignmentAnchorsAtQueryZero) {
   c.options.causal = true;
   c.options.alignment = AttentionOptions::Alignment::top_left;
   const Problem p = harness::reference_problem(c);
-  for (std::int64_t i = 0; i < 100; ++i) EXPECT_EQ(p.key_end(i), i + 1);
+  for (std::int64_t i = 0; i < 100; ++i) EXPECT_EQ(p.key_end(0, i), i + 1);
+}
+
+TEST(WindowValidation, PrefixAndKeyLengthsAreChecked) {
+  Case c;
+  c.shape = {2, 10, 10, 1, 1, 16};
+  const harness::Inputs in = harness::make_inputs(c);
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+  auto expect_error = [&](const char* message) {
+    try {
+      harness::run_forward(c, in, fwd, Algorithm::flash);
+      ADD_FAILURE() << "no error for " << message;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(message));
+    }
+  };
+  c.options.prefix_length = 3;
+  c.options.window_left = 2;
+  expect_error("options.prefix_length: cannot be combined with window_left");
+  c.options = {};
+  c.set_key_lengths({4, 11});
+  expect_error("options.key_lengths: entry 1 is 11, expected 0 .. seqlen_k (10)");
+  c.set_key_lengths({-1, 3});
+  expect_error("options.key_lengths: entry 0 is -1");
 }
 
 TEST(WindowValidation, NegativeSizesOtherThanUnboundedAreRejected) {

@@ -48,6 +48,12 @@ struct AttentionOptions {
   // corner (FlashAttention ≥ 2.1: the last query sees the last key) or the top-left
   // (PyTorch's is_causal: query i sees keys j <= i). The offsets above become 0 with top_left.
   enum class Alignment { bottom_right, top_left } alignment = Alignment::bottom_right;
+  // Prefix-LM: keys j < prefix_length are visible to every query, whatever causal or
+  // window_right say (it cannot be combined with window_left).
+  std::int64_t prefix_length = 0;
+  // Key padding: keys j >= key_lengths[b] of batch b are masked (one int32 per batch;
+  // null: none). Causal and windows stay aligned to the full seqlen_k.
+  const std::int32_t* key_lengths = nullptr;
   float dropout_p = 0.0f;              // probability of dropping, in [0, 1)
   std::uint64_t seed = 0;              // dropout seed; backward must get the same one
   int num_threads = 0;                 // 0: OpenMP's default

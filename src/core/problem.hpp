@@ -36,6 +36,8 @@ struct Problem {
   // i + key_offset() − window_left <= j <= i + key_offset() + window_right; −1: unbounded.
   std::int64_t window_left = -1, window_right = -1;
   bool top_left = false;  // anchor the window at the top-left corner instead
+  std::int64_t prefix_length = 0;            // keys below it visible to all (prefix-LM)
+  const std::int32_t* key_lengths = nullptr;  // per batch; null: every key exists
   float dropout_p = 0.0f;
   std::uint64_t seed = 0;
   std::uint32_t dropout_threshold = 0;  // a score is kept iff its Philox word >= this
@@ -68,18 +70,27 @@ struct Problem {
   }
   std::int64_t kv_head(std::int64_t h) const { return h / group(); }
 
-  // The keys query i may see are key_begin(i) .. key_end(i) − 1: the sliding window
+  // The keys query i of batch b may see are key_begin(i) .. key_end(b, i) − 1: the window
   // (causal is the window (−1, 0)), aligned to the bottom-right corner by key_offset().
   std::int64_t key_offset() const { return top_left ? 0 : seqlen_k - seqlen_q; }
   std::int64_t key_begin(std::int64_t i) const {
     return window_left < 0 ? 0 : clamp_keys(i + key_offset() - window_left);
   }
-  std::int64_t key_end(std::int64_t i) const {
-    return window_right < 0 ? seqlen_k : clamp_keys(i + key_offset() + window_right + 1);
+  // The window's end, widened to the prefix (prefix-LM).
+  std::int64_t window_end(std::int64_t i) const {
+    const std::int64_t end = window_right < 0 ? seqlen_k : clamp_keys(i + key_offset() + window_right + 1);
+    const std::int64_t prefix = clamp_keys(prefix_length);
+    return end > prefix ? end : prefix;
   }
-  // Whether score (i, j) is visible: in the window and in an active block.
-  bool visible(std::int64_t i, std::int64_t j) const {
-    return key_begin(i) <= j && j < key_end(i) &&
+  // Keys batch b has (key padding).
+  std::int64_t key_limit(std::int64_t b) const { return key_lengths == nullptr ? seqlen_k : key_lengths[b]; }
+  std::int64_t key_end(std::int64_t b, std::int64_t i) const {
+    const std::int64_t end = window_end(i), limit = key_limit(b);
+    return end < limit ? end : limit;
+  }
+  // Whether score (i, j) of batch b is visible: in the window, present, in an active block.
+  bool visible(std::int64_t b, std::int64_t i, std::int64_t j) const {
+    return key_begin(i) <= j && j < key_end(b, i) &&
            (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k));
   }
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }

@@ -142,6 +142,18 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   if (o.alibi_batch_stride > 0 && o.alibi_slopes == nullptr) {
     c.fail("options.alibi_slopes", "is null but alibi_batch_stride is set");
   }
+  if (o.prefix_length < 0) c.fail("options.prefix_length", "must be >= 0");
+  if (o.prefix_length > 0 && o.window_left >= 0) {
+    c.fail("options.prefix_length", "cannot be combined with window_left (the visible keys would not be one range)");
+  }
+  if (o.key_lengths != nullptr) {
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      if (o.key_lengths[b] < 0 || o.key_lengths[b] > p.seqlen_k) {
+        c.fail("options.key_lengths", "entry " + std::to_string(b) + " is " + std::to_string(o.key_lengths[b]) +
+                                          ", expected 0 .. seqlen_k (" + std::to_string(p.seqlen_k) + ")");
+      }
+    }
+  }
   if (o.window_left < -1) c.fail("options.window_left", "must be >= 0, or -1 for unbounded");
   if (o.window_right < -1) c.fail("options.window_right", "must be >= 0, or -1 for unbounded");
   if (!(o.dropout_p >= 0.0f && o.dropout_p < 1.0f)) {
@@ -207,6 +219,8 @@ void resolve_window(Problem& p, const AttentionOptions& o) {
   p.window_left = o.window_left;
   p.window_right = o.causal ? 0 : o.window_right;
   p.top_left = o.alignment == AttentionOptions::Alignment::top_left;
+  p.prefix_length = o.prefix_length;
+  p.key_lengths = o.key_lengths;
 }
 
 Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,

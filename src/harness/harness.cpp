@@ -26,6 +26,11 @@ std::string Case::name() const {
   if (options.causal) s << "_causal";
   if (options.alignment == AttentionOptions::Alignment::top_left) s << "_topleft";
   if (options.softcap > 0) s << "_softcap" << options.softcap;
+  if (options.prefix_length > 0) s << "_prefix" << options.prefix_length;
+  if (key_lengths) {
+    s << "_keylen";
+    for (std::int32_t l : *key_lengths) s << "_" << l;
+  }
   if (options.alibi_slopes) s << "_alibi";
   if (options.window_left >= 0 || options.window_right >= 0) {
     s << "_window" << (options.window_left < 0 ? std::string("inf") : std::to_string(options.window_left)) << "_"
@@ -47,6 +52,11 @@ std::string Case::name() const {
 void Case::set_block_mask(std::vector<std::uint8_t> blocks, std::int64_t block_q, std::int64_t block_k) {
   mask = std::make_shared<const std::vector<std::uint8_t>>(std::move(blocks));
   options.block_mask = make_block_mask(*mask, shape.seqlen_q, shape.seqlen_k, block_q, block_k);
+}
+
+void Case::set_key_lengths(std::vector<std::int32_t> lengths) {
+  key_lengths = std::make_shared<const std::vector<std::int32_t>>(std::move(lengths));
+  options.key_lengths = key_lengths->data();
 }
 
 // Padding: a few elements between innermost rows and more between outer blocks, so
@@ -165,6 +175,8 @@ Problem reference_problem(const Case& c) {
   p.softcap = c.options.softcap;
   p.alibi_slopes = c.options.alibi_slopes;
   p.alibi_batch_stride = c.options.alibi_batch_stride;
+  p.prefix_length = c.options.prefix_length;
+  p.key_lengths = c.options.key_lengths;
   p.dropout_p = c.options.dropout_p;
   p.seed = c.options.seed;
   p.dropout_threshold = dropout_threshold(p.dropout_p);

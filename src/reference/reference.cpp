@@ -3,7 +3,8 @@
 // For query row i of head h (kv-head hk = h / (heads / heads_k)):
 //   visible keys: all j, or under causal j <= i + seqlen_k - seqlen_q, within a sliding
 //   window i + off - left <= j <= i + off + right (off = seqlen_k - seqlen_q), and with a
-//   block mask only those whose block (i / block_q, j / block_k) is on;
+//   block mask only those whose block (i / block_q, j / block_k) is on; keys below a
+//   prefix_length are visible to all, keys from key_lengths[b] on to none;
 //   s_j = scale · q_i · k_j, then softcap · tanh(s_j / softcap) and − slope_h |i + off − j|
 //   when those modifiers are on;  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
 //   z_j = dropout_keep(...) / (1 - dropout_p) (1 without dropout);
@@ -57,16 +58,16 @@ double dropout_factor(const Problem& p, i64 b, i64 h, i64 i, i64 j) {
   return dropout_keep(p.seed, p.dropout_p, b, h, i, j) ? 1.0 / (1.0 - double(p.dropout_p)) : 0.0;
 }
 
-// p_j for keys 0 .. key_end(i) − 1 of row i (0 where the window or block mask hides j);
+// p_j for keys 0 .. key_end(b, i) − 1 of row i (0 where the window or block mask hides j);
 // returns lse_i.
 double row_probabilities(const Problem& p, const Index& ix, const double* q, const double* k,
                          i64 b, i64 h, i64 i, std::vector<double>& probs) {
-  const i64 hk = p.kv_head(h), n = p.key_end(i);
+  const i64 hk = p.kv_head(h), n = p.key_end(b, i);
   probs.assign(n, 0.0);
   bool any = false;
   double max = -std::numeric_limits<double>::infinity();
   for (i64 j = 0; j < n; ++j) {
-    if (!p.visible(i, j)) continue;
+    if (!p.visible(b, i, j)) continue;
     probs[j] = modified_score(p, b, h, i, j, double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), p.headdim));
     if (!any || std::isnan(probs[j]) || probs[j] > max) max = probs[j];
     any = true;
@@ -77,10 +78,10 @@ double row_probabilities(const Problem& p, const Index& ix, const double* q, con
   }
   double sum = 0.0;
   for (i64 j = 0; j < n; ++j) {
-    if (p.visible(i, j)) sum += std::exp(probs[j] - max);
+    if (p.visible(b, i, j)) sum += std::exp(probs[j] - max);
   }
   const double lse = max + std::log(sum);
-  for (i64 j = 0; j < n; ++j) probs[j] = p.visible(i, j) ? std::exp(probs[j] - lse) : 0.0;
+  for (i64 j = 0; j < n; ++j) probs[j] = p.visible(b, i, j) ? std::exp(probs[j] - lse) : 0.0;
   return lse;
 }
 
@@ -119,12 +120,12 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
       const i64 hk = p.kv_head(h);
       for (i64 i = 0; i < p.seqlen_q; ++i) {
         row_probabilities(p, ix, q, k, b, h, i, probs);
-        const i64 visible = static_cast<i64>(probs.size());  // keys up to key_end(i)
+        const i64 visible = static_cast<i64>(probs.size());  // keys up to key_end(b, i)
         const double* doi = dout + ix.q(b, i, h);
         dp.assign(visible, 0.0);
         double delta = 0.0;
         for (i64 j = 0; j < visible; ++j) {
-          if (!p.visible(i, j)) continue;
+          if (!p.visible(b, i, j)) continue;
           const double z = dropout_factor(p, b, h, i, j);
           dp[j] = z * dot(doi, v + ix.k(b, j, hk), d);
           delta += probs[j] * dp[j];
@@ -132,7 +133,7 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
           for (i64 e = 0; e < d; ++e) dvj[e] += probs[j] * z * doi[e];
         }
         for (i64 j = 0; j < visible; ++j) {
-          if (!p.visible(i, j)) continue;
+          if (!p.visible(b, i, j)) continue;
           const double raw = double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), d);
           const double ds = probs[j] * (dp[j] - delta) * modifier_derivative(p, raw) * double(p.scale);
           double* dqi = dq + ix.q(b, i, h);

@@ -118,7 +118,7 @@ void standard_forward(const Problem& p) {
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* row = s + i * nk;
-        i64 visible = p.key_end(i);
+        i64 visible = p.key_end(b, i);
         if (p.modifies_scores()) modify_row(p, b, h, i, row, visible, nullptr);
         for (i64 j = 0; j < p.key_begin(i); ++j) row[j] = kNegInf;
         fill_masked_blocks(p, i, row, visible, kNegInf);
@@ -181,7 +181,7 @@ void standard_backward(const Problem& p) {
         float* prow = pm + i * nk;
         float* grow = gm + i * nk;
         const float lse = p.lse.at(b, h, i);
-        const i64 visible = lse == kNegInf ? 0 : p.key_end(i);
+        const i64 visible = lse == kNegInf ? 0 : p.key_end(b, i);
         if (p.modifies_scores()) modify_row(p, b, h, i, prow, visible, derivative.empty() ? nullptr : derivative.data());
         exp_of_difference(prow, visible, lse, exp2_array);
         for (i64 j = 0; j < std::min(visible, p.key_begin(i)); ++j) prow[j] = 0.0f;
