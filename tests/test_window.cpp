@@ -2,6 +2,8 @@
 // against the reference, the convention itself, and bad windows rejected.
 #include <gmock/gmock.h>
 
+#include <random>
+
 #include "test_support.hpp"
 
 namespace flashattn::testing {
@@ -67,6 +69,15 @@ std::vector<WindowCase> window_cases() {
   add({2, 80, 80, 2, 2, 40}, -1, -1, true, 0.0f);
   cases.back().options.prefix_length = 20;
   cases.back().set_key_lengths({15, 60});
+  // Explicit masks: random, with some fully masked rows, each broadcast shape.
+  for (auto [batches, heads] : {std::pair{1, 1}, std::pair{2, 1}, std::pair{1, 4}, std::pair{2, 4}}) {
+    add({2, 70, 90, 4, 2, 32}, -1, -1, batches == 2 && heads == 4, 0.0f, heads == 4 ? 16 : 0);
+    std::mt19937 rng(static_cast<unsigned>(seed));
+    std::vector<std::uint8_t> keep(static_cast<std::size_t>(batches * heads * 70 * 90));
+    for (std::uint8_t& k : keep) k = rng() % 10 < 7;
+    for (std::int64_t j = 0; j < 90; ++j) keep[5 * 90 + j] = 0;  // query 5 of the first (b, h) sees nothing
+    cases.back().set_mask(std::move(keep), batches, heads);
+  }
   std::vector<WindowCase> out;
   for (const Case& c : cases) {
     for (Isa isa : isas_to_test()) out.push_back({c, isa});
@@ -127,6 +138,29 @@ TEST(WindowConvention, TopLeftAlignmentAnchorsAtQueryZero) {
   c.options.alignment = AttentionOptions::Alignment::top_left;
   const Problem p = harness::reference_problem(c);
   for (std::int64_t i = 0; i < 100; ++i) EXPECT_EQ(p.key_end(0, i), i + 1);
+}
+
+TEST(WindowValidation, ExplicitMasksAreChecked) {
+  Case c;
+  c.shape = {2, 10, 12, 2, 1, 16};
+  const harness::Inputs in = harness::make_inputs(c);
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+  const std::vector<std::uint8_t> keep(2 * 2 * 10 * 12, 1);
+  const std::vector<float> floats(2 * 2 * 10 * 12, 1.0f);
+  auto expect_error = [&](TensorView m, const char* message) {
+    c.options.mask = m;
+    try {
+      harness::run_forward(c, in, fwd, Algorithm::flash);
+      ADD_FAILURE() << "no error for " << message;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(message));
+    }
+  };
+  expect_error(TensorView::contiguous(keep.data(), {2, 2, 10, 11}),
+               "options.mask: expected shape (batch or 1, heads or 1, seqlen_q, seqlen_k) = (2, 2, 10, 12)");
+  expect_error(TensorView::contiguous(keep.data(), {2, 3, 10, 12}), "(dimension heads)");
+  expect_error(TensorView::contiguous(floats.data(), {2, 2, 10, 12}), "options.mask: expected dtype u8, got f32");
+  expect_error(TensorView::contiguous(keep.data(), {2, 10, 12}), "options.mask: expected a tensor of rank 4");
 }
 
 TEST(WindowValidation, PrefixAndKeyLengthsAreChecked) {

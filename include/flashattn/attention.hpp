@@ -63,6 +63,10 @@ struct AttentionOptions {
   int block_q = 0;
   int block_k = 0;
   std::optional<BlockMask> block_mask;  // combined with causal when both are set
+  // An explicit mask: score (i, j) of batch b and head h exists only where
+  // mask(b, h, i, j) is nonzero. u8, shape (batch or 1, heads or 1, seqlen_q, seqlen_k), any
+  // non-negative strides; a dimension of size 1 is broadcast.
+  std::optional<TensorView> mask;
   // Score modifiers, applied in this order to s = softmax_scale · q·k before masking:
   // tanh soft-capping (Gemma 2): s ← softcap · tanh(s / softcap); 0 turns it off.
   float softcap = 0.0f;

@@ -10,9 +10,10 @@
 
 namespace flashattn {
 
-// Element types. Only f32 is computed today; the others exist so that the view,
-// the parameter struct and the error messages need no change when they arrive.
-enum class DType : std::uint8_t { f32, f16, bf16 };
+// Element types. f32 is the only type computed today (f16 and bf16 exist so that the
+// view, the parameter struct and the error messages need no change when they arrive);
+// u8 is for masks: nonzero means "keep".
+enum class DType : std::uint8_t { f32, f16, bf16, u8 };
 
 const char* to_string(DType dtype);
 
@@ -27,6 +28,8 @@ struct TensorView {
 
   // Row-major contiguous view: the last dimension has stride 1.
   static TensorView contiguous(const float* data, std::initializer_list<std::int64_t> shape);
+  // A u8 mask, row-major contiguous.
+  static TensorView contiguous(const std::uint8_t* data, std::initializer_list<std::int64_t> shape);
   // Explicit strides (elements), one per dimension.
   static TensorView strided(const float* data, std::initializer_list<std::int64_t> shape,
                             std::initializer_list<std::int64_t> stride);

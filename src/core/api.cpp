@@ -15,6 +15,7 @@ const char* to_string(DType dtype) {
     case DType::f32: return "f32";
     case DType::f16: return "f16";
     case DType::bf16: return "bf16";
+    case DType::u8: return "u8";
   }
   return "?";
 }
@@ -38,6 +39,13 @@ TensorView TensorView::contiguous(const float* data, std::initializer_list<std::
     t.stride[d] = stride;
     stride *= t.shape[d];
   }
+  return t;
+}
+
+TensorView TensorView::contiguous(const std::uint8_t* data, std::initializer_list<std::int64_t> shape) {
+  TensorView t = contiguous(static_cast<const float*>(nullptr), shape);
+  t.data = const_cast<std::uint8_t*>(data);
+  t.dtype = DType::u8;
   return t;
 }
 

@@ -53,6 +53,13 @@ struct Problem {
   float alibi_slope(std::int64_t b, std::int64_t h) const {
     return alibi_slopes == nullptr ? 0.0f : alibi_slopes[b * alibi_batch_stride + h];
   }
+  // Explicit u8 mask (null: none); strides 0 on broadcast dimensions.
+  const std::uint8_t* elem_mask = nullptr;
+  std::int64_t elem_mask_stride[4] = {};  // batch, head, query, key
+  bool mask_keeps(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
+    return elem_mask == nullptr || elem_mask[b * elem_mask_stride[0] + h * elem_mask_stride[1] +
+                                             i * elem_mask_stride[2] + j * elem_mask_stride[3]] != 0;
+  }
   // Block-sparse mask (null: dense), shared by every batch and head.
   const std::uint8_t* mask_blocks = nullptr;
   std::int64_t mask_block_q = 0, mask_block_k = 0, mask_cols = 0;
@@ -88,10 +95,11 @@ struct Problem {
     const std::int64_t end = window_end(i), limit = key_limit(b);
     return end < limit ? end : limit;
   }
-  // Whether score (i, j) of batch b is visible: in the window, present, in an active block.
-  bool visible(std::int64_t b, std::int64_t i, std::int64_t j) const {
+  // Whether score (i, j) of batch b, head h is visible: in the window, present, in an
+  // active block, kept by the explicit mask.
+  bool visible(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
     return key_begin(i) <= j && j < key_end(b, i) &&
-           (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k));
+           (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k)) && mask_keeps(b, h, i, j);
   }
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }
 };

@@ -165,6 +165,26 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
     c.fail("options.block_q/block_k", "must be in [0, " + std::to_string(kMaxBlock) +
                                           "] (0: derived from the cache sizes)");
   }
+  if (o.mask) {
+    const TensorView& m = *o.mask;
+    if (m.rank != 4) c.fail("options.mask", "expected a tensor of rank 4, got rank " + std::to_string(m.rank));
+    if (m.dtype != DType::u8) c.fail("options.mask", std::string("expected dtype u8, got ") + to_string(m.dtype));
+    const std::int64_t want[4] = {p.batch, p.heads, p.seqlen_q, p.seqlen_k};
+    const char* names[4] = {"batch", "heads", "seqlen_q", "seqlen_k"};
+    for (int d = 0; d < 4; ++d) {
+      const bool broadcast = m.shape[d] == 1 && d < 2;
+      if (m.shape[d] != want[d] && !broadcast) {
+        c.fail("options.mask", std::string("expected shape (batch or 1, heads or 1, seqlen_q, seqlen_k) = (") +
+                                   std::to_string(p.batch) + ", " + std::to_string(p.heads) + ", " +
+                                   std::to_string(p.seqlen_q) + ", " + std::to_string(p.seqlen_k) + "), got " +
+                                   shape_string(m) + " (dimension " + names[d] + ")");
+      }
+      if (m.stride[d] < 0) c.fail("options.mask", "negative stride in dimension " + std::to_string(d));
+      p.elem_mask_stride[d] = broadcast && want[d] != 1 ? 0 : m.stride[d];
+    }
+    if (m.numel() > 0 && m.data == nullptr) c.fail("options.mask", "data is null for a non-empty tensor");
+    p.elem_mask = static_cast<const std::uint8_t*>(m.data);
+  }
   if (o.block_mask) {
     const BlockMask& m = *o.block_mask;
     if (m.block_q < 1 || m.block_k < 1 || m.block_q > kMaxBlock || m.block_k > kMaxBlock) {

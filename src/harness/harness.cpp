@@ -27,6 +27,7 @@ std::string Case::name() const {
   if (options.alignment == AttentionOptions::Alignment::top_left) s << "_topleft";
   if (options.softcap > 0) s << "_softcap" << options.softcap;
   if (options.prefix_length > 0) s << "_prefix" << options.prefix_length;
+  if (options.mask) s << "_mask" << options.mask->shape[0] << "x" << options.mask->shape[1];
   if (key_lengths) {
     s << "_keylen";
     for (std::int32_t l : *key_lengths) s << "_" << l;
@@ -52,6 +53,11 @@ std::string Case::name() const {
 void Case::set_block_mask(std::vector<std::uint8_t> blocks, std::int64_t block_q, std::int64_t block_k) {
   mask = std::make_shared<const std::vector<std::uint8_t>>(std::move(blocks));
   options.block_mask = make_block_mask(*mask, shape.seqlen_q, shape.seqlen_k, block_q, block_k);
+}
+
+void Case::set_mask(std::vector<std::uint8_t> keep_bytes, std::int64_t batches, std::int64_t heads) {
+  keep = std::make_shared<const std::vector<std::uint8_t>>(std::move(keep_bytes));
+  options.mask = TensorView::contiguous(keep->data(), {batches, heads, shape.seqlen_q, shape.seqlen_k});
 }
 
 void Case::set_key_lengths(std::vector<std::int32_t> lengths) {
@@ -185,6 +191,12 @@ Problem reference_problem(const Case& c) {
   p.isa = c.options.isa.value_or(default_isa());
   p.block_q = c.options.block_q;
   p.block_k = c.options.block_k;
+  if (c.options.mask) {
+    const TensorView& m = *c.options.mask;
+    p.elem_mask = static_cast<const std::uint8_t*>(m.data);
+    const std::int64_t want[4] = {p.batch, p.heads, p.seqlen_q, p.seqlen_k};
+    for (int d = 0; d < 4; ++d) p.elem_mask_stride[d] = m.shape[d] == 1 && want[d] != 1 ? 0 : m.stride[d];
+  }
   if (c.options.block_mask) {
     p.mask_blocks = c.options.block_mask->blocks;
     p.mask_block_q = c.options.block_mask->block_q;

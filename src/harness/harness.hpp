@@ -26,12 +26,16 @@ struct Case {
   AttentionOptions options;  // options.block_mask points into `mask` when set
   std::shared_ptr<const std::vector<std::uint8_t>> mask;
   std::shared_ptr<const std::vector<std::int32_t>> key_lengths;  // options.key_lengths points here
+  std::shared_ptr<const std::vector<std::uint8_t>> keep;         // options.mask points here
   bool padded = false;          // non-contiguous strides for every tensor
   std::uint64_t data_seed = 1;  // random inputs
   std::string name() const;     // e.g. "b2_q97_k65_h4_hk2_d59_causal_drop10pct_padded"
 
   // Makes the case block-sparse with these blocks (row-major, ⌈Nq/bq⌉ × ⌈Nk/bk⌉).
   void set_block_mask(std::vector<std::uint8_t> blocks, std::int64_t block_q, std::int64_t block_k);
+  // An explicit u8 mask of shape (batches, heads, seqlen_q, seqlen_k), batches and heads
+  // being 1 (broadcast) or the case's.
+  void set_mask(std::vector<std::uint8_t> keep_bytes, std::int64_t batches, std::int64_t heads);
   // Key padding: keys j >= lengths[b] of batch b are masked.
   void set_key_lengths(std::vector<std::int32_t> lengths);
 };

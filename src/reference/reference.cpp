@@ -4,7 +4,8 @@
 //   visible keys: all j, or under causal j <= i + seqlen_k - seqlen_q, within a sliding
 //   window i + off - left <= j <= i + off + right (off = seqlen_k - seqlen_q), and with a
 //   block mask only those whose block (i / block_q, j / block_k) is on; keys below a
-//   prefix_length are visible to all, keys from key_lengths[b] on to none;
+//   prefix_length are visible to all, keys from key_lengths[b] on to none, and an
+//   explicit mask keeps only its nonzero (b, h, i, j);
 //   s_j = scale · q_i · k_j, then softcap · tanh(s_j / softcap) and − slope_h |i + off − j|
 //   when those modifiers are on;  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
 //   z_j = dropout_keep(...) / (1 - dropout_p) (1 without dropout);
@@ -67,7 +68,7 @@ double row_probabilities(const Problem& p, const Index& ix, const double* q, con
   bool any = false;
   double max = -std::numeric_limits<double>::infinity();
   for (i64 j = 0; j < n; ++j) {
-    if (!p.visible(b, i, j)) continue;
+    if (!p.visible(b, h, i, j)) continue;
     probs[j] = modified_score(p, b, h, i, j, double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), p.headdim));
     if (!any || std::isnan(probs[j]) || probs[j] > max) max = probs[j];
     any = true;
@@ -78,10 +79,10 @@ double row_probabilities(const Problem& p, const Index& ix, const double* q, con
   }
   double sum = 0.0;
   for (i64 j = 0; j < n; ++j) {
-    if (p.visible(b, i, j)) sum += std::exp(probs[j] - max);
+    if (p.visible(b, h, i, j)) sum += std::exp(probs[j] - max);
   }
   const double lse = max + std::log(sum);
-  for (i64 j = 0; j < n; ++j) probs[j] = p.visible(b, i, j) ? std::exp(probs[j] - lse) : 0.0;
+  for (i64 j = 0; j < n; ++j) probs[j] = p.visible(b, h, i, j) ? std::exp(probs[j] - lse) : 0.0;
   return lse;
 }
 
@@ -125,7 +126,7 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
         dp.assign(visible, 0.0);
         double delta = 0.0;
         for (i64 j = 0; j < visible; ++j) {
-          if (!p.visible(b, i, j)) continue;
+          if (!p.visible(b, h, i, j)) continue;
           const double z = dropout_factor(p, b, h, i, j);
           dp[j] = z * dot(doi, v + ix.k(b, j, hk), d);
           delta += probs[j] * dp[j];
@@ -133,7 +134,7 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
           for (i64 e = 0; e < d; ++e) dvj[e] += probs[j] * z * doi[e];
         }
         for (i64 j = 0; j < visible; ++j) {
-          if (!p.visible(b, i, j)) continue;
+          if (!p.visible(b, h, i, j)) continue;
           const double raw = double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), d);
           const double ds = probs[j] * (dp[j] - delta) * modifier_derivative(p, raw) * double(p.scale);
           double* dqi = dq + ix.q(b, i, h);

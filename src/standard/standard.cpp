@@ -77,12 +77,19 @@ void modify_row(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float*
   }
 }
 
-// Sets row[j] = value for the keys j < n of query i that the block mask hides.
-void fill_masked_blocks(const Problem& p, i64 i, float* row, i64 n, float value) {
-  if (p.mask_blocks == nullptr) return;
-  for (i64 kb = 0; kb * p.mask_block_k < n; ++kb) {
-    if (p.block_active(i / p.mask_block_q, kb)) continue;
-    for (i64 j = kb * p.mask_block_k; j < std::min(n, (kb + 1) * p.mask_block_k); ++j) row[j] = value;
+// Sets row[j] = value for the keys j < n of query i (batch b, head h) that the block mask
+// or the explicit mask hides.
+void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float value) {
+  if (p.mask_blocks != nullptr) {
+    for (i64 kb = 0; kb * p.mask_block_k < n; ++kb) {
+      if (p.block_active(i / p.mask_block_q, kb)) continue;
+      for (i64 j = kb * p.mask_block_k; j < std::min(n, (kb + 1) * p.mask_block_k); ++j) row[j] = value;
+    }
+  }
+  if (p.elem_mask != nullptr) {
+    for (i64 j = 0; j < n; ++j) {
+      if (!p.mask_keeps(b, h, i, j)) row[j] = value;
+    }
   }
 }
 
@@ -121,7 +128,7 @@ void standard_forward(const Problem& p) {
         i64 visible = p.key_end(b, i);
         if (p.modifies_scores()) modify_row(p, b, h, i, row, visible, nullptr);
         for (i64 j = 0; j < p.key_begin(i); ++j) row[j] = kNegInf;
-        fill_masked_blocks(p, i, row, visible, kNegInf);
+        fill_masked(p, b, h, i, row, visible, kNegInf);
         float max = kNegInf;
         bool any = false;  // a NaN score counts as seen, so it reaches the output
         for (i64 j = 0; j < visible; ++j) {
@@ -185,7 +192,7 @@ void standard_backward(const Problem& p) {
         if (p.modifies_scores()) modify_row(p, b, h, i, prow, visible, derivative.empty() ? nullptr : derivative.data());
         exp_of_difference(prow, visible, lse, exp2_array);
         for (i64 j = 0; j < std::min(visible, p.key_begin(i)); ++j) prow[j] = 0.0f;
-        fill_masked_blocks(p, i, prow, visible, 0.0f);
+        fill_masked(p, b, h, i, prow, visible, 0.0f);
         for (i64 j = visible; j < nk; ++j) prow[j] = 0.0f;
         const float* o = p.out.row(b, i, h);
         const float* dorow = p.dout.row(b, i, h);
