@@ -15,14 +15,7 @@ namespace {
 
 using harness::Case;
 
-struct AccuracyCase {
-  Case c;
-  Isa isa;
-};
-
-void PrintTo(const AccuracyCase& a, std::ostream* os) { *os << a.c.name() << "/" << to_string(a.isa); }
-
-std::vector<AccuracyCase> accuracy_cases() {
+std::vector<harness::Case> accuracy_cases() {
   std::vector<Case> cases;
   const std::int64_t seqlens[] = {1, 17, 63, 64, 65, 97, 128, 255, 1025};
   const std::int64_t headdims[] = {16, 32, 40, 59, 64, 80, 96, 111, 128, 256};
@@ -67,52 +60,14 @@ std::vector<AccuracyCase> accuracy_cases() {
     add(1, bk * 3 + 1, bq * 5 - 1, 1, 4, 64, true, 0.1f, false, bq, bk);
     add(1, bk * 2, bk * 2, 1, 1, 33, false, 0.0f, true, bq, bk);
   }
-  std::vector<AccuracyCase> out;
-  for (const Case& c : cases) {
-    for (Isa isa : isas_to_test()) out.push_back({c, isa});
-  }
-  return out;
+  return cases;
 }
 
-class Accuracy : public ::testing::TestWithParam<AccuracyCase> {};
+class Accuracy : public ::testing::TestWithParam<PathCase> {};
 
-TEST_P(Accuracy, ForwardAndBackwardMatchReference) {
-  const Case& c = GetParam().c;
-  const harness::Inputs in = harness::make_inputs(c);
-  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
+TEST_P(Accuracy, ForwardAndBackwardMatchReference) { expect_matches_reference(GetParam()); }
 
-  const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
-  const harness::Errors& std_err = standard.errors;
-  EXPECT_LE(std_err.max(), harness::standard_error_limit(ref)) << "standard attention is off the reference";
-
-  Case fc = c;
-  fc.options.isa = GetParam().isa;
-  const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
-  const harness::Errors& err = flash.errors;
-
-  const struct {
-    const char* name;
-    double fast, standard;
-    const std::vector<double>& ref;
-  } outputs[] = {{"out", err.out, std_err.out, ref.out}, {"lse", err.lse, std_err.lse, ref.lse},
-                 {"dq", err.dq, std_err.dq, ref.dq},     {"dk", err.dk, std_err.dk, ref.dk},
-                 {"dv", err.dv, std_err.dv, ref.dv}};
-  for (const auto& o : outputs) {
-    EXPECT_LE(o.fast, harness::allowed_error(o.standard, harness::max_abs(o.ref)))
-        << o.name << ": flash error " << o.fast << " vs standard " << o.standard;
-  }
-  for (const harness::PathRun* run : {&standard, &flash}) {
-    for (const harness::HostTensor* t : {&run->fwd.out, &run->fwd.lse, &run->bwd.dq, &run->bwd.dk, &run->bwd.dv}) {
-      EXPECT_TRUE(t->padding_untouched()) << "a path wrote outside its output view";
-    }
-  }
-}
-
-INSTANTIATE_TEST_SUITE_P(Sweep, Accuracy, ::testing::ValuesIn(accuracy_cases()),
-                         [](const ::testing::TestParamInfo<AccuracyCase>& info) {
-                           return info.param.c.name() + "_s" + std::to_string(info.param.c.data_seed) +
-                                  "_" + to_string(info.param.isa);
-                         });
+INSTANTIATE_TEST_SUITE_P(Sweep, Accuracy, ::testing::ValuesIn(for_every_isa(accuracy_cases())), path_case_name);
 
 }  // namespace
 }  // namespace flashattn::testing

@@ -13,14 +13,7 @@ namespace {
 
 using harness::Case;
 
-struct SparseCase {
-  Case c;
-  Isa isa;
-};
-
-void PrintTo(const SparseCase& s, std::ostream* os) { *os << s.c.name() << "/" << to_string(s.isa); }
-
-std::vector<SparseCase> sparse_cases() {
+std::vector<harness::Case> sparse_cases() {
   std::vector<Case> cases;
   std::uint64_t seed = 500;
   auto add = [&](harness::Shape shape, std::int64_t bq, std::int64_t bk, const char* pattern, bool causal,
@@ -52,37 +45,14 @@ std::vector<SparseCase> sparse_cases() {
   add({2, 61, 97, 4, 1, 32}, 16, 16, "random", true, 0.0f);   // causal with seqlen_q < seqlen_k
   add({1, 150, 90, 2, 2, 96}, 32, 64, "local", true, 0.2f);   // causal with fully masked rows
   add({1, 1, 1, 1, 1, 16}, 64, 64, "full", false, 0.0f);
-  std::vector<SparseCase> out;
-  for (const Case& c : cases) {
-    for (Isa isa : isas_to_test()) out.push_back({c, isa});
-  }
-  return out;
+  return cases;
 }
 
-class BlockSparse : public ::testing::TestWithParam<SparseCase> {};
+class BlockSparse : public ::testing::TestWithParam<PathCase> {};
 
-TEST_P(BlockSparse, MatchesTheElementwiseReference) {
-  const Case& c = GetParam().c;
-  const harness::Inputs in = harness::make_inputs(c);
-  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
-  const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
-  EXPECT_LE(standard.errors.max(), harness::standard_error_limit(ref));
-  Case fc = c;
-  fc.options.isa = GetParam().isa;
-  const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
-  EXPECT_LE(harness::worst_fraction_of_allowed(flash.errors, standard.errors, ref), 1.0)
-      << "flash out " << flash.errors.out << " lse " << flash.errors.lse << " dq " << flash.errors.dq
-      << " dk " << flash.errors.dk << " dv " << flash.errors.dv;
-  for (const harness::HostTensor* t : {&flash.fwd.out, &flash.fwd.lse, &flash.bwd.dq, &flash.bwd.dk, &flash.bwd.dv}) {
-    EXPECT_TRUE(t->padding_untouched());
-  }
-}
+TEST_P(BlockSparse, MatchesTheElementwiseReference) { expect_matches_reference(GetParam()); }
 
-INSTANTIATE_TEST_SUITE_P(Patterns, BlockSparse, ::testing::ValuesIn(sparse_cases()),
-                         [](const ::testing::TestParamInfo<SparseCase>& info) {
-                           return info.param.c.name() + "_s" + std::to_string(info.param.c.data_seed) + "_" +
-                                  to_string(info.param.isa);
-                         });
+INSTANTIATE_TEST_SUITE_P(Patterns, BlockSparse, ::testing::ValuesIn(for_every_isa(sparse_cases())), path_case_name);
 
 // Keys and values in blocks no query uses are never read: NaN there leaves every output
 // and gradient finite, and the gradients of those keys are exactly zero.

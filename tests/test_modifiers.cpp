@@ -25,14 +25,7 @@ const std::vector<float>& alibi_slopes() {
   return slopes;
 }
 
-struct ModifierCase {
-  Case c;
-  Isa isa;
-};
-
-void PrintTo(const ModifierCase& m, std::ostream* os) { *os << m.c.name() << "/" << to_string(m.isa); }
-
-std::vector<ModifierCase> modifier_cases() {
+std::vector<harness::Case> modifier_cases() {
   std::vector<Case> cases;
   std::uint64_t seed = 1300;
   auto add = [&](harness::Shape shape, float softcap, bool alibi, bool per_batch, bool causal) {
@@ -63,38 +56,14 @@ std::vector<ModifierCase> modifier_cases() {
   cases.back().options.window_right = 5;
   add({1, 128, 160, 4, 2, 32}, 8.0f, true, true, true);
   cases.back().set_block_mask(random_blocks(4, 5, 0.6, 4), 32, 32);
-  std::vector<ModifierCase> out;
-  for (const Case& c : cases) {
-    for (Isa isa : isas_to_test()) out.push_back({c, isa});
-  }
-  return out;
+  return cases;
 }
 
-class Modifiers : public ::testing::TestWithParam<ModifierCase> {};
+class Modifiers : public ::testing::TestWithParam<PathCase> {};
 
-TEST_P(Modifiers, MatchTheReference) {
-  const Case& c = GetParam().c;
-  const harness::Inputs in = harness::make_inputs(c);
-  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
-  const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
-  EXPECT_LE(standard.errors.max(), harness::standard_error_limit(ref));
-  Case fc = c;
-  fc.options.isa = GetParam().isa;
-  const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
-  EXPECT_LE(harness::worst_fraction_of_allowed(flash.errors, standard.errors, ref), 1.0)
-      << "flash out " << flash.errors.out << " lse " << flash.errors.lse << " dq " << flash.errors.dq
-      << " dk " << flash.errors.dk << " dv " << flash.errors.dv << "; standard out " << standard.errors.out
-      << " lse " << standard.errors.lse << " dq " << standard.errors.dq << " dk " << standard.errors.dk
-      << " dv " << standard.errors.dv;
-}
+TEST_P(Modifiers, MatchTheReference) { expect_matches_reference(GetParam()); }
 
-INSTANTIATE_TEST_SUITE_P(Modifiers, Modifiers, ::testing::ValuesIn(modifier_cases()),
-                         [](const ::testing::TestParamInfo<ModifierCase>& info) {
-                           std::string name = info.param.c.name() + "_s" + std::to_string(info.param.c.data_seed) +
-                                              "_" + to_string(info.param.isa);
-                           for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Modifiers, Modifiers, ::testing::ValuesIn(for_every_isa(modifier_cases())), path_case_name);
 
 TEST(ModifierValidation, BadModifiersAreRejected) {
   Case c;

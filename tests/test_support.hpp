@@ -3,18 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <string>
 #include <vector>
 
 #include "flashattn/flashattn.hpp"
 #include "harness/harness.hpp"
-
-namespace flashattn::testing {
-
-// Every flash kernel build this CPU runs, so the suite covers each ISA on one machine.
-inline std::vector<Isa> isas_to_test() { return supported_isas(); }
-
-}  // namespace flashattn::testing
 
 namespace flashattn {
 inline void PrintTo(Isa isa, std::ostream* os) { *os << to_string(isa); }
@@ -23,8 +17,67 @@ inline void PrintTo(Algorithm a, std::ostream* os) { *os << to_string(a); }
 
 namespace flashattn::testing {
 
+// Every flash kernel build this CPU runs, so the suite covers each ISA on one machine.
+inline std::vector<Isa> isas_to_test() { return supported_isas(); }
+
 inline std::string isa_param_name(const ::testing::TestParamInfo<Isa>& info) {
   return to_string(info.param);
+}
+
+// A case to run through the flash kernels of one ISA (and standard attention).
+struct PathCase {
+  harness::Case c;
+  Isa isa;
+};
+
+inline void PrintTo(const PathCase& p, std::ostream* os) { *os << p.c.name() << "/" << to_string(p.isa); }
+
+inline std::vector<PathCase> for_every_isa(const std::vector<harness::Case>& cases) {
+  std::vector<PathCase> out;
+  for (const harness::Case& c : cases) {
+    for (Isa isa : isas_to_test()) out.push_back({c, isa});
+  }
+  return out;
+}
+
+// The case's name with its data seed (names repeat across seeds) and ISA, as gtest wants it.
+inline std::string path_case_name(const ::testing::TestParamInfo<PathCase>& info) {
+  std::string name = info.param.c.name() + "_s" + std::to_string(info.param.c.data_seed) + "_" +
+                     to_string(info.param.isa);
+  for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+  return name;
+}
+
+// Forward and backward of standard attention and of the flash kernels on the case, against
+// the reference: standard within harness::standard_error_limit, flash within FlashAttention's
+// rule (harness::allowed_error) for each output, nothing written outside the outputs' views.
+inline void expect_matches_reference(const PathCase& pc) {
+  const harness::Case& c = pc.c;
+  const harness::Inputs in = harness::make_inputs(c);
+  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
+  const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
+  EXPECT_LE(standard.errors.max(), harness::standard_error_limit(ref)) << "standard attention is off the reference";
+  harness::Case fc = c;
+  fc.options.isa = pc.isa;
+  const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
+  const harness::Errors& fast = flash.errors;
+  const harness::Errors& slow = standard.errors;
+  const struct {
+    const char* name;
+    double fast, standard;
+    const std::vector<double>& ref;
+  } outputs[] = {{"out", fast.out, slow.out, ref.out}, {"lse", fast.lse, slow.lse, ref.lse},
+                 {"dq", fast.dq, slow.dq, ref.dq},     {"dk", fast.dk, slow.dk, ref.dk},
+                 {"dv", fast.dv, slow.dv, ref.dv}};
+  for (const auto& o : outputs) {
+    EXPECT_LE(o.fast, harness::allowed_error(o.standard, harness::max_abs(o.ref)))
+        << o.name << ": flash error " << o.fast << " vs standard " << o.standard;
+  }
+  for (const harness::PathRun* run : {&standard, &flash}) {
+    for (const harness::HostTensor* t : {&run->fwd.out, &run->fwd.lse, &run->bwd.dq, &run->bwd.dk, &run->bwd.dv}) {
+      EXPECT_TRUE(t->padding_untouched()) << "a path wrote outside its output view";
+    }
+  }
 }
 
 }  // namespace flashattn::testing

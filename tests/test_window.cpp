@@ -11,14 +11,7 @@ namespace {
 
 using harness::Case;
 
-struct WindowCase {
-  Case c;
-  Isa isa;
-};
-
-void PrintTo(const WindowCase& w, std::ostream* os) { *os << w.c.name() << "/" << to_string(w.isa); }
-
-std::vector<WindowCase> window_cases() {
+std::vector<harness::Case> window_cases() {
   std::vector<Case> cases;
   std::uint64_t seed = 900;
   auto add = [&](harness::Shape shape, std::int64_t left, std::int64_t right, bool causal, float dropout,
@@ -78,37 +71,14 @@ std::vector<WindowCase> window_cases() {
     for (std::int64_t j = 0; j < 90; ++j) keep[5 * 90 + j] = 0;  // query 5 of the first (b, h) sees nothing
     cases.back().set_mask(std::move(keep), batches, heads);
   }
-  std::vector<WindowCase> out;
-  for (const Case& c : cases) {
-    for (Isa isa : isas_to_test()) out.push_back({c, isa});
-  }
-  return out;
+  return cases;
 }
 
-class Window : public ::testing::TestWithParam<WindowCase> {};
+class Window : public ::testing::TestWithParam<PathCase> {};
 
-TEST_P(Window, MatchesTheReference) {
-  const Case& c = GetParam().c;
-  const harness::Inputs in = harness::make_inputs(c);
-  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
-  const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
-  EXPECT_LE(standard.errors.max(), harness::standard_error_limit(ref));
-  Case fc = c;
-  fc.options.isa = GetParam().isa;
-  const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
-  EXPECT_LE(harness::worst_fraction_of_allowed(flash.errors, standard.errors, ref), 1.0)
-      << "flash out " << flash.errors.out << " lse " << flash.errors.lse << " dq " << flash.errors.dq
-      << " dk " << flash.errors.dk << " dv " << flash.errors.dv;
-  for (const harness::HostTensor* t : {&flash.fwd.out, &flash.fwd.lse, &flash.bwd.dq, &flash.bwd.dk, &flash.bwd.dv}) {
-    EXPECT_TRUE(t->padding_untouched());
-  }
-}
+TEST_P(Window, MatchesTheReference) { expect_matches_reference(GetParam()); }
 
-INSTANTIATE_TEST_SUITE_P(Windows, Window, ::testing::ValuesIn(window_cases()),
-                         [](const ::testing::TestParamInfo<WindowCase>& info) {
-                           return info.param.c.name() + "_s" + std::to_string(info.param.c.data_seed) + "_" +
-                                  to_string(info.param.isa);
-                         });
+INSTANTIATE_TEST_SUITE_P(Windows, Window, ::testing::ValuesIn(for_every_isa(window_cases())), path_case_name);
 
 // The convention: a window (left, right) admits left + right + 1 keys, aligned to the
 // bottom-right corner; causal is (−1, 0).
