@@ -19,7 +19,7 @@ std::vector<harness::Case> accuracy_cases() {
   std::vector<Case> cases;
   const std::int64_t seqlens[] = {1, 17, 63, 64, 65, 97, 128, 255, 1025};
   const std::int64_t headdims[] = {16, 32, 40, 59, 64, 80, 96, 111, 128, 256};
-  const std::int64_t head_ratios[] = {1, 2, 4};
+  const std::int64_t head_ratios[] = {1, 2, 4, 8};
   std::uint64_t seed = 100;
   auto add = [&](std::int64_t b, std::int64_t nq, std::int64_t nk, std::int64_t hk,
                  std::int64_t ratio, std::int64_t d, bool causal, float dropout, bool padded,
@@ -39,7 +39,7 @@ std::vector<harness::Case> accuracy_cases() {
   int n = 0;
   for (std::int64_t len : seqlens) {
     const std::int64_t d = headdims[n % 10];
-    const std::int64_t ratio = head_ratios[n % 3];
+    const std::int64_t ratio = head_ratios[n % 4];
     const std::int64_t other = len == 1025 ? 97 : seqlens[(n + 3) % 9];
     const std::int64_t batch = len >= 255 ? 1 : 2;
     add(batch, len, len, 1, ratio, d, n % 2 == 0, 0.0f, n % 2 == 1);
@@ -50,8 +50,8 @@ std::vector<harness::Case> accuracy_cases() {
   // Every head dimension, with grouped heads and non-contiguous strides.
   n = 0;
   for (std::int64_t d : headdims) {
-    add(2, 65, 97, 2, head_ratios[n % 3], d, false, 0.0f, true);
-    add(1, 97, 64, 1, head_ratios[(n + 1) % 3], d, true, n % 2 ? 0.2f : 0.0f, false);
+    add(2, 65, 97, 2, head_ratios[n % 4], d, false, 0.0f, true);
+    add(1, 97, 64, 1, head_ratios[(n + 1) % 4], d, true, n % 2 ? 0.2f : 0.0f, false);
     ++n;
   }
   // Tiles forced small, so short sequences cross many tile edges (size ± 1 included).

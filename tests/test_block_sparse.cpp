@@ -45,6 +45,7 @@ std::vector<harness::Case> sparse_cases() {
   add({2, 61, 97, 4, 1, 32}, 16, 16, "random", true, 0.0f);   // causal with seqlen_q < seqlen_k
   add({1, 150, 90, 2, 2, 96}, 32, 64, "local", true, 0.2f);   // causal with fully masked rows
   add({1, 1, 1, 1, 1, 16}, 64, 64, "full", false, 0.0f);
+  add({1, 100, 120, 8, 1, 32}, 32, 32, "butterfly", true, 0.0f);  // grouped-query ratio 8
   return cases;
 }
 

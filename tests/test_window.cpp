@@ -37,6 +37,7 @@ std::vector<harness::Case> window_cases() {
     add({1, 90, 110, 2, 1, 59}, left, right, false, 0.0f, 16);  // small tiles cross both edges
   }
   add({1, 300, 300, 2, 1, 64}, 37, -1, true, 0.0f);   // sliding causal window
+  add({1, 100, 100, 8, 1, 32}, 12, 4, false, 0.0f, 16);  // grouped-query ratio 8
   // Top-left alignment (PyTorch's is_causal), both ways of unequal lengths.
   for (harness::Shape shape : {harness::Shape{1, 150, 90, 2, 1, 32}, harness::Shape{2, 70, 160, 2, 2, 48}}) {
     for (auto [left, right, causal] : {std::tuple{-1, -1, true}, std::tuple{6, 9, false}}) {

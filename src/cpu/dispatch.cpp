@@ -16,6 +16,7 @@
 namespace flashattn {
 namespace {
 
+#if defined(FLASHATTN_X86_KERNELS)
 bool cpu_has_avx2() {
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
@@ -27,6 +28,10 @@ bool cpu_has_avx512() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512dq");
 }
+#else
+bool cpu_has_avx2() { return false; }  // not built for this processor
+bool cpu_has_avx512() { return false; }
+#endif
 
 // "32K", "1024K", "1M" as written in /sys/devices/system/cpu/cpu0/cache/index*/size.
 std::int64_t parse_cache_size(const std::string& text) {
@@ -114,11 +119,15 @@ const CacheSizes& cache_sizes() {
 }
 
 const KernelSet& kernels_for(Isa isa) {
+#if defined(FLASHATTN_X86_KERNELS)
   switch (isa) {
     case Isa::avx512: return kAvx512Kernels;
     case Isa::avx2: return kAvx2Kernels;
     case Isa::portable: break;
   }
+#else
+  (void)isa;  // validation admits only supported builds
+#endif
   return kPortableKernels;
 }
 
