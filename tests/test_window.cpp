@@ -63,6 +63,29 @@ std::vector<harness::Case> window_cases() {
   add({2, 80, 80, 2, 2, 40}, -1, -1, true, 0.0f);
   cases.back().options.prefix_length = 20;
   cases.back().set_key_lengths({15, 60});
+  // Documents of packed sequences: sorted ids (an empty and a one-token document among
+  // them), under causal; unequal lengths; unsorted ids; a query whose document has no keys.
+  auto packed = [](std::int64_t batch, std::vector<int> lengths) {
+    std::vector<std::int32_t> ids;
+    for (std::int64_t b = 0; b < batch; ++b) {
+      for (std::size_t doc = 0; doc < lengths.size(); ++doc) ids.insert(ids.end(), lengths[doc], static_cast<std::int32_t>(doc));
+    }
+    return ids;
+  };
+  add({2, 100, 100, 4, 2, 32}, -1, -1, true, 0.0f, 16);
+  cases.back().set_documents(packed(2, {30, 0, 1, 45, 24}), packed(2, {30, 0, 1, 45, 24}));
+  add({1, 100, 100, 2, 1, 64}, -1, -1, false, 0.1f);
+  cases.back().set_documents(packed(1, {7, 60, 33}), packed(1, {7, 60, 33}));
+  add({1, 80, 120, 2, 2, 40}, -1, -1, false, 0.0f, 16);
+  cases.back().set_documents(packed(1, {20, 40, 20}), packed(1, {50, 50, 20}));
+  {
+    add({1, 90, 70, 2, 1, 32}, -1, -1, false, 0.0f);
+    std::mt19937 rng(5);
+    std::vector<std::int32_t> q(90), k(70);
+    for (auto& id : q) id = static_cast<std::int32_t>(rng() % 4);
+    for (auto& id : k) id = static_cast<std::int32_t>(rng() % 3);  // document 3 has no keys
+    cases.back().set_documents(q, k);
+  }
   // Explicit masks: random, with some fully masked rows, each broadcast shape.
   for (auto [batches, heads] : {std::pair{1, 1}, std::pair{2, 1}, std::pair{1, 4}, std::pair{2, 4}}) {
     add({2, 70, 90, 4, 2, 32}, -1, -1, batches == 2 && heads == 4, 0.0f, heads == 4 ? 16 : 0);
@@ -132,6 +155,21 @@ TEST(WindowValidation, ExplicitMasksAreChecked) {
   expect_error(TensorView::contiguous(keep.data(), {2, 3, 10, 12}), "(dimension heads)");
   expect_error(TensorView::contiguous(floats.data(), {2, 2, 10, 12}), "options.mask: expected dtype u8, got f32");
   expect_error(TensorView::contiguous(keep.data(), {2, 10, 12}), "options.mask: expected a tensor of rank 4");
+}
+
+TEST(WindowValidation, DocumentIdsComeInPairs) {
+  Case c;
+  c.shape = {1, 10, 10, 1, 1, 16};
+  const harness::Inputs in = harness::make_inputs(c);
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+  const std::vector<std::int32_t> ids(10, 0);
+  c.options.document_ids_q = ids.data();
+  try {
+    harness::run_forward(c, in, fwd, Algorithm::flash);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("options.document_ids_k: is null while the other is set"));
+  }
 }
 
 TEST(WindowValidation, PrefixAndKeyLengthsAreChecked) {

@@ -63,6 +63,11 @@ struct AttentionOptions {
   int block_q = 0;
   int block_k = 0;
   std::optional<BlockMask> block_mask;  // combined with causal when both are set
+  // Document masking for packed sequences: query i of batch b sees key j only when
+  // document_ids_q[b · seqlen_q + i] == document_ids_k[b · seqlen_k + j] (int32, row-major;
+  // both or neither). Key tiles whose documents cannot meet a query tile's are skipped.
+  const std::int32_t* document_ids_q = nullptr;
+  const std::int32_t* document_ids_k = nullptr;
   // An explicit mask: score (i, j) of batch b and head h exists only where
   // mask(b, h, i, j) is nonzero. u8, shape (batch or 1, heads or 1, seqlen_q, seqlen_k), any
   // non-negative strides; a dimension of size 1 is broadcast.

@@ -53,6 +53,12 @@ struct Problem {
   float alibi_slope(std::int64_t b, std::int64_t h) const {
     return alibi_slopes == nullptr ? 0.0f : alibi_slopes[b * alibi_batch_stride + h];
   }
+  // Document ids (null: none), (batch, seqlen_q) and (batch, seqlen_k) row-major.
+  const std::int32_t* doc_q = nullptr;
+  const std::int32_t* doc_k = nullptr;
+  bool same_document(std::int64_t b, std::int64_t i, std::int64_t j) const {
+    return doc_q == nullptr || doc_q[b * seqlen_q + i] == doc_k[b * seqlen_k + j];
+  }
   // Explicit u8 mask (null: none); strides 0 on broadcast dimensions.
   const std::uint8_t* elem_mask = nullptr;
   std::int64_t elem_mask_stride[4] = {};  // batch, head, query, key
@@ -96,10 +102,11 @@ struct Problem {
     return end < limit ? end : limit;
   }
   // Whether score (i, j) of batch b, head h is visible: in the window, present, in an
-  // active block, kept by the explicit mask.
+  // active block, kept by the explicit mask, in one document.
   bool visible(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
     return key_begin(i) <= j && j < key_end(b, i) &&
-           (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k)) && mask_keeps(b, h, i, j);
+           (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k)) && mask_keeps(b, h, i, j) &&
+           same_document(b, i, j);
   }
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }
 };

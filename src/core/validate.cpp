@@ -165,6 +165,12 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
     c.fail("options.block_q/block_k", "must be in [0, " + std::to_string(kMaxBlock) +
                                           "] (0: derived from the cache sizes)");
   }
+  if ((o.document_ids_q == nullptr) != (o.document_ids_k == nullptr)) {
+    c.fail(o.document_ids_q ? "options.document_ids_k" : "options.document_ids_q",
+           "is null while the other is set (give both or neither)");
+  }
+  p.doc_q = o.document_ids_q;
+  p.doc_k = o.document_ids_k;
   if (o.mask) {
     const TensorView& m = *o.mask;
     if (m.rank != 4) c.fail("options.mask", "expected a tensor of rank 4, got rank " + std::to_string(m.rank));

@@ -27,6 +27,7 @@ std::string Case::name() const {
   if (options.alignment == AttentionOptions::Alignment::top_left) s << "_topleft";
   if (options.softcap > 0) s << "_softcap" << options.softcap;
   if (options.prefix_length > 0) s << "_prefix" << options.prefix_length;
+  if (options.document_ids_q) s << "_documents";
   if (options.mask) s << "_mask" << options.mask->shape[0] << "x" << options.mask->shape[1];
   if (key_lengths) {
     s << "_keylen";
@@ -58,6 +59,13 @@ void Case::set_block_mask(std::vector<std::uint8_t> blocks, std::int64_t block_q
 void Case::set_mask(std::vector<std::uint8_t> keep_bytes, std::int64_t batches, std::int64_t heads) {
   keep = std::make_shared<const std::vector<std::uint8_t>>(std::move(keep_bytes));
   options.mask = TensorView::contiguous(keep->data(), {batches, heads, shape.seqlen_q, shape.seqlen_k});
+}
+
+void Case::set_documents(std::vector<std::int32_t> ids_q, std::vector<std::int32_t> ids_k) {
+  documents_q = std::make_shared<const std::vector<std::int32_t>>(std::move(ids_q));
+  documents_k = std::make_shared<const std::vector<std::int32_t>>(std::move(ids_k));
+  options.document_ids_q = documents_q->data();
+  options.document_ids_k = documents_k->data();
 }
 
 void Case::set_key_lengths(std::vector<std::int32_t> lengths) {
@@ -191,6 +199,8 @@ Problem reference_problem(const Case& c) {
   p.isa = c.options.isa.value_or(default_isa());
   p.block_q = c.options.block_q;
   p.block_k = c.options.block_k;
+  p.doc_q = c.options.document_ids_q;
+  p.doc_k = c.options.document_ids_k;
   if (c.options.mask) {
     const TensorView& m = *c.options.mask;
     p.elem_mask = static_cast<const std::uint8_t*>(m.data);

@@ -77,8 +77,8 @@ void modify_row(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float*
   }
 }
 
-// Sets row[j] = value for the keys j < n of query i (batch b, head h) that the block mask
-// or the explicit mask hides.
+// Sets row[j] = value for the keys j < n of query i (batch b, head h) that the block mask,
+// the explicit mask or the documents hide.
 void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float value) {
   if (p.mask_blocks != nullptr) {
     for (i64 kb = 0; kb * p.mask_block_k < n; ++kb) {
@@ -86,9 +86,9 @@ void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float
       for (i64 j = kb * p.mask_block_k; j < std::min(n, (kb + 1) * p.mask_block_k); ++j) row[j] = value;
     }
   }
-  if (p.elem_mask != nullptr) {
+  if (p.elem_mask != nullptr || p.doc_q != nullptr) {
     for (i64 j = 0; j < n; ++j) {
-      if (!p.mask_keeps(b, h, i, j)) row[j] = value;
+      if (!p.mask_keeps(b, h, i, j) || !p.same_document(b, i, j)) row[j] = value;
     }
   }
 }
