@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
 
 #include "cpu/simd.hpp"
 #include "test_support.hpp"
@@ -49,6 +50,17 @@ std::vector<harness::Case> modifier_cases() {
     add(shape, 0.0f, true, false, true);
     add(shape, 30.0f, true, true, false);
     add(shape, 2.0f, true, true, true);
+  }
+  // Additive bias, every broadcast shape, alone and with the others; some −∞ entries mask
+  // scores, and one row is masked whole by them.
+  for (auto [batches, heads] : {std::pair{1, 1}, std::pair{2, 1}, std::pair{1, 4}, std::pair{2, 4}}) {
+    add({2, 75, 90, 4, 2, 32}, batches == 2 ? 4.0f : 0.0f, heads == 4, false, batches == 1 && heads == 4);
+    std::mt19937 rng(static_cast<unsigned>(seed));
+    std::uniform_real_distribution<float> dist(-2.0f, 2.0f);
+    std::vector<float> bias(static_cast<std::size_t>(batches * heads * 75 * 90));
+    for (float& x : bias) x = rng() % 17 == 0 ? -std::numeric_limits<float>::infinity() : dist(rng);
+    for (std::int64_t j = 0; j < 90; ++j) bias[3 * 90 + j] = -std::numeric_limits<float>::infinity();
+    cases.back().set_bias(std::move(bias), batches, heads);
   }
   // With a sliding window and with a block mask.
   add({1, 150, 150, 4, 2, 32}, 10.0f, true, false, false);

@@ -80,6 +80,10 @@ struct AttentionOptions {
   // alibi_batch_stride > 0 gives every batch its own row of `heads` slopes.
   const float* alibi_slopes = nullptr;
   std::int64_t alibi_batch_stride = 0;
+  // An additive bias, added last: s ← s + bias(b, h, i, j). f32, shape (batch or 1,
+  // heads or 1, seqlen_q, seqlen_k), any non-negative strides; size-1 dimensions broadcast.
+  // The backward treats it as a constant (its gradient is not computed yet).
+  std::optional<TensorView> bias;
 };
 
 enum class Algorithm {

@@ -49,7 +49,12 @@ struct Problem {
   float softcap = 0.0f;
   const float* alibi_slopes = nullptr;
   std::int64_t alibi_batch_stride = 0;
-  bool modifies_scores() const { return softcap > 0.0f || alibi_slopes != nullptr; }
+  const float* bias = nullptr;       // additive bias (null: none); strides 0 on broadcast dims
+  std::int64_t bias_stride[4] = {};  // batch, head, query, key
+  float bias_at(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
+    return bias[b * bias_stride[0] + h * bias_stride[1] + i * bias_stride[2] + j * bias_stride[3]];
+  }
+  bool modifies_scores() const { return softcap > 0.0f || alibi_slopes != nullptr || bias != nullptr; }
   float alibi_slope(std::int64_t b, std::int64_t h) const {
     return alibi_slopes == nullptr ? 0.0f : alibi_slopes[b * alibi_batch_stride + h];
   }

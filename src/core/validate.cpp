@@ -3,6 +3,7 @@
 // Nothing is written before every check has passed, so a bad call leaves the
 // caller's buffers as they were.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -70,6 +71,29 @@ class Checker {
     for (std::int64_t e : expected) s << (d++ ? ", " : "") << e;
     s << "), got " << shape_string(t);
     fail(name, s.str());
+  }
+
+  // A (batch or 1, heads or 1, seqlen_q, seqlen_k) tensor of `dtype` whose size-1 leading
+  // dimensions broadcast (stride 0 in `strides`); returns its data.
+  const void* broadcast_4d(const char* name, const TensorView& m, DType dtype, std::array<std::int64_t, 4> want,
+                           std::int64_t* strides) const {
+    if (m.rank != 4) fail(name, "expected a tensor of rank 4, got rank " + std::to_string(m.rank));
+    if (m.dtype != dtype) {
+      fail(name, std::string("expected dtype ") + to_string(dtype) + ", got " + to_string(m.dtype));
+    }
+    const char* names[4] = {"batch", "heads", "seqlen_q", "seqlen_k"};
+    for (int d = 0; d < 4; ++d) {
+      const bool broadcast = m.shape[d] == 1 && d < 2;
+      if (m.shape[d] != want[d] && !broadcast) {
+        fail(name, "expected shape (batch or 1, heads or 1, seqlen_q, seqlen_k) = (" + std::to_string(want[0]) +
+                       ", " + std::to_string(want[1]) + ", " + std::to_string(want[2]) + ", " +
+                       std::to_string(want[3]) + "), got " + shape_string(m) + " (dimension " + names[d] + ")");
+      }
+      if (m.stride[d] < 0) fail(name, "negative stride in dimension " + std::to_string(d));
+      strides[d] = broadcast && want[d] != 1 ? 0 : m.stride[d];
+    }
+    if (m.numel() > 0 && m.data == nullptr) fail(name, "data is null for a non-empty tensor");
+    return m.data;
   }
 
   // Outputs must not overlap themselves, or two threads would write one element.
@@ -172,24 +196,12 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   p.doc_q = o.document_ids_q;
   p.doc_k = o.document_ids_k;
   if (o.mask) {
-    const TensorView& m = *o.mask;
-    if (m.rank != 4) c.fail("options.mask", "expected a tensor of rank 4, got rank " + std::to_string(m.rank));
-    if (m.dtype != DType::u8) c.fail("options.mask", std::string("expected dtype u8, got ") + to_string(m.dtype));
-    const std::int64_t want[4] = {p.batch, p.heads, p.seqlen_q, p.seqlen_k};
-    const char* names[4] = {"batch", "heads", "seqlen_q", "seqlen_k"};
-    for (int d = 0; d < 4; ++d) {
-      const bool broadcast = m.shape[d] == 1 && d < 2;
-      if (m.shape[d] != want[d] && !broadcast) {
-        c.fail("options.mask", std::string("expected shape (batch or 1, heads or 1, seqlen_q, seqlen_k) = (") +
-                                   std::to_string(p.batch) + ", " + std::to_string(p.heads) + ", " +
-                                   std::to_string(p.seqlen_q) + ", " + std::to_string(p.seqlen_k) + "), got " +
-                                   shape_string(m) + " (dimension " + names[d] + ")");
-      }
-      if (m.stride[d] < 0) c.fail("options.mask", "negative stride in dimension " + std::to_string(d));
-      p.elem_mask_stride[d] = broadcast && want[d] != 1 ? 0 : m.stride[d];
-    }
-    if (m.numel() > 0 && m.data == nullptr) c.fail("options.mask", "data is null for a non-empty tensor");
-    p.elem_mask = static_cast<const std::uint8_t*>(m.data);
+    p.elem_mask = static_cast<const std::uint8_t*>(
+        c.broadcast_4d("options.mask", *o.mask, DType::u8, {p.batch, p.heads, p.seqlen_q, p.seqlen_k}, p.elem_mask_stride));
+  }
+  if (o.bias) {
+    p.bias = static_cast<const float*>(
+        c.broadcast_4d("options.bias", *o.bias, DType::f32, {p.batch, p.heads, p.seqlen_q, p.seqlen_k}, p.bias_stride));
   }
   if (o.block_mask) {
     const BlockMask& m = *o.block_mask;

@@ -28,6 +28,7 @@ std::string Case::name() const {
   if (options.softcap > 0) s << "_softcap" << options.softcap;
   if (options.prefix_length > 0) s << "_prefix" << options.prefix_length;
   if (options.document_ids_q) s << "_documents";
+  if (options.bias) s << "_bias" << options.bias->shape[0] << "x" << options.bias->shape[1];
   if (options.mask) s << "_mask" << options.mask->shape[0] << "x" << options.mask->shape[1];
   if (key_lengths) {
     s << "_keylen";
@@ -66,6 +67,11 @@ void Case::set_documents(std::vector<std::int32_t> ids_q, std::vector<std::int32
   documents_k = std::make_shared<const std::vector<std::int32_t>>(std::move(ids_k));
   options.document_ids_q = documents_q->data();
   options.document_ids_k = documents_k->data();
+}
+
+void Case::set_bias(std::vector<float> values, std::int64_t batches, std::int64_t heads) {
+  bias_values = std::make_shared<const std::vector<float>>(std::move(values));
+  options.bias = TensorView::contiguous(bias_values->data(), {batches, heads, shape.seqlen_q, shape.seqlen_k});
 }
 
 void Case::set_key_lengths(std::vector<std::int32_t> lengths) {
@@ -201,11 +207,17 @@ Problem reference_problem(const Case& c) {
   p.block_k = c.options.block_k;
   p.doc_q = c.options.document_ids_q;
   p.doc_k = c.options.document_ids_k;
+  const std::int64_t want[4] = {p.batch, p.heads, p.seqlen_q, p.seqlen_k};
+  auto broadcast_strides = [&](const TensorView& m, std::int64_t* strides) {
+    for (int d = 0; d < 4; ++d) strides[d] = m.shape[d] == 1 && want[d] != 1 ? 0 : m.stride[d];
+  };
   if (c.options.mask) {
-    const TensorView& m = *c.options.mask;
-    p.elem_mask = static_cast<const std::uint8_t*>(m.data);
-    const std::int64_t want[4] = {p.batch, p.heads, p.seqlen_q, p.seqlen_k};
-    for (int d = 0; d < 4; ++d) p.elem_mask_stride[d] = m.shape[d] == 1 && want[d] != 1 ? 0 : m.stride[d];
+    p.elem_mask = static_cast<const std::uint8_t*>(c.options.mask->data);
+    broadcast_strides(*c.options.mask, p.elem_mask_stride);
+  }
+  if (c.options.bias) {
+    p.bias = static_cast<const float*>(c.options.bias->data);
+    broadcast_strides(*c.options.bias, p.bias_stride);
   }
   if (c.options.block_mask) {
     p.mask_blocks = c.options.block_mask->blocks;

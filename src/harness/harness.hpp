@@ -28,6 +28,7 @@ struct Case {
   std::shared_ptr<const std::vector<std::int32_t>> key_lengths;  // options.key_lengths points here
   std::shared_ptr<const std::vector<std::uint8_t>> keep;         // options.mask points here
   std::shared_ptr<const std::vector<std::int32_t>> documents_q, documents_k;
+  std::shared_ptr<const std::vector<float>> bias_values;  // options.bias points here
   bool padded = false;          // non-contiguous strides for every tensor
   std::uint64_t data_seed = 1;  // random inputs
   std::string name() const;     // e.g. "b2_q97_k65_h4_hk2_d59_causal_drop10pct_padded"
@@ -37,6 +38,9 @@ struct Case {
   // An explicit u8 mask of shape (batches, heads, seqlen_q, seqlen_k), batches and heads
   // being 1 (broadcast) or the case's.
   void set_mask(std::vector<std::uint8_t> keep_bytes, std::int64_t batches, std::int64_t heads);
+  // An additive bias of shape (batches, heads, seqlen_q, seqlen_k), batches and heads 1 or
+  // the case's.
+  void set_bias(std::vector<float> values, std::int64_t batches, std::int64_t heads);
   // Document ids of every query and key position, (batch, seqlen) row-major.
   void set_documents(std::vector<std::int32_t> ids_q, std::vector<std::int32_t> ids_k);
   // Key padding: keys j >= lengths[b] of batch b are masked.

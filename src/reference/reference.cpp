@@ -7,7 +7,7 @@
 //   prefix_length are visible to all, keys from key_lengths[b] on to none, and an
 //   explicit mask keeps only its nonzero (b, h, i, j);
 //   s_j = scale · q_i · k_j, then softcap · tanh(s_j / softcap) and − slope_h |i + off − j|
-//   when those modifiers are on;  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
+//   when those modifiers are on, then + bias(b, h, i, j);  lse_i = log Σ_j exp(s_j);  p_j = exp(s_j - lse_i);
 //   z_j = dropout_keep(...) / (1 - dropout_p) (1 without dropout);
 //   out_i = Σ_j p_j z_j v_j.   No visible key: out_i = 0, lse_i = -inf.
 // Backward of loss = Σ out ∘ dout:
@@ -44,6 +44,7 @@ double modified_score(const Problem& p, i64 b, i64 h, i64 i, i64 j, double raw) 
   if (p.alibi_slopes != nullptr) {
     s -= double(p.alibi_slope(b, h)) * std::abs(double(i + p.key_offset() - j));
   }
+  if (p.bias != nullptr) s += double(p.bias_at(b, h, i, j));
   return s;
 }
 
@@ -73,7 +74,7 @@ double row_probabilities(const Problem& p, const Index& ix, const double* q, con
     if (!any || std::isnan(probs[j]) || probs[j] > max) max = probs[j];
     any = true;
   }
-  if (!any) {
+  if (!any || max == -std::numeric_limits<double>::infinity()) {  // nothing seen, or a −∞ bias
     probs.assign(n, 0.0);
     return -std::numeric_limits<double>::infinity();
   }

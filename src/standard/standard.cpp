@@ -73,6 +73,7 @@ void modify_row(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float*
       if (derivative) derivative[j] = 1.0f - t * t;
     }
     if (p.alibi_slopes != nullptr) x -= slope * static_cast<float>(std::abs(i + p.key_offset() - j));
+    if (p.bias != nullptr) x += p.bias_at(b, h, i, j);
     row[j] = x;
   }
 }
