@@ -3,6 +3,7 @@
 // backward an oracle rather than a second implementation.
 #include <cmath>
 #include <random>
+#include <vector>
 
 #include "reference/reference.hpp"
 #include "test_support.hpp"
@@ -89,6 +90,68 @@ INSTANTIATE_TEST_SUITE_P(
              (g.dropout > 0 ? "_drop" + std::to_string(int(g.dropout * 100)) + "pct" : "") +
              (g.softcap > 0 ? "_softcap" + std::to_string(int(g.softcap * 10)) : "") + (g.alibi ? "_alibi" : "");
     });
+
+}  // namespace
+}  // namespace flashattn::testing
+
+namespace flashattn::testing {
+namespace {
+
+// The reference's dBias against central differences of its forward with respect to the bias
+// (the bias is f32, so the step is 1e-3 and the tolerance follows).
+TEST(GradCheckBias, ReferenceDbiasMatchesFiniteDifferences) {
+  harness::Case c;
+  c.shape = {2, 4, 5, 2, 1, 3};
+  c.options.causal = true;
+  c.options.softcap = 2.0f;
+  std::mt19937_64 rng(8);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> bias(2 * 2 * 4 * 5);
+  for (float& x : bias) x = dist(rng);
+  c.set_bias(bias, 2, 2);
+  float* b = const_cast<float*>(c.bias_values->data());
+  const harness::Inputs in = harness::make_inputs(c);
+  const std::vector<double> q = in.q.to_double(), k = in.k.to_double(), v = in.v.to_double();
+  const std::vector<double> dout = in.dout.to_double();
+  auto loss = [&]() {
+    const Problem p = harness::reference_problem(c);
+    std::vector<double> out(q.size()), lse(2 * 2 * 4);
+    reference::forward(p, q.data(), k.data(), v.data(), out.data(), lse.data());
+    double l = 0.0;
+    for (std::size_t n = 0; n < out.size(); ++n) l += out[n] * dout[n];
+    return l;
+  };
+  std::vector<double> dq(q.size()), dk(k.size()), dv(v.size()), dbias(bias.size());
+  reference::backward(harness::reference_problem(c), q.data(), k.data(), v.data(), dout.data(), dq.data(),
+                      dk.data(), dv.data(), dbias.data());
+  constexpr float kStep = 1e-3f;
+  for (std::size_t n = 0; n < bias.size(); ++n) {
+    const float saved = b[n];
+    b[n] = saved + kStep;
+    const double up = loss();
+    b[n] = saved - kStep;
+    const double down = loss();
+    b[n] = saved;
+    const double numeric = (up - down) / (double(saved + kStep) - double(saved - kStep));
+    EXPECT_NEAR(dbias[n], numeric, 1e-6 + 1e-4 * std::abs(numeric)) << "dbias[" << n << "]";
+  }
+}
+
+TEST(GradCheckBias, DbiasNeedsAnUnbroadcastBias) {
+  harness::Case c;
+  c.shape = {2, 4, 5, 2, 2, 8};
+  c.set_bias(std::vector<float>(4 * 5, 0.5f), 1, 1);
+  const harness::Inputs in = harness::make_inputs(c);
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+  harness::run_forward(c, in, fwd, Algorithm::flash);
+  std::vector<float> dbias(2 * 2 * 4 * 5);
+  harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
+  AttentionOptions o = c.options;
+  o.dbias = TensorView::contiguous(dbias.data(), {2, 2, 4, 5});
+  EXPECT_THROW(backward(in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(),
+                        bwd.dq.view(), bwd.dk.view(), bwd.dv.view(), o),
+               Error);
+}
 
 }  // namespace
 }  // namespace flashattn::testing

@@ -68,7 +68,7 @@ inline void expect_matches_reference(const PathCase& pc) {
     const std::vector<double>& ref;
   } outputs[] = {{"out", fast.out, slow.out, ref.out}, {"lse", fast.lse, slow.lse, ref.lse},
                  {"dq", fast.dq, slow.dq, ref.dq},     {"dk", fast.dk, slow.dk, ref.dk},
-                 {"dv", fast.dv, slow.dv, ref.dv}};
+                 {"dv", fast.dv, slow.dv, ref.dv},     {"dbias", fast.dbias, slow.dbias, ref.dbias}};
   for (const auto& o : outputs) {
     EXPECT_LE(o.fast, harness::allowed_error(o.standard, harness::max_abs(o.ref)))
         << o.name << ": flash error " << o.fast << " vs standard " << o.standard;
@@ -76,6 +76,9 @@ inline void expect_matches_reference(const PathCase& pc) {
   for (const harness::PathRun* run : {&standard, &flash}) {
     for (const harness::HostTensor* t : {&run->fwd.out, &run->fwd.lse, &run->bwd.dq, &run->bwd.dk, &run->bwd.dv}) {
       EXPECT_TRUE(t->padding_untouched()) << "a path wrote outside its output view";
+    }
+    if (!ref.dbias.empty()) {
+      EXPECT_TRUE(run->bwd.dbias.padding_untouched()) << "dbias written outside its view";
     }
   }
 }

@@ -82,8 +82,10 @@ struct AttentionOptions {
   std::int64_t alibi_batch_stride = 0;
   // An additive bias, added last: s ← s + bias(b, h, i, j). f32, shape (batch or 1,
   // heads or 1, seqlen_q, seqlen_k), any non-negative strides; size-1 dimensions broadcast.
-  // The backward treats it as a constant (its gradient is not computed yet).
   std::optional<TensorView> bias;
+  // Backward only: where to write the bias's gradient dBias = ∂loss/∂s, f32 (batch, heads,
+  // seqlen_q, seqlen_k). Needs a bias that is not broadcast; without it the bias is a constant.
+  std::optional<TensorView> dbias;
 };
 
 enum class Algorithm {

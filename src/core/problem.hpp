@@ -54,6 +54,11 @@ struct Problem {
   float bias_at(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
     return bias[b * bias_stride[0] + h * bias_stride[1] + i * bias_stride[2] + j * bias_stride[3]];
   }
+  float* dbias = nullptr;             // backward: the bias's gradient (null: not wanted)
+  std::int64_t dbias_stride[4] = {};
+  float& dbias_at(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
+    return dbias[b * dbias_stride[0] + h * dbias_stride[1] + i * dbias_stride[2] + j * dbias_stride[3]];
+  }
   bool modifies_scores() const { return softcap > 0.0f || alibi_slopes != nullptr || bias != nullptr; }
   float alibi_slope(std::int64_t b, std::int64_t h) const {
     return alibi_slopes == nullptr ? 0.0f : alibi_slopes[b * alibi_batch_stride + h];

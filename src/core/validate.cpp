@@ -292,6 +292,18 @@ Problem make_backward_problem(const char* fn, const TensorView& dout, const Tens
   c.no_self_overlap("dq", dq);
   c.no_self_overlap("dk", dk);
   c.no_self_overlap("dv", dv);
+  if (options.dbias) {
+    const TensorView& g = *options.dbias;
+    if (!options.bias || options.bias->shape[0] != p.batch || options.bias->shape[1] != p.heads) {
+      c.fail("options.dbias", "needs options.bias of shape (batch, heads, seqlen_q, seqlen_k), not broadcast");
+    }
+    p.dbias = static_cast<float*>(const_cast<void*>(
+        c.broadcast_4d("options.dbias", g, DType::f32, {p.batch, p.heads, p.seqlen_q, p.seqlen_k}, p.dbias_stride)));
+    if (g.shape[0] != p.batch || g.shape[1] != p.heads) {
+      c.fail("options.dbias", "expected shape (batch, heads, seqlen_q, seqlen_k), not broadcast");
+    }
+    c.no_self_overlap("options.dbias", g);
+  }
   p.dout = bshd(dout);
   p.dq = bshd(dq);
   p.dk = bshd(dk);

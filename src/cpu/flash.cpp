@@ -129,6 +129,16 @@ void flash_backward(const Problem& p) {
   const int threads = p.num_threads;
   const i64 d = p.headdim;
   zero_rows(p.dq, p.batch, p.seqlen_q, p.heads, d, threads);
+  if (p.dbias != nullptr) {  // blocks the kernels skip keep a zero gradient
+#pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
+    for (i64 b = 0; b < p.batch; ++b) {
+      for (i64 h = 0; h < p.heads; ++h) {
+        for (i64 i = 0; i < p.seqlen_q; ++i) {
+          for (i64 j = 0; j < p.seqlen_k; ++j) p.dbias_at(b, h, i, j) = 0.0f;
+        }
+      }
+    }
+  }
   if (p.batch == 0 || p.seqlen_k == 0) return;
   if (p.heads == 0) {
     zero_rows(p.dk, p.batch, p.seqlen_k, p.heads_k, d, threads);

@@ -160,9 +160,11 @@ ForwardOutputs make_forward_outputs(const Case& c) {
 
 BackwardOutputs make_backward_outputs(const Case& c) {
   const Shape& s = c.shape;
+  const bool dbias = c.options.bias && c.options.bias->shape[0] == s.batch && c.options.bias->shape[1] == s.heads;
   return {HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded),
           HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
-          HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded)};
+          HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
+          dbias ? HostTensor(s.batch, s.heads, s.seqlen_q, s.seqlen_k, c.padded) : HostTensor()};
 }
 
 void run_forward(const Case& c, const Inputs& in, ForwardOutputs& out, Algorithm algorithm) {
@@ -176,8 +178,13 @@ void run_backward(const Case& c, const Inputs& in, const ForwardOutputs& fwd, Ba
   grads.dq.poison();
   grads.dk.poison();
   grads.dv.poison();
+  AttentionOptions options = c.options;
+  if (grads.dbias.view().rank == 4) {
+    grads.dbias.poison();
+    options.dbias = grads.dbias.view();
+  }
   backward(in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(),
-           grads.dq.view(), grads.dk.view(), grads.dv.view(), c.options, algorithm);
+           grads.dq.view(), grads.dk.view(), grads.dv.view(), options, algorithm);
 }
 
 Problem reference_problem(const Case& c) {
@@ -240,8 +247,11 @@ ReferenceOutputs run_reference(const Case& c, const Inputs& in, bool with_backwa
     r.dq.resize(q.size());
     r.dk.resize(k.size());
     r.dv.resize(v.size());
+    if (p.bias != nullptr && c.options.bias->shape[0] == p.batch && c.options.bias->shape[1] == p.heads) {
+      r.dbias.resize(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q * p.seqlen_k));
+    }
     reference::backward(p, q.data(), k.data(), v.data(), dout.data(), r.dq.data(), r.dk.data(),
-                        r.dv.data());
+                        r.dv.data(), r.dbias.empty() ? nullptr : r.dbias.data());
   }
   return r;
 }
@@ -274,7 +284,7 @@ double allowed_error(double standard_error, double reference_magnitude) {
 
 namespace flashattn::harness {
 
-double Errors::max() const { return std::max({out, lse, dq, dk, dv}); }
+double Errors::max() const { return std::max({out, lse, dq, dk, dv, dbias}); }
 
 Errors forward_errors(const ForwardOutputs& got, const ReferenceOutputs& ref) {
   Errors e;
@@ -288,6 +298,7 @@ Errors backward_errors(const BackwardOutputs& got, const ReferenceOutputs& ref) 
   e.dq = max_abs_error(got.dq, ref.dq);
   e.dk = max_abs_error(got.dk, ref.dk);
   e.dv = max_abs_error(got.dv, ref.dv);
+  if (!ref.dbias.empty()) e.dbias = max_abs_error(got.dbias, ref.dbias);
   return e;
 }
 
@@ -304,6 +315,7 @@ PathRun run_path(const Case& c, const Inputs& in, const ReferenceOutputs& ref, A
   r.errors.dq = grads.dq;
   r.errors.dk = grads.dk;
   r.errors.dv = grads.dv;
+  r.errors.dbias = grads.dbias;
   return r;
 }
 
@@ -312,7 +324,7 @@ double worst_fraction_of_allowed(const Errors& fast, const Errors& standard,
   const double pairs[][3] = {
       {fast.out, standard.out, max_abs(ref.out)}, {fast.lse, standard.lse, max_abs(ref.lse)},
       {fast.dq, standard.dq, max_abs(ref.dq)},    {fast.dk, standard.dk, max_abs(ref.dk)},
-      {fast.dv, standard.dv, max_abs(ref.dv)}};
+      {fast.dv, standard.dv, max_abs(ref.dv)},    {fast.dbias, standard.dbias, max_abs(ref.dbias)}};
   double worst = 0.0;
   for (const auto& [err, std_err, magnitude] : pairs) {
     worst = std::max(worst, err / allowed_error(std_err, magnitude));

@@ -76,9 +76,10 @@ struct ForwardOutputs {
 };
 struct BackwardOutputs {
   HostTensor dq, dk, dv;
+  HostTensor dbias;  // (batch, heads, seqlen_q, seqlen_k) when the case has a bias, else empty
 };
 struct ReferenceOutputs {
-  std::vector<double> out, lse, dq, dk, dv;
+  std::vector<double> out, lse, dq, dk, dv, dbias;
 };
 
 // Uniform [-1, 1) inputs (the tests scale them where they need large logits).
@@ -102,10 +103,10 @@ double max_abs(const std::vector<double>& values);  // over finite values
 
 // Max error of each output against the reference (0 for outputs not compared).
 struct Errors {
-  double out = 0, lse = 0, dq = 0, dk = 0, dv = 0;
+  double out = 0, lse = 0, dq = 0, dk = 0, dv = 0, dbias = 0;
   double max() const;
-  Errors forward_part() const { return {out, lse, 0, 0, 0}; }
-  Errors backward_part() const { return {0, 0, dq, dk, dv}; }
+  Errors forward_part() const { return {out, lse, 0, 0, 0, 0}; }
+  Errors backward_part() const { return {0, 0, dq, dk, dv, dbias}; }
 };
 Errors forward_errors(const ForwardOutputs& got, const ReferenceOutputs& ref);
 Errors backward_errors(const BackwardOutputs& got, const ReferenceOutputs& ref);

@@ -111,11 +111,14 @@ void forward(const Problem& p, const double* q, const double* k, const double* v
 }
 
 void backward(const Problem& p, const double* q, const double* k, const double* v,
-              const double* dout, double* dq, double* dk, double* dv) {
+              const double* dout, double* dq, double* dk, double* dv, double* dbias) {
   const Index ix{p};
   const i64 d = p.headdim;
   for (i64 n = 0; n < p.batch * p.seqlen_q * p.heads * d; ++n) dq[n] = 0.0;
   for (i64 n = 0; n < p.batch * p.seqlen_k * p.heads_k * d; ++n) dk[n] = dv[n] = 0.0;
+  if (dbias) {
+    for (i64 n = 0; n < p.batch * p.heads * p.seqlen_q * p.seqlen_k; ++n) dbias[n] = 0.0;
+  }
   std::vector<double> probs, dp;
   for (i64 b = 0; b < p.batch; ++b) {
     for (i64 h = 0; h < p.heads; ++h) {
@@ -137,7 +140,9 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
         for (i64 j = 0; j < visible; ++j) {
           if (!p.visible(b, h, i, j)) continue;
           const double raw = double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), d);
-          const double ds = probs[j] * (dp[j] - delta) * modifier_derivative(p, raw) * double(p.scale);
+          const double ds_modified = probs[j] * (dp[j] - delta);
+          if (dbias) dbias[((b * p.heads + h) * p.seqlen_q + i) * p.seqlen_k + j] = ds_modified;
+          const double ds = ds_modified * modifier_derivative(p, raw) * double(p.scale);
           double* dqi = dq + ix.q(b, i, h);
           double* dkj = dk + ix.k(b, j, hk);
           const double* kj = k + ix.k(b, j, hk);

@@ -14,8 +14,9 @@ namespace flashattn::reference {
 void forward(const Problem& p, const double* q, const double* k, const double* v, double* out,
              double* lse);
 
-// Recomputes everything from q, k, v (it needs neither out nor lse).
+// Recomputes everything from q, k, v (it needs neither out nor lse). dbias, when not null,
+// is (batch, heads, seqlen_q, seqlen_k): the gradient of the score after its modifiers.
 void backward(const Problem& p, const double* q, const double* k, const double* v,
-              const double* dout, double* dq, double* dk, double* dv);
+              const double* dout, double* dq, double* dk, double* dv, double* dbias = nullptr);
 
 }  // namespace flashattn::reference

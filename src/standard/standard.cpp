@@ -201,6 +201,9 @@ void standard_backward(const Problem& p) {
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
         if (p.dropout_threshold != 0) apply_dropout_row(grow, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
         for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);
+        if (p.dbias != nullptr) {
+          for (i64 j = 0; j < nk; ++j) p.dbias_at(b, h, i, j) = grow[j];
+        }
         for (i64 j = 0; j < std::min<i64>(visible, static_cast<i64>(derivative.size())); ++j) grow[j] *= derivative[j];
         if (p.dropout_threshold != 0) apply_dropout_row(prow, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
       }
