@@ -59,7 +59,8 @@ implementation and pass; validates each case against the reference first.
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
   --mask NAME        blocksparse pattern: random (default), local (window 1, 1 global
-                     block), fixed (stride 4), butterfly
+                     block), fixed (stride 4), butterfly, causal (the blocks a causal mask
+                     touches; add --causal for the element mask on the diagonal)
   --density S        blocksparse: fraction of blocks on for --mask random, default 0.5
   --mask-block B     blocksparse: block size in queries and keys, default 128
   --no-check         skip the validation against the reference
@@ -169,7 +170,15 @@ harness::Case make_case(const Config& cfg, i64 seqlen, i64 headdim) {
 void add_block_mask(const Config& cfg, harness::Case& c) {
   const i64 block = cfg.mask_block;
   const i64 rows = (c.shape.seqlen_q + block - 1) / block, cols = (c.shape.seqlen_k + block - 1) / block;
-  std::vector<std::uint8_t> blocks = cfg.mask_pattern == "local"       ? local_global_blocks(rows, cols, 1, 1)
+  // The blocks a bottom-right causal mask touches: key block kb holds a key that the last
+  // query of block qb sees.
+  const i64 offset = c.shape.seqlen_k - c.shape.seqlen_q;
+  std::vector<std::uint8_t> lower(static_cast<std::size_t>(rows * cols));
+  for (i64 qb = 0; qb < rows; ++qb) {
+    for (i64 kb = 0; kb < cols; ++kb) lower[qb * cols + kb] = kb * block <= qb * block + block - 1 + offset;
+  }
+  std::vector<std::uint8_t> blocks = cfg.mask_pattern == "causal"      ? lower
+                                     : cfg.mask_pattern == "local"     ? local_global_blocks(rows, cols, 1, 1)
                                      : cfg.mask_pattern == "fixed"     ? fixed_stride_blocks(rows, cols, 4)
                                      : cfg.mask_pattern == "butterfly" ? butterfly_blocks(rows, cols)
                                                                        : random_blocks(rows, cols, cfg.density, 7);
@@ -241,7 +250,7 @@ int bench_main(int argc, char** argv) {
     }
     cfg.impls = args.words("impl", {"flash", "standard"}, {"flash", "standard", "blocksparse"});
     cfg.density = args.real("density", 0.5, 0.0, 1.0);
-    cfg.mask_pattern = args.words("mask", {"random"}, {"random", "local", "fixed", "butterfly"}).front();
+    cfg.mask_pattern = args.words("mask", {"random"}, {"random", "local", "fixed", "butterfly", "causal"}).front();
     cfg.mask_block = args.integer("mask-block", 128, 1, 4096);
     cfg.passes = args.words("pass", {"fwd", "bwd"}, {"fwd", "bwd", "fwdbwd"});
     cfg.batch = args.integer("batch", 1, 1, 1 << 20);
