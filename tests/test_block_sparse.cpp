@@ -46,6 +46,19 @@ std::vector<harness::Case> sparse_cases() {
   add({1, 150, 90, 2, 2, 96}, 32, 64, "local", true, 0.2f);   // causal with fully masked rows
   add({1, 1, 1, 1, 1, 16}, 64, 64, "full", false, 0.0f);
   add({1, 100, 120, 8, 1, 32}, 32, 32, "butterfly", true, 0.0f);  // grouped-query ratio 8
+  // One mask per batch and head.
+  for (bool causal : {false, true}) {
+    add({2, 130, 110, 4, 2, 32}, 32, 32, "full", causal, 0.0f);
+    Case& c = cases.back();
+    const std::int64_t rows = 5, cols = 4;
+    std::vector<std::uint8_t> blocks;
+    for (int m = 0; m < 2 * 4; ++m) {
+      const std::vector<std::uint8_t> one = random_blocks(rows, cols, 0.2 + 0.1 * m, 40 + m);
+      blocks.insert(blocks.end(), one.begin(), one.end());
+    }
+    c.mask = std::make_shared<const std::vector<std::uint8_t>>(std::move(blocks));
+    c.options.block_mask = BlockMask{c.mask->data(), 32, 32, rows, cols, 4 * rows * cols, rows * cols};
+  }
   return cases;
 }
 

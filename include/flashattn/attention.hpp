@@ -26,13 +26,15 @@ namespace flashattn {
 
 // Block-sparse attention (the paper's Section 3.3): score (i, j) exists only where block
 // (i / block_q, j / block_k) of the mask is nonzero; elsewhere it is masked (−∞), and the
-// flash path neither loads nor computes that block. One mask serves every batch and head:
-// `blocks` is row-major with shape (rows, cols) = (⌈seqlen_q / block_q⌉, ⌈seqlen_k / block_k⌉).
+// flash path neither loads nor computes that block. `blocks` is row-major with shape
+// (rows, cols) = (⌈seqlen_q / block_q⌉, ⌈seqlen_k / block_k⌉); one mask serves every batch
+// and head unless batch_stride / head_stride (in bytes, 0: shared) step to another.
 // Generators for the paper's patterns are in flashattn/block_sparse.hpp.
 struct BlockMask {
   const std::uint8_t* blocks = nullptr;
   std::int64_t block_q = 0, block_k = 0;
   std::int64_t rows = 0, cols = 0;
+  std::int64_t batch_stride = 0, head_stride = 0;
 };
 
 struct AttentionOptions {

@@ -79,6 +79,7 @@ struct Problem {
   // Block-sparse mask (null: dense), shared by every batch and head.
   const std::uint8_t* mask_blocks = nullptr;
   std::int64_t mask_block_q = 0, mask_block_k = 0, mask_cols = 0;
+  std::int64_t mask_batch_stride = 0, mask_head_stride = 0;
 
   // Forward inputs and outputs (backward reads q, k, v, out, lse).
   Bshd q, k, v, out;
@@ -87,9 +88,11 @@ struct Problem {
   Bshd dout, dq, dk, dv;
 
   std::int64_t group() const { return heads / heads_k; }
-  // Whether scores of query block qb (mask_block_q rows) and key block kb may be nonzero.
-  bool block_active(std::int64_t qb, std::int64_t kb) const {
-    return mask_blocks == nullptr || mask_blocks[qb * mask_cols + kb] != 0;
+  // Whether scores of query block qb (mask_block_q rows) and key block kb of batch b,
+  // head h may be nonzero.
+  bool block_active(std::int64_t b, std::int64_t h, std::int64_t qb, std::int64_t kb) const {
+    return mask_blocks == nullptr ||
+           mask_blocks[b * mask_batch_stride + h * mask_head_stride + qb * mask_cols + kb] != 0;
   }
   std::int64_t kv_head(std::int64_t h) const { return h / group(); }
 
@@ -115,7 +118,7 @@ struct Problem {
   // active block, kept by the explicit mask, in one document.
   bool visible(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
     return key_begin(i) <= j && j < key_end(b, i) &&
-           (mask_blocks == nullptr || block_active(i / mask_block_q, j / mask_block_k)) && mask_keeps(b, h, i, j) &&
+           (mask_blocks == nullptr || block_active(b, h, i / mask_block_q, j / mask_block_k)) && mask_keeps(b, h, i, j) &&
            same_document(b, i, j);
   }
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }

@@ -221,6 +221,9 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
     p.mask_block_q = m.block_q;
     p.mask_block_k = m.block_k;
     p.mask_cols = m.cols;
+    if (m.batch_stride < 0 || m.head_stride < 0) c.fail("options.block_mask", "strides must be >= 0");
+    p.mask_batch_stride = m.batch_stride;
+    p.mask_head_stride = m.head_stride;
   }
   const Isa isa = o.isa.value_or(default_isa());
   const std::vector<Isa> supported = supported_isas();

@@ -46,6 +46,7 @@ std::string Case::name() const {
     for (std::uint8_t x : *mask) on += x != 0;
     s << "_mask" << options.block_mask->block_q << "x" << options.block_mask->block_k << "_on" << on << "of"
       << mask->size();
+    if (options.block_mask->head_stride > 0 || options.block_mask->batch_stride > 0) s << "_perhead";
   }
   if (padded) s << "_padded";
   if (options.isa) s << "_" << to_string(*options.isa);
@@ -231,6 +232,8 @@ Problem reference_problem(const Case& c) {
     p.mask_block_q = c.options.block_mask->block_q;
     p.mask_block_k = c.options.block_mask->block_k;
     p.mask_cols = c.options.block_mask->cols;
+    p.mask_batch_stride = c.options.block_mask->batch_stride;
+    p.mask_head_stride = c.options.block_mask->head_stride;
   }
   return p;
 }

@@ -83,7 +83,7 @@ void modify_row(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float*
 void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float value) {
   if (p.mask_blocks != nullptr) {
     for (i64 kb = 0; kb * p.mask_block_k < n; ++kb) {
-      if (p.block_active(i / p.mask_block_q, kb)) continue;
+      if (p.block_active(b, h, i / p.mask_block_q, kb)) continue;
       for (i64 j = kb * p.mask_block_k; j < std::min(n, (kb + 1) * p.mask_block_k); ++j) row[j] = value;
     }
   }
