@@ -62,3 +62,17 @@ if(rc OR NOT out MATCHES "\"impl\":\"standard\",\"pass\":\"fwd\"[^\n]*\"skipped\
    OR NOT out MATCHES "\"impl\":\"flash\",\"pass\":\"fwd\"[^\n]*\"sgemm_ratio\"")
   message(FATAL_ERROR "the memory cap should skip standard (36 MiB of scores) and run flash:\n${out}${err}")
 endif()
+
+# FLASHATTN_ISA forces the kernel build; an unknown name is an error, not a crash.
+execute_process(COMMAND ${CMAKE_COMMAND} -E env FLASHATTN_ISA=portable
+                        ${FLASHATTN} bench --impl flash --pass fwd --seqlen 64 --headdim 16 --heads 1 --repeat 1 --json -
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc OR NOT out MATCHES "\"impl\":\"flash\"[^\n]*\"isa\":\"portable\"")
+  message(FATAL_ERROR "FLASHATTN_ISA=portable did not select the portable build:\n${out}${err}")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -E env FLASHATTN_ISA=sse9
+                        ${FLASHATTN} bench --impl flash --pass fwd --seqlen 64 --headdim 16 --heads 1 --repeat 1
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "FLASHATTN_ISA: unknown value 'sse9'")
+  message(FATAL_ERROR "FLASHATTN_ISA=sse9 should fail with a message, got ${rc}: ${err}")
+endif()
