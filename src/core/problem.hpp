@@ -32,7 +32,7 @@ struct Problem {
   std::int64_t batch = 0, seqlen_q = 0, seqlen_k = 0, heads = 0, heads_k = 0, headdim = 0;
   float scale = 0.0f;
   bool causal = false;
-  // Sliding window, resolved (resolve_window): query i sees keys j with
+  // Sliding window, resolved (causal is (−1, 0)): query i sees keys j with
   // i + key_offset() − window_left <= j <= i + key_offset() + window_right; −1: unbounded.
   std::int64_t window_left = -1, window_right = -1;
   bool top_left = false;  // anchor the window at the top-left corner instead
@@ -124,8 +124,10 @@ struct Problem {
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }
 };
 
-// The window a call's options ask for: causal is (−1, 0), and narrows window_right to 0.
-void resolve_window(Problem& p, const AttentionOptions& options);
+// Checks `options` against a problem whose shape fields are set and stores them in p;
+// throws flashattn::Error naming the option. The API boundary and the test harness both
+// turn options into a Problem through it.
+void apply_options(const char* fn, Problem& p, const AttentionOptions& options);
 
 // Validation at the API boundary; throw flashattn::Error naming the argument.
 Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,

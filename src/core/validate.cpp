@@ -121,40 +121,17 @@ Bshd bshd(const TensorView& t) {
   return Bshd{static_cast<float*>(t.data), t.stride[0], t.stride[1], t.stride[2]};
 }
 
-Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
-                    const TensorView& v, const TensorView& out, const TensorView& lse,
-                    const AttentionOptions& o) {
-  c.bshd("q", q);
-  c.bshd("k", k);
-  c.bshd("v", v);
-  c.bshd("out", out);
-  c.basic("lse", lse, 3);
+// The window the options ask for: causal is (−1, 0), and narrows window_right to 0.
+void resolve_window(Problem& p, const AttentionOptions& o) {
+  p.window_left = o.window_left;
+  p.window_right = o.causal ? 0 : o.window_right;
+  p.top_left = o.alignment == AttentionOptions::Alignment::top_left;
+  p.prefix_length = o.prefix_length;
+  p.key_lengths = o.key_lengths;
+}
 
-  Problem p;
-  p.batch = q.shape[0];
-  p.seqlen_q = q.shape[1];
-  p.heads = q.shape[2];
-  p.headdim = q.shape[3];
-  p.seqlen_k = k.shape[1];
-  p.heads_k = k.shape[2];
-
-  if (p.headdim < 1 || p.headdim > kMaxHeadDim) {
-    c.fail("q", "unsupported headdim " + std::to_string(p.headdim) + " (supported: 1 .. " +
-                    std::to_string(kMaxHeadDim) + ")");
-  }
-  c.shape("k", k, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
-          "(batch, seqlen_k, heads_k, headdim)");
-  c.shape("v", v, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
-          "(batch, seqlen_k, heads_k, headdim) like k");
-  if (p.heads_k < 1) c.fail("k", "heads_k must be at least 1");
-  if (p.heads % p.heads_k != 0) {
-    c.fail("k", "heads (" + std::to_string(p.heads) + ") must be a multiple of heads_k (" +
-                    std::to_string(p.heads_k) + ")");
-  }
-  c.shape("out", out, {p.batch, p.seqlen_q, p.heads, p.headdim},
-          "(batch, seqlen_q, heads, headdim) like q");
-  c.shape("lse", lse, {p.batch, p.heads, p.seqlen_q}, "(batch, heads, seqlen_q)");
-
+// Checks the options against the problem's shape and stores them in p.
+void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
   if (o.softmax_scale && !std::isfinite(*o.softmax_scale)) {
     c.fail("options.softmax_scale", "must be finite");
   }
@@ -245,6 +222,43 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   p.isa = isa;
   p.block_q = o.block_q;
   p.block_k = o.block_k;
+}
+
+Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
+                    const TensorView& v, const TensorView& out, const TensorView& lse,
+                    const AttentionOptions& o) {
+  c.bshd("q", q);
+  c.bshd("k", k);
+  c.bshd("v", v);
+  c.bshd("out", out);
+  c.basic("lse", lse, 3);
+
+  Problem p;
+  p.batch = q.shape[0];
+  p.seqlen_q = q.shape[1];
+  p.heads = q.shape[2];
+  p.headdim = q.shape[3];
+  p.seqlen_k = k.shape[1];
+  p.heads_k = k.shape[2];
+
+  if (p.headdim < 1 || p.headdim > kMaxHeadDim) {
+    c.fail("q", "unsupported headdim " + std::to_string(p.headdim) + " (supported: 1 .. " +
+                    std::to_string(kMaxHeadDim) + ")");
+  }
+  c.shape("k", k, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
+          "(batch, seqlen_k, heads_k, headdim)");
+  c.shape("v", v, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
+          "(batch, seqlen_k, heads_k, headdim) like k");
+  if (p.heads_k < 1) c.fail("k", "heads_k must be at least 1");
+  if (p.heads % p.heads_k != 0) {
+    c.fail("k", "heads (" + std::to_string(p.heads) + ") must be a multiple of heads_k (" +
+                    std::to_string(p.heads_k) + ")");
+  }
+  c.shape("out", out, {p.batch, p.seqlen_q, p.heads, p.headdim},
+          "(batch, seqlen_q, heads, headdim) like q");
+  c.shape("lse", lse, {p.batch, p.heads, p.seqlen_q}, "(batch, heads, seqlen_q)");
+
+  apply_options(c, p, o);
 
   p.q = bshd(q);
   p.k = bshd(k);
@@ -256,12 +270,9 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
 
 }  // namespace
 
-void resolve_window(Problem& p, const AttentionOptions& o) {
-  p.window_left = o.window_left;
-  p.window_right = o.causal ? 0 : o.window_right;
-  p.top_left = o.alignment == AttentionOptions::Alignment::top_left;
-  p.prefix_length = o.prefix_length;
-  p.key_lengths = o.key_lengths;
+
+void apply_options(const char* fn, Problem& p, const AttentionOptions& options) {
+  apply_options(Checker(fn), p, options);
 }
 
 Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,

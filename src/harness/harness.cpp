@@ -7,7 +7,6 @@
 #include <random>
 #include <sstream>
 
-#include "core/philox.hpp"
 #include "flashattn/block_sparse.hpp"
 #include "reference/reference.hpp"
 
@@ -197,44 +196,7 @@ Problem reference_problem(const Case& c) {
   p.heads = s.heads;
   p.heads_k = s.heads_k;
   p.headdim = s.headdim;
-  p.scale = c.options.softmax_scale.value_or(1.0f / std::sqrt(static_cast<float>(s.headdim)));
-  p.causal = c.options.causal;
-  resolve_window(p, c.options);
-  p.softcap = c.options.softcap;
-  p.alibi_slopes = c.options.alibi_slopes;
-  p.alibi_batch_stride = c.options.alibi_batch_stride;
-  p.prefix_length = c.options.prefix_length;
-  p.key_lengths = c.options.key_lengths;
-  p.dropout_p = c.options.dropout_p;
-  p.seed = c.options.seed;
-  p.dropout_threshold = dropout_threshold(p.dropout_p);
-  p.keep_scale = 1.0f / (1.0f - p.dropout_p);
-  p.num_threads = c.options.num_threads > 0 ? c.options.num_threads : 1;
-  p.isa = c.options.isa.value_or(default_isa());
-  p.block_q = c.options.block_q;
-  p.block_k = c.options.block_k;
-  p.doc_q = c.options.document_ids_q;
-  p.doc_k = c.options.document_ids_k;
-  const std::int64_t want[4] = {p.batch, p.heads, p.seqlen_q, p.seqlen_k};
-  auto broadcast_strides = [&](const TensorView& m, std::int64_t* strides) {
-    for (int d = 0; d < 4; ++d) strides[d] = m.shape[d] == 1 && want[d] != 1 ? 0 : m.stride[d];
-  };
-  if (c.options.mask) {
-    p.elem_mask = static_cast<const std::uint8_t*>(c.options.mask->data);
-    broadcast_strides(*c.options.mask, p.elem_mask_stride);
-  }
-  if (c.options.bias) {
-    p.bias = static_cast<const float*>(c.options.bias->data);
-    broadcast_strides(*c.options.bias, p.bias_stride);
-  }
-  if (c.options.block_mask) {
-    p.mask_blocks = c.options.block_mask->blocks;
-    p.mask_block_q = c.options.block_mask->block_q;
-    p.mask_block_k = c.options.block_mask->block_k;
-    p.mask_cols = c.options.block_mask->cols;
-    p.mask_batch_stride = c.options.block_mask->batch_stride;
-    p.mask_head_stride = c.options.block_mask->head_stride;
-  }
+  apply_options("harness::reference_problem", p, c.options);
   return p;
 }
 
