@@ -1,6 +1,7 @@
 // test_support.hpp — helpers shared by the test files.
 #pragma once
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cctype>
@@ -46,6 +47,18 @@ inline std::string path_case_name(const ::testing::TestParamInfo<PathCase>& info
                      to_string(info.param.isa);
   for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
   return name;
+}
+
+// Runs the case's flash forward, expecting flashattn::Error with `message` in its text.
+inline void expect_forward_error(const harness::Case& c, const std::string& message) {
+  const harness::Inputs in = harness::make_inputs(c);
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
+  try {
+    harness::run_forward(c, in, fwd, Algorithm::flash);
+    ADD_FAILURE() << "no error; expected one saying: " << message;
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr(message));
+  }
 }
 
 // Forward and backward of standard attention and of the flash kernels on the case, against
