@@ -9,4 +9,7 @@ int check_main(int argc, char** argv);
 // `flashattn bench`: SGEMM rate, then each implementation and pass, timed.
 int bench_main(int argc, char** argv);
 
+// `flashattn io`: slow-memory traffic in the paper's model, beside measured figures.
+int io_main(int argc, char** argv);
+
 }  // namespace flashattn::cli

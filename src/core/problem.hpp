@@ -121,6 +121,30 @@ struct Problem {
            (mask_blocks == nullptr || block_active(b, h, i / mask_block_q, j / mask_block_k)) && mask_keeps(b, h, i, j) &&
            same_document(b, i, j);
   }
+
+  // The tiles the flash kernels visit (and `flashattn io` counts). Ranges start on tile
+  // boundaries, so that tiles are the blocks of a block mask.
+  struct Span {
+    std::int64_t begin, end;
+  };
+  // Keys that some query q0 .. q1 − 1 of batch b sees: from the window's start for the
+  // top row to its end for the bottom row.
+  Span keys_of_query_tile(std::int64_t b, std::int64_t q0, std::int64_t q1, std::int64_t block_k) const {
+    return {key_begin(q0) / block_k * block_k, key_end(b, q1 - 1)};
+  }
+  // Queries whose window reaches keys kv0 .. kv1 − 1 of batch b: from the first that sees
+  // key kv0 under the right edge to the last that sees key kv1 − 1 under the left edge;
+  // none for padding keys.
+  Span queries_of_key_tile(std::int64_t b, std::int64_t kv0, std::int64_t kv1, std::int64_t block_q) const {
+    auto clamp_rows = [&](std::int64_t i) { return i < 0 ? 0 : (i > seqlen_q ? seqlen_q : i); };
+    Span s{0, seqlen_q};
+    if (window_right >= 0 && kv0 >= prefix_length) {
+      s.begin = clamp_rows(kv0 - key_offset() - window_right) / block_q * block_q;
+    }
+    if (window_left >= 0) s.end = clamp_rows(kv1 - key_offset() + window_left);
+    if (kv0 >= key_limit(b)) s.end = s.begin;
+    return s;
+  }
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }
 };
 

@@ -37,35 +37,49 @@ void zero_rows(const Bshd& t, i64 batch, i64 seqlen, i64 heads, i64 d, int threa
   }
 }
 
+constexpr i64 kMaxTile = 256;
+
 // Enough tasks to keep a machine busy whatever its thread count, bounded by the
 // memory the extra dQ copies take (which grows linearly with seqlen_q).
 constexpr i64 kBackwardTargetTasks = 16;
 constexpr i64 kMaxPartialDqBytes = i64{32} << 20;
 
-i64 backward_chunks(const Problem& p, i64 key_tiles) {
+}  // namespace
+
+i64 flash_backward_chunks(const Problem& p, i64 key_tiles) {
   const i64 copy_bytes = p.batch * p.seqlen_q * p.heads * p.headdim * i64{sizeof(float)};
   i64 chunks = ceil_div(kBackwardTargetTasks, p.batch * p.heads_k);
   if (copy_bytes > 0) chunks = std::min(chunks, 1 + kMaxPartialDqBytes / copy_bytes);
   return std::clamp<i64>(chunks, 1, std::max<i64>(key_tiles, 1));
 }
 
-}  // namespace
+i64 tile_unit(Isa isa) {
+  const KernelSet& kernels = kernels_for(isa);
+  return std::lcm<i64>(kernels.micro_rows, kernels.micro_cols);
+}
 
-// The paper sizes tiles so that they fill the fast memory: Bc = ⌈M / 4d⌉, Br = min(Bc, d).
-// On the CPU the hot working set is the score tile, which the online softmax sweeps
-// twice and the P·V product reads once, so the tile is square and sized to L1:
-// side ≈ √(L1d / 4 bytes), rounded to whole register tiles both ways (the forward's
-// queries are columns, the backward's rows). Measured with `flashattn bench --seqlen 2048
-// --block-q BQ --block-k BK` (AVX2, 2 threads, L1d 32 KiB, ratios to SGEMM interleaved):
-// 96×96 gave fwd 0.84 / bwd 0.79 at d = 64 and 0.85 / 0.75 at d = 128; 48×96 0.79 / 0.80
-// and 0.75 / 0.78; 96×144 0.80 / 0.77 and 0.77 / 0.80; 192×96 and 144×96 were no better.
-// The L2 (the paper's rule) bounds nothing here: K and V tiles stream from it.
+// The paper's rule (Bc = ⌈M/4d⌉, Br = min(Bc, d)) fills a fast memory of M elements
+// with the tiles one step touches. Here that step holds Q, K, V and the output
+// accumulator (4·B·d) and the score tile (B²), so the tile is the largest square with
+// 4·B·d + B² ≤ M, in whole register tiles both ways (the forward's queries are columns,
+// the backward's rows) where one fits. While B ≪ d the traffic N²d/B falls as d²/M
+// (Theorem 2); once B² dominates it falls as 1/√M. `flashattn io` counts with this rule.
+TileConfig tiles_for_fast_memory(i64 fast_floats, i64 headdim, i64 unit) {
+  const double d = static_cast<double>(headdim);
+  const i64 side = std::max<i64>(1, static_cast<i64>(std::floor(std::sqrt(4 * d * d + fast_floats) - 2 * d)));
+  const i64 block = side >= unit ? std::min<i64>(side / unit * unit, kMaxTile / unit * unit) : side;
+  return {static_cast<int>(block), static_cast<int>(block)};
+}
+
+// The kernels' fast memory is half the per-core L2 (the other half holds the packed K/V
+// stream and the next tiles). With L2 = 512 KiB, AVX2: 144×144 at d = 64, 96×96 at
+// d = 128. Measured with `flashattn bench --seqlen 4096 --headdim 64,128 --pass fwd,bwd
+// --block-q B --block-k B` (AVX2, 2 threads, ratios to SGEMM interleaved): 48: fwd 0.85
+// / bwd 0.61 (d = 64), 0.72 / 0.63 (d = 128); 96: 0.81 / 0.83, 0.88 / 0.79; 144: 0.80 /
+// 0.87, 0.84 / 0.82. Tiles below 96 starve the backward; above 144 nothing was gained.
 TileConfig choose_tiles(const Problem& p) {
-  const KernelSet& kernels = kernels_for(p.isa);
-  const i64 unit = std::lcm<i64>(kernels.micro_rows, kernels.micro_cols);
-  const double side = std::sqrt(static_cast<double>(cache_sizes().l1d_bytes) / sizeof(float));
-  const i64 block = std::clamp<i64>(std::llround(side / unit) * unit, unit, std::max<i64>(unit, 256));
-  TileConfig t{static_cast<int>(block), static_cast<int>(block)};
+  const i64 fast_floats = cache_sizes().l2_bytes / 2 / i64{sizeof(float)};
+  TileConfig t = tiles_for_fast_memory(fast_floats, p.headdim, tile_unit(p.isa));
   if (p.block_q > 0) t.block_q = p.block_q;
   if (p.block_k > 0) t.block_k = p.block_k;
   if (p.mask_blocks != nullptr) {  // a tile is a block of the mask, so it is skipped whole
@@ -164,7 +178,7 @@ void flash_backward(const Problem& p) {
   }
 
   const i64 key_tiles = ceil_div(p.seqlen_k, tiles.block_k);
-  const i64 chunks = backward_chunks(p, key_tiles);
+  const i64 chunks = flash_backward_chunks(p, key_tiles);
   const i64 copy_floats = p.batch * p.seqlen_q * p.heads * d;
   Buffer dq_copies(static_cast<std::size_t>(copy_floats * (chunks - 1)));
   if (dq_copies.size() > 0) std::memset(dq_copies.data(), 0, dq_copies.size() * sizeof(float));

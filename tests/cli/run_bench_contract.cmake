@@ -2,7 +2,7 @@ cmake_policy(SET CMP0007 NEW)
 
 # The `flashattn bench --json` contract other tools read: every record is one JSON object
 # per line with the fields the speed issue defines; bad flags exit 2 with a usage message.
-execute_process(COMMAND ${FLASHATTN} bench --impl flash,standard --pass fwd,bwd --seqlen 40,70
+execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash,standard --pass fwd,bwd --seqlen 40,70
                         --seqlen-k 50 --headdim 24 --heads 4 --heads-k 2 --causal --dropout 0.1
                         --threads 2 --repeat 1 --json -
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -47,7 +47,7 @@ foreach(bad "--bogus" "--seqlen;abc" "--headdim;300" "--heads;6;--heads-k;4" "--
 endforeach()
 
 # Block-sparse records carry the mask's density and pattern.
-execute_process(COMMAND ${FLASHATTN} bench --impl blocksparse --pass fwd,bwd --seqlen 300 --headdim 32
+execute_process(COMMAND ${FLASHATTN} bench --out none --impl blocksparse --pass fwd,bwd --seqlen 300 --headdim 32
                         --heads 2 --mask-block 64 --density 0.4 --repeat 1 --json -
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc OR NOT out MATCHES "\"impl\":\"blocksparse\",\"pass\":\"bwd\"[^\n]*\"block_q\":64,\"block_k\":64,\"density\":0.4,\"mask\":\"random\"")
@@ -55,7 +55,7 @@ if(rc OR NOT out MATCHES "\"impl\":\"blocksparse\",\"pass\":\"bwd\"[^\n]*\"block
 endif()
 
 # A case over the memory cap is reported as skipped, not run.
-execute_process(COMMAND ${FLASHATTN} bench --impl flash,standard --pass fwd --seqlen 3000 --headdim 16
+execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash,standard --pass fwd --seqlen 3000 --headdim 16
                         --heads 1 --repeat 1 --no-check --mem-cap-mib 20 --json -
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc OR NOT out MATCHES "\"impl\":\"standard\",\"pass\":\"fwd\"[^\n]*\"skipped\":\"memory cap\""
@@ -65,14 +65,62 @@ endif()
 
 # FLASHATTN_ISA forces the kernel build; an unknown name is an error, not a crash.
 execute_process(COMMAND ${CMAKE_COMMAND} -E env FLASHATTN_ISA=portable
-                        ${FLASHATTN} bench --impl flash --pass fwd --seqlen 64 --headdim 16 --heads 1 --repeat 1 --json -
+                        ${FLASHATTN} bench --out none --impl flash --pass fwd --seqlen 64 --headdim 16 --heads 1 --repeat 1 --json -
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc OR NOT out MATCHES "\"impl\":\"flash\"[^\n]*\"isa\":\"portable\"")
   message(FATAL_ERROR "FLASHATTN_ISA=portable did not select the portable build:\n${out}${err}")
 endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -E env FLASHATTN_ISA=sse9
-                        ${FLASHATTN} bench --impl flash --pass fwd --seqlen 64 --headdim 16 --heads 1 --repeat 1
+                        ${FLASHATTN} bench --out none --impl flash --pass fwd --seqlen 64 --headdim 16 --heads 1 --repeat 1
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc EQUAL 0 OR NOT err MATCHES "FLASHATTN_ISA: unknown value 'sse9'")
   message(FATAL_ERROR "FLASHATTN_ISA=sse9 should fail with a message, got ${rc}: ${err}")
+endif()
+
+# The report run: variants (dropout and padding on fwdbwd only), a case over the memory cap
+# shown as "OOM (skipped)", and the files under --out.
+file(REMOVE_RECURSE "${WORK_DIR}/report")
+execute_process(COMMAND ${FLASHATTN} bench --impl flash,standard,blocksparse --pass fwd,fwdbwd --seqlen 64,2048
+                        --headdim 16 --mask-block 32 --repeat 1 --mem-cap-mib 12 --out ${WORK_DIR}/report --json -
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc)
+  message(FATAL_ERROR "report run failed (${rc}): ${err}")
+endif()
+string(REPLACE "\n" ";" lines "${out}")
+list(FILTER lines EXCLUDE REGEX "^$")
+list(LENGTH lines count)
+if(NOT count EQUAL 25)  # sgemm; plain 3 impls x 2 passes x 2 lengths; dropout, padding 3 x 1 x 2 each
+  message(FATAL_ERROR "expected 25 JSON lines, got ${count}:\n${out}")
+endif()
+if(NOT out MATCHES "\"impl\":\"flash\",\"pass\":\"fwdbwd\"[^\n]*\"dropout\":0.1[^\n]*\"variant\":\"dropout\",\"key_padding\":false"
+   OR NOT out MATCHES "\"impl\":\"standard\",\"pass\":\"fwdbwd\"[^\n]*\"variant\":\"padding\",\"key_padding\":true"
+   OR NOT out MATCHES "\"impl\":\"standard\"[^\n]*\"seqlen_q\":2048[^\n]*\"skipped\":\"memory cap\"")
+  message(FATAL_ERROR "variant or skipped records missing:\n${out}")
+endif()
+if(NOT err MATCHES "100%")
+  message(FATAL_ERROR "no progress bar on stderr:\n${err}")
+endif()
+foreach(f report.md results.csv results.jsonl)
+  if(NOT EXISTS "${WORK_DIR}/report/${f}")
+    message(FATAL_ERROR "--out did not write ${f}")
+  endif()
+endforeach()
+file(READ "${WORK_DIR}/report/report.md" report)
+foreach(part "## Machine" "Runtime \\(ms\\), fwdbwd, padding" "OOM \\(skipped\\)" "## Memory footprint"
+             "Figure 2 \\(left\\)" "## IO model" "\\| flash \\| fwd \\| 64 \\|")
+  if(NOT report MATCHES "${part}")
+    message(FATAL_ERROR "report.md lacks ${part}:\n${report}")
+  endif()
+endforeach()
+file(STRINGS "${WORK_DIR}/report/results.csv" csv)
+list(LENGTH csv rows)
+if(NOT rows EQUAL 25)  # header + 24 cases
+  message(FATAL_ERROR "results.csv has ${rows} lines")
+endif()
+find_program(GNUPLOT gnuplot)
+if(GNUPLOT AND NOT EXISTS "${WORK_DIR}/report/runtime_fwd.png")
+  message(FATAL_ERROR "gnuplot is installed but runtime_fwd.png was not drawn:\n${report}")
+endif()
+if(NOT GNUPLOT AND NOT report MATCHES "plot not drawn: gnuplot not found")
+  message(FATAL_ERROR "without gnuplot the report should say why there is no plot")
 endif()

@@ -1,0 +1,139 @@
+// test_io_count.cpp — the IO counter (src/analysis/io_count.cpp) against closed forms of
+// each algorithm's traffic on small shapes that are not multiples of the tile, the tile
+// rule against its definition, and the scaling laws of Theorem 2.
+#include <gmock/gmock.h>
+
+#include <vector>
+
+#include "analysis/io_count.hpp"
+#include "cpu/flash.hpp"
+#include "flashattn/block_sparse.hpp"
+
+namespace flashattn::testing {
+namespace {
+
+using i64 = std::int64_t;
+
+Problem shape(i64 batch, i64 heads, i64 heads_k, i64 n, i64 d, const AttentionOptions& options = {}) {
+  Problem p;
+  p.batch = batch;
+  p.heads = heads;
+  p.heads_k = heads_k;
+  p.seqlen_q = p.seqlen_k = n;
+  p.headdim = d;
+  apply_options("test", p, options);
+  return p;
+}
+
+i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
+
+TEST(IoCount, FlashForwardIsPackPlusQPlusKvPerQueryTilePlusO) {
+  const i64 B = 2, H = 4, Hk = 2, N = 300, d = 32, Br = 64;
+  const Problem p = shape(B, H, Hk, N, d);
+  const Traffic t = flash_forward_traffic(p, {static_cast<int>(Br), static_cast<int>(Br)});
+  const i64 tr = ceil_div(N, Br);
+  EXPECT_EQ(t.reads, B * Hk * 2 * N * d + B * H * (N * d + tr * 2 * N * d));
+  EXPECT_EQ(t.writes, B * Hk * 2 * N * d + B * H * (N * d + N));
+  EXPECT_DOUBLE_EQ(t.flops, 4.0 * B * H * N * N * d);
+}
+
+TEST(IoCount, FlashBackwardIsQdOdQPerKeyTilePlusKvOnce) {
+  const i64 N = 250, d = 16, Bc = 48;
+  for (const auto& [B, H, Hk] : std::vector<std::array<i64, 3>>{{1, 16, 16}, {1, 2, 1}, {2, 4, 2}}) {
+    const Problem p = shape(B, H, Hk, N, d);
+    const Traffic t = flash_backward_traffic(p, {static_cast<int>(Bc), static_cast<int>(Bc)});
+    const i64 tc = ceil_div(N, Bc), q = B * H * N * d;
+    const i64 chunks = flash_backward_chunks(p, tc);
+    const i64 extra = chunks > 1 ? 1 : 0;
+    EXPECT_EQ(t.reads, 2 * q + B * Hk * 2 * N * d + B * H * tc * (3 * N * d + 2 * N) + extra * chunks * q)
+        << B << " " << H << " " << Hk;
+    EXPECT_EQ(t.writes, q + B * H * N + (chunks - 1) * q + B * H * tc * N * d + 2 * B * Hk * N * d + extra * q);
+    EXPECT_DOUBLE_EQ(t.flops, 10.0 * B * H * N * N * d);
+  }
+}
+
+TEST(IoCount, StandardIsLinearPlusQuadratic) {
+  const i64 B = 1, H = 3, N = 200, d = 24;
+  const Problem p = shape(B, H, H, N, d);
+  const Traffic f = standard_forward_traffic(p);
+  EXPECT_EQ(f.reads, B * H * (3 * N * d + 2 * N * N));   // Q, K, V once; S and P once each
+  EXPECT_EQ(f.writes, B * H * (N * d + N + 2 * N * N));  // O, LSE; S and P
+  const Traffic b = standard_backward_traffic(p);
+  EXPECT_EQ(b.reads, B * H * (11 * N * d + N + 5 * N * N));  // six GEMM operands, two accumulators, O, dO
+  EXPECT_EQ(b.writes, B * H * (3 * N * d + 4 * N * N) + B * 3 * H * N * d);
+}
+
+TEST(IoCount, CausalForwardReadsOnlyTheKeyTilesAQueryTileSees) {
+  const i64 N = 333, d = 8, Br = 32;
+  AttentionOptions causal;
+  causal.causal = true;
+  const Problem p = shape(1, 1, 1, N, d, causal);
+  const Traffic t = flash_forward_traffic(p, {static_cast<int>(Br), static_cast<int>(Br)});
+  i64 kv = 0;
+  for (i64 q0 = 0; q0 < N; q0 += Br) kv += 2 * d * std::min(N, q0 + Br);  // keys 0 .. last row
+  EXPECT_EQ(t.reads, 2 * N * d + N * d + kv);
+  EXPECT_LT(kv, 0.6 * ceil_div(N, Br) * 2 * N * d);  // about half of the dense K/V traffic
+}
+
+TEST(IoCount, BlockSparseReadsOnlyActiveBlocks) {
+  const i64 N = 512, d = 16, block = 64, rows = N / block;
+  const std::vector<std::uint8_t> blocks = butterfly_blocks(rows, rows);
+  i64 active = 0;
+  for (std::uint8_t x : blocks) active += x != 0;
+  AttentionOptions options;
+  options.block_mask = BlockMask{blocks.data(), block, block, rows, rows, 0, 0};
+  const Problem p = shape(1, 2, 2, N, d, options);
+  const TileConfig tiles{static_cast<int>(block), static_cast<int>(block)};
+  const Traffic t = flash_forward_traffic(p, tiles);
+  EXPECT_EQ(t.reads, 2 * 2 * N * d + 2 * (N * d + active * 2 * block * d));
+  EXPECT_DOUBLE_EQ(t.flops, 2 * 4.0 * active * block * block * d);
+  const Traffic b = flash_backward_traffic(p, tiles);
+  const Traffic dense_b = flash_backward_traffic(shape(1, 2, 2, N, d), tiles);
+  EXPECT_DOUBLE_EQ(b.flops / dense_b.flops, static_cast<double>(active) / (rows * rows));
+}
+
+TEST(IoCount, TileRuleFillsTheFastMemory) {
+  for (i64 d : {16, 64, 128, 256}) {
+    for (i64 m : {256, 1000, 4096, 65536, 131072}) {
+      for (i64 unit : {1, 16, 48}) {
+        const TileConfig t = tiles_for_fast_memory(m, d, unit);
+        const i64 b = t.block_q;
+        EXPECT_EQ(t.block_k, b);
+        EXPECT_GE(b, 1);
+        if (4 * d + 1 <= m) {
+          EXPECT_LE(4 * b * d + b * b, m) << d << " " << m << " " << unit;
+        }
+        const i64 step = b >= unit ? unit : 1;
+        if (b + step <= 256) {
+          EXPECT_GT(4 * (b + step) * d + (b + step) * (b + step), m) << d << " " << m << " " << unit;
+        }
+        if (b >= unit) {
+          EXPECT_EQ(b % unit, 0);
+        }
+      }
+    }
+  }
+}
+
+// Theorem 2: flash traffic Θ(N²d²/M) where the tile is M/4d (B ≪ d); standard's is
+// Θ(Nd + N²), independent of M.
+TEST(IoCount, FollowsTheoremTwo) {
+  const i64 d = 64;
+  auto flash = [&](i64 n, i64 m) {
+    const Problem p = shape(1, 1, 1, n, d);
+    return static_cast<double>(flash_forward_traffic(p, tiles_for_fast_memory(m, d, 1)).total());
+  };
+  EXPECT_NEAR(flash(8192, 2048) / flash(8192, 8192), 4.0, 0.6);  // M^-1
+  EXPECT_NEAR(flash(8192, 4096) / flash(4096, 4096), 4.0, 0.3);  // N^2
+  const Problem small = shape(1, 1, 1, 4096, d), large = shape(1, 1, 1, 8192, d);
+  const double s1 = static_cast<double>(standard_forward_traffic(small).total());
+  const double s2 = static_cast<double>(standard_forward_traffic(large).total());
+  EXPECT_NEAR(s2 / s1, 4.0, 0.1);
+  // Flash beats standard's traffic once M ≫ d²/N... and is never below the lower bound.
+  const double bound = 8192.0 * 8192 * d * d / 16384;
+  EXPECT_GT(flash(8192, 16384), bound);
+  EXPECT_LT(flash(8192, 16384), s2);
+}
+
+}  // namespace
+}  // namespace flashattn::testing

@@ -1,0 +1,38 @@
+// report.hpp — what `flashattn bench` and `flashattn io` write under --out: the machine's
+// description, PNG plots drawn by gnuplot, and Markdown tables.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace flashattn::cli {
+
+// CPU model, flags that matter here, cores, caches, memory, OpenBLAS core: Markdown lines.
+std::string machine_description();
+
+struct Series {
+  std::string label;
+  std::vector<std::pair<double, double>> points;  // (x, y); y <= 0 is left out on log axes
+};
+
+struct Plot {
+  std::string title, xlabel, ylabel;
+  bool logx = true, logy = true;
+  std::vector<Series> series;
+};
+
+// Writes DIR/NAME.gp (the data inline, so it can be re-run by hand) and renders
+// DIR/NAME.png with gnuplot. Returns "" on success, else why there is no PNG.
+std::string draw(const std::string& dir, const std::string& name, const Plot& plot);
+
+// A Markdown table; every row has header.size() cells.
+std::string markdown_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
+
+// printf-style formatting into a std::string.
+std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Creates DIR (and its parents); throws std::runtime_error naming it on failure.
+void make_directory(const std::string& dir);
+
+}  // namespace flashattn::cli
