@@ -7,6 +7,8 @@ packages=(
   cmake g++ make pkg-config
   libopenblas-openmp-dev   # OpenBLAS on OpenMP: BLAS and our kernels share one thread pool
   libgtest-dev libgmock-dev
+  gnuplot-nox              # the benchmark report's plots
+  valgrind linux-perf      # flashattn io: measured memory traffic (cachegrind, or hardware counters)
 )
 
 missing=()

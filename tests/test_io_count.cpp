@@ -95,16 +95,17 @@ TEST(IoCount, BlockSparseReadsOnlyActiveBlocks) {
 TEST(IoCount, TileRuleFillsTheFastMemory) {
   for (i64 d : {16, 64, 128, 256}) {
     for (i64 m : {256, 1000, 4096, 65536, 131072}) {
-      for (i64 unit : {1, 16, 48}) {
-        const TileConfig t = tiles_for_fast_memory(m, d, unit);
+      for (const auto& [unit, cap] : std::vector<std::array<i64, 2>>{{1, 4096}, {16, 4096}, {48, 4096}, {48, 96}}) {
+        const TileConfig t = tiles_for_fast_memory(m, d, unit, cap);
         const i64 b = t.block_q;
+        EXPECT_LE(b, cap);
         EXPECT_EQ(t.block_k, b);
         EXPECT_GE(b, 1);
         if (4 * d + 1 <= m) {
           EXPECT_LE(4 * b * d + b * b, m) << d << " " << m << " " << unit;
         }
         const i64 step = b >= unit ? unit : 1;
-        if (b + step <= 256) {
+        if (b + step <= cap) {
           EXPECT_GT(4 * (b + step) * d + (b + step) * (b + step), m) << d << " " << m << " " << unit;
         }
         if (b >= unit) {
@@ -121,7 +122,7 @@ TEST(IoCount, FollowsTheoremTwo) {
   const i64 d = 64;
   auto flash = [&](i64 n, i64 m) {
     const Problem p = shape(1, 1, 1, n, d);
-    return static_cast<double>(flash_forward_traffic(p, tiles_for_fast_memory(m, d, 1)).total());
+    return static_cast<double>(flash_forward_traffic(p, tiles_for_fast_memory(m, d, 1, 4096)).total());
   };
   EXPECT_NEAR(flash(8192, 2048) / flash(8192, 8192), 4.0, 0.6);  // M^-1
   EXPECT_NEAR(flash(8192, 4096) / flash(4096, 4096), 4.0, 0.3);  // N^2

@@ -4,7 +4,7 @@
 //
 // Each case is validated against the reference on a small shape with the same headdim,
 // head ratio, mask and dropout, then warmed up and timed (timing.hpp), and reported by
-// its median as a ratio to an SGEMM run right after it. FLOPs are counted as
+// its median as a ratio to SGEMM runs interleaved with its own. FLOPs are counted as
 // FlashAttention's benchmark counts them: forward 4·B·H·Nq·Nk·d (halved under causal),
 // backward 2.5× forward, forward+backward 3.5× forward.
 #include <cblas.h>
@@ -47,8 +47,8 @@ block-sparse flash; forward, backward and forward + backward, and forward + back
 with dropout 0.1 and with key padding (lengths N − 20 … N). A progress bar on stderr, each
 case's row on stdout, then the tables; CSV, JSON lines, PNG plots and report.md under --out.
 Each case is validated against the reference on a small shape first, then timed (a case
-whose warm-up run takes over half of --case-seconds is timed by that run) and set against
-an SGEMM run (OpenBLAS 2048^3, same thread count) right after it.
+whose warm-up run takes over half of --case-seconds is timed by that run), each run
+followed by an SGEMM run (OpenBLAS 2048^3, same thread count) to set its speed against.
 
   --impl LIST        flash,standard,blocksparse (default: all three); blocksparse is
                      flash with a block mask (--mask, --density, --mask-block)
@@ -69,7 +69,7 @@ an SGEMM run (OpenBLAS 2048^3, same thread count) right after it.
   --dropout P        dropout probability of the plain variant in [0, 1), default 0
   --threads T        default: all cores (OpenMP's default)
   --repeat R         timed runs per case at most (median reported), default 3
-  --case-seconds S   fewer runs once a case's timed runs add up to S seconds, default 2
+  --case-seconds S   fewer runs once a case's timed runs add up to S seconds, default 1
   --isa NAME         force the flash kernels: portable, avx2, avx512
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
@@ -90,8 +90,8 @@ JSON fields: impl, pass, batch, heads, heads_k, seqlen_q, seqlen_k, headdim, cau
 dropout, threads, isa, ms (median), gflops, peak_bytes (bytes the call allocated at peak,
 measured), max_err (null when not checked), block_q, block_k, density (fraction of the
 block mask's blocks on; 1 without one), mask (none, or the pattern), skipped (present only on a
-case skipped for the memory cap, with peak_bytes the estimate), sgemm_gflops (an SGEMM
-run right after this case's runs), sgemm_ratio (gflops / sgemm_gflops), variant,
+case skipped for the memory cap, with peak_bytes the estimate), sgemm_gflops (SGEMM runs
+interleaved with this case's runs), sgemm_ratio (gflops / sgemm_gflops), variant,
 key_padding (true when keys are padded); the first record has impl "sgemm", pass "gemm"
 and m, n, k.
 )usage";
@@ -341,7 +341,7 @@ std::string runtime_tables(const Config& cfg, const std::vector<Record>& records
       std::vector<std::string> header{"ms"};
       for (i64 n : ns) header.push_back(seqlen_label(n));
       header.push_back("max err");
-      const std::string title = "Runtime (ms), " + pass + ", " + variant;
+      const std::string title = "Runtime (ms), " + pass + ", " + variant + (cfg.causal ? ", causal" : "");
       if (markdown) {
         os << "### " << title << "\n\n" << markdown_table(header, rows) << "\n";
       } else {
@@ -571,7 +571,7 @@ int bench_main(int argc, char** argv) {
     cfg.dropout = args.real("dropout", 0.0, 0.0, 0.999);
     cfg.threads = static_cast<int>(args.integer("threads", omp_get_max_threads(), 1, 1024));
     cfg.repeat = static_cast<int>(args.integer("repeat", 3, 1, 1000));
-    cfg.case_ms = 1000 * args.real("case-seconds", 2.0, 0.0, 1e6);
+    cfg.case_ms = 1000 * args.real("case-seconds", 1.0, 0.0, 1e6);
     cfg.block_q = static_cast<int>(args.integer("block-q", 0, 1, 4096));
     cfg.block_k = static_cast<int>(args.integer("block-k", 0, 1, 4096));
     cfg.check = !args.flag("no-check");
@@ -653,7 +653,7 @@ int bench_main(int argc, char** argv) {
     std::printf("machine: %d threads, L1d %lld KiB, L2 %lld KiB; OpenBLAS core %s\n", cfg.threads,
                 static_cast<long long>(cache_sizes().l1d_bytes >> 10),
                 static_cast<long long>(cache_sizes().l2_bytes >> 10), openblas_get_corename());
-    std::printf("sgemm 2048^3: %.2f ms, %.1f GFLOP/s (each row's /sgemm uses an SGEMM run right after its own)\n",
+    std::printf("sgemm 2048^3: %.2f ms, %.1f GFLOP/s (each row's /sgemm uses SGEMM runs interleaved with its own)\n",
                 sgemm_ms, sgemm);
     std::printf("%zu cases; batch %s, %lld head(s)\n\n", plan.size(),
                 cfg.batch > 0 ? std::to_string(cfg.batch).c_str() : ("max(1, " + std::to_string(cfg.tokens) + "/N)").c_str(),

@@ -144,7 +144,7 @@ ModelRow model_traffic(const ModelQuery& q) {
   row.seqlen = q.seqlen;
   row.headdim = q.headdim;
   row.sram = q.sram;
-  row.tiles = q.tiles.value_or(tiles_for_fast_memory(q.sram, q.headdim, tile_unit(q.isa)));
+  row.tiles = q.tiles.value_or(tiles_for_fast_memory(q.sram, q.headdim, tile_unit(q.isa), tile_side_cap(q.isa)));
   Problem p;
   p.batch = q.batch;
   p.seqlen_q = p.seqlen_k = q.seqlen;
@@ -174,8 +174,6 @@ ModelRow model_traffic(const ModelQuery& q) {
                     (q.causal ? 0.5 : 1.0);
   return row;
 }
-
-i64 kernel_fast_memory() { return cache_sizes().l2_bytes / 2 / i64{sizeof(float)}; }
 
 SweepSummary model_sweep(const SweepQuery& q, const std::function<void(const ModelRow&)>& each) {
   SweepSummary summary;
@@ -434,7 +432,8 @@ int io_main(int argc, char** argv) {
   say("Model: a slow memory holds the tensors, a fast memory holds M elements. Traffic is counted\n"
       "along the kernels' own loops (src/analysis/io_count.cpp) with the kernels' tile rule\n"
       "(the largest square tile B with 4·B·d + B² ≤ M, in whole register tiles of the " +
-      std::string(to_string(cfg.isa)) + " build where one fits).\n\n");
+      std::string(to_string(cfg.isa)) + " build where one fits, at most " + std::to_string(tile_side_cap(cfg.isa)) +
+      " so that the score tile stays in the L1).\n\n");
 
   // Figure 2 (left): one shape, both algorithms, fwd + bwd, with measured runtimes.
   const i64 fast = kernel_fast_memory();

@@ -33,9 +33,6 @@ struct ModelRow {
 
 ModelRow model_traffic(const ModelQuery& q);
 
-// The fast memory the kernels size their tiles for (half the per-core L2), in elements.
-std::int64_t kernel_fast_memory();
-
 struct SweepQuery {
   std::vector<std::string> impls, passes;
   std::vector<std::int64_t> seqlens, headdims, srams;

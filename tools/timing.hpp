@@ -1,5 +1,5 @@
 // timing.hpp — how the subcommands time a case: caches flushed before each run, the
-// median reported, an SGEMM run right after so that speed is a ratio taken in the same
+// median reported, SGEMM runs interleaved so that speed is a ratio taken in the same
 // seconds.
 #pragma once
 
@@ -56,31 +56,35 @@ class Sgemm {
 
 struct Timing {
   double ms;        // median of the case's runs
-  double sgemm_ms;  // the SGEMM run right after them
+  double sgemm_ms;  // median of the SGEMM runs interleaved with them
 };
 
 // The case was just run once to warm up, taking `warm_ms`. A case that long is timed by
 // that run alone (its caches were cold, as every timed run's are); otherwise it runs up
 // to `repeat` more times, caches flushed before each, fewer once the runs add up to
-// `budget_ms`. Then one SGEMM: the machine's speed drifts (shared hosts), and a ratio
-// taken in the same seconds is steadier than one against an SGEMM timed minutes apart.
+// `budget_ms`. Each run is followed by one SGEMM: the machine's speed drifts (shared
+// hosts), and a ratio of medians taken in the same seconds is steadier than one against
+// an SGEMM timed minutes apart.
 template <typename F>
 Timing time_case(int repeat, double budget_ms, double warm_ms, CacheFlusher& flusher, Sgemm& sgemm, F&& run) {
-  std::vector<double> ms;
+  std::vector<double> ms, sgemm_ms;
   if (warm_ms >= budget_ms / 2) {
     ms.push_back(warm_ms);
-  } else {
-    double spent = 0;
-    for (int r = 0; r < repeat && (r == 0 || spent < budget_ms); ++r) {
-      flusher.flush();
-      const auto t0 = Clock::now();
-      run();
-      ms.push_back(milliseconds(t0));
-      spent += ms.back();
-    }
+    flusher.flush();
+    sgemm_ms.push_back(sgemm.run_ms());
+    return {ms[0], sgemm_ms[0]};
   }
-  flusher.flush();
-  return {median(ms), sgemm.run_ms()};
+  double spent = 0;
+  for (int r = 0; r < repeat && (r == 0 || spent < budget_ms); ++r) {
+    flusher.flush();
+    const auto t0 = Clock::now();
+    run();
+    ms.push_back(milliseconds(t0));
+    spent += ms.back();
+    flusher.flush();
+    sgemm_ms.push_back(sgemm.run_ms());
+  }
+  return {median(ms), median(sgemm_ms)};
 }
 
 }  // namespace flashattn::cli

@@ -58,28 +58,41 @@ i64 tile_unit(Isa isa) {
   return std::lcm<i64>(kernels.micro_rows, kernels.micro_cols);
 }
 
+// The score tile is what the online softmax sweeps twice and P·V reads once, so it is
+// kept to the L1: side ≈ √(L1d / 4 bytes) in whole register tiles (96 with a 32 KiB L1d).
+i64 tile_side_cap(Isa isa) {
+  const i64 unit = tile_unit(isa);
+  const double side = std::sqrt(static_cast<double>(cache_sizes().l1d_bytes) / sizeof(float));
+  return std::clamp<i64>(std::llround(side / unit) * unit, unit, std::max<i64>(unit, kMaxTile));
+}
+
 // The paper's rule (Bc = ⌈M/4d⌉, Br = min(Bc, d)) fills a fast memory of M elements
 // with the tiles one step touches. Here that step holds Q, K, V and the output
 // accumulator (4·B·d) and the score tile (B²), so the tile is the largest square with
 // 4·B·d + B² ≤ M, in whole register tiles both ways (the forward's queries are columns,
-// the backward's rows) where one fits. While B ≪ d the traffic N²d/B falls as d²/M
-// (Theorem 2); once B² dominates it falls as 1/√M. `flashattn io` counts with this rule.
-TileConfig tiles_for_fast_memory(i64 fast_floats, i64 headdim, i64 unit) {
+// the backward's rows) where one fits, and at most `max_side`. While B ≪ d the traffic
+// N²d/B falls as d²/M (Theorem 2); once B² dominates, as 1/√M; past the cap, not at all.
+// `flashattn io` counts with this rule.
+TileConfig tiles_for_fast_memory(i64 fast_floats, i64 headdim, i64 unit, i64 max_side) {
   const double d = static_cast<double>(headdim);
-  const i64 side = std::max<i64>(1, static_cast<i64>(std::floor(std::sqrt(4 * d * d + fast_floats) - 2 * d)));
-  const i64 block = side >= unit ? std::min<i64>(side / unit * unit, kMaxTile / unit * unit) : side;
+  i64 side = std::max<i64>(1, static_cast<i64>(std::floor(std::sqrt(4 * d * d + fast_floats) - 2 * d)));
+  side = std::min(side, max_side);
+  const i64 block = side >= unit ? side / unit * unit : side;
   return {static_cast<int>(block), static_cast<int>(block)};
 }
 
+i64 kernel_fast_memory() { return cache_sizes().l2_bytes / 2 / i64{sizeof(float)}; }
+
 // The kernels' fast memory is half the per-core L2 (the other half holds the packed K/V
-// stream and the next tiles). With L2 = 512 KiB, AVX2: 144×144 at d = 64, 96×96 at
-// d = 128. Measured with `flashattn bench --seqlen 4096 --headdim 64,128 --pass fwd,bwd
-// --block-q B --block-k B` (AVX2, 2 threads, ratios to SGEMM interleaved): 48: fwd 0.85
-// / bwd 0.61 (d = 64), 0.72 / 0.63 (d = 128); 96: 0.81 / 0.83, 0.88 / 0.79; 144: 0.80 /
-// 0.87, 0.84 / 0.82. Tiles below 96 starve the backward; above 144 nothing was gained.
+// stream and the next tiles), and the cap is tile_side_cap. With L1d 32 KiB, L2 512 KiB,
+// AVX2: 96×96 at d = 64 and 128 (the rule alone would give 144 at d = 64), 48×48 at d = 256.
+// Measured with `flashattn bench --batch 1 --heads 8 --variant plain --impl flash --pass
+// fwd,bwd --seqlen 1024,2048 --headdim 64,128 --block-q B --block-k B --repeat 5` (AVX2, 2
+// threads, /sgemm, two runs each): d = 64, N = 1024 forward 0.83 with 96 against 0.71 with
+// 144; elsewhere the two were within noise (0.72–0.91). At N = 4096: 48 gave fwd 0.85 /
+// bwd 0.61 (d = 64) and 0.72 / 0.63 (d = 128): tiles below 96 starve the backward.
 TileConfig choose_tiles(const Problem& p) {
-  const i64 fast_floats = cache_sizes().l2_bytes / 2 / i64{sizeof(float)};
-  TileConfig t = tiles_for_fast_memory(fast_floats, p.headdim, tile_unit(p.isa));
+  TileConfig t = tiles_for_fast_memory(kernel_fast_memory(), p.headdim, tile_unit(p.isa), tile_side_cap(p.isa));
   if (p.block_q > 0) t.block_q = p.block_q;
   if (p.block_k > 0) t.block_k = p.block_k;
   if (p.mask_blocks != nullptr) {  // a tile is a block of the mask, so it is skipped whole

@@ -8,12 +8,17 @@
 namespace flashattn {
 
 // Square tiles that fill a fast memory of `fast_floats` elements (the paper's rule, see
-// flash.cpp), in multiples of `unit` where one fits.
-TileConfig tiles_for_fast_memory(std::int64_t fast_floats, std::int64_t headdim, std::int64_t unit);
+// flash.cpp), in multiples of `unit` where one fits, at most `max_side`.
+TileConfig tiles_for_fast_memory(std::int64_t fast_floats, std::int64_t headdim, std::int64_t unit,
+                                 std::int64_t max_side);
 // Rows and columns of a whole number of register tiles of the isa's micro-kernel.
 std::int64_t tile_unit(Isa isa);
+// The largest tile side whose score tile stays in the L1.
+std::int64_t tile_side_cap(Isa isa);
+// The fast memory the kernels size their tiles for: half the per-core L2, in floats.
+std::int64_t kernel_fast_memory();
 // Tile sizes for a problem: the block mask's blocks, else the overrides, else
-// tiles_for_fast_memory with half the per-core L2 as the fast memory.
+// tiles_for_fast_memory(kernel_fast_memory(), headdim, tile_unit, tile_side_cap).
 TileConfig choose_tiles(const Problem& p);
 
 // How many chunks of key tiles the backward splits each (batch, kv-head) into; each
