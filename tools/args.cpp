@@ -29,11 +29,16 @@ Args::Args(int argc, char** argv) {
   }
 }
 
+// A flag given twice takes its last value (so a command can extend a shared prefix).
 Args::Entry* Args::find(const std::string& name) {
+  Entry* last = nullptr;
   for (Entry& e : entries_) {
-    if (e.name == name) return &e;
+    if (e.name == name) {
+      if (last) last->used = true;
+      last = &e;
+    }
   }
-  return nullptr;
+  return last;
 }
 const Args::Entry* Args::find(const std::string& name) const {
   return const_cast<Args*>(this)->find(name);

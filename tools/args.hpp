@@ -1,6 +1,7 @@
 // args.hpp — the small flag parser the subcommands share.
 //
-// Flags are `--name value` or `--name=value`; boolean flags take no value. Unknown flags,
+// Flags are `--name value` or `--name=value`; boolean flags take no value; a flag given
+// twice takes its last value. Unknown flags,
 // missing values and malformed numbers throw UsageError, which the subcommand turns into
 // a usage message and exit status 2.
 #pragma once

@@ -46,8 +46,8 @@ N²d²/M, and traffic measured on this machine beside the model.
   --pass LIST        fwd,bwd (default: both)
   --seqlen N[,N...]  sweep lengths, default 1024,2048,4096,8192,16384
   --headdim D[,D...] sweep head dimensions, default 64,128
-  --sram M[,M...]    fast-memory sizes in elements, default 1024,2048,4096,8192,16384
-                     (4 to 64 KiB of floats: within Theorem 2's d <= M <= Nd)
+  --sram M[,M...]    fast-memory sizes in elements, default 2048,4096,8192,16384
+                     (8 to 64 KiB of floats: within Theorem 2's d <= M <= Nd)
   --density S        blocksparse: fraction of blocks on (random mask), default 0.25
   --batch B          default 1
   --heads H          default 1 (the sweep); the Figure 2 table uses --fig-heads
@@ -353,7 +353,7 @@ int io_main(int argc, char** argv) {
     cfg.passes = args.words("pass", {"fwd", "bwd"}, {"fwd", "bwd"});
     cfg.seqlens = args.integers("seqlen", {1024, 2048, 4096, 8192, 16384}, 1, i64{1} << 20);
     cfg.headdims = args.integers("headdim", {64, 128}, 1, kMaxHeadDim);
-    cfg.srams = args.integers("sram", {1024, 2048, 4096, 8192, 16384}, 16, i64{1} << 32);
+    cfg.srams = args.integers("sram", {2048, 4096, 8192, 16384}, 16, i64{1} << 32);
     cfg.density = args.real("density", 0.25, 0.0, 1.0);
     cfg.batch = args.integer("batch", 1, 1, 1 << 16);
     cfg.heads = args.integer("heads", 1, 1, 1 << 12);

@@ -62,6 +62,14 @@ foreach(bad "--bogus" "--seqlen;abc" "--seqlen;0" "--sram;0" "--headdim;0" "--he
   endif()
 endforeach()
 
+# A flag given twice takes its last value.
+execute_process(COMMAND ${FLASHATTN} io --seqlen 100 --seqlen 300 --headdim 16 --sram 1024 --impl flash --pass fwd
+                        --no-time --measure none --fig-seqlen 64 --fig-heads 1 --blocks 16 --json -
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc OR NOT out MATCHES "\"section\":\"sweep\"[^\n]*\"seqlen\":300" OR out MATCHES "\"section\":\"sweep\"[^\n]*\"seqlen\":100")
+  message(FATAL_ERROR "a repeated --seqlen should take its last value (${rc}):\n${out}${err}")
+endif()
+
 execute_process(COMMAND ${FLASHATTN} io --help RESULT_VARIABLE rc OUTPUT_VARIABLE out)
 if(rc OR NOT out MATCHES "--sram M" OR NOT out MATCHES "--measure SOURCE")
   message(FATAL_ERROR "io --help does not describe its flags: ${out}")
