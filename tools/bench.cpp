@@ -534,7 +534,8 @@ void write_report(const Config& cfg, const std::vector<Record>& records, double 
           "(block-sparse: random blocks at density 0.25):\n\n"
        << fits_table(s)
        << "\nFlash: a ≈ 2, b ≈ −1 (Θ(N²d²/M)); standard: a → 2 with no M dependence (Θ(Nd + N²)). `flashattn io "
-          "--out DIR` writes io.md with the Figure 2 tables, the plots and traffic measured on this machine.\n";
+          "--out DIR` writes [io.md](io.md) — the README's first command puts it beside this report — with the "
+          "Figure 2 tables, the plots and traffic measured on this machine.\n";
   }
   std::ofstream(cfg.out + "/report.md") << md.str();
 }
