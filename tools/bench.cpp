@@ -592,17 +592,7 @@ int bench_main(int argc, char** argv) {
   }
 
   std::ofstream json_file;
-  std::ostream* json = nullptr;
-  if (cfg.json == "-") {
-    json = &std::cout;
-  } else if (!cfg.json.empty()) {
-    json_file.open(cfg.json);
-    if (!json_file) {
-      std::cerr << "flashattn bench: cannot write " << cfg.json << "\n";
-      return 1;
-    }
-    json = &json_file;
-  }
+  std::ostream* json = open_json(cfg.json, json_file);
   const bool out_files = cfg.out != "none";
   if (out_files) make_directory(cfg.out);
   const bool table = cfg.json != "-";

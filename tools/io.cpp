@@ -136,33 +136,20 @@ std::pair<double, double> fit_exponents(const std::vector<std::array<double, 3>>
 }  // namespace
 
 ModelRow model_traffic(const ModelQuery& q) {
-  ModelRow row;
-  row.impl = q.impl;
-  row.pass = q.pass;
-  row.batch = q.batch;
-  row.heads = q.heads;
-  row.seqlen = q.seqlen;
-  row.headdim = q.headdim;
-  row.sram = q.sram;
+  ModelRow row{q.impl, q.pass, q.batch, q.heads, q.seqlen, q.headdim, q.sram};
   row.tiles = q.tiles.value_or(tiles_for_fast_memory(q.sram, q.headdim, tile_unit(q.isa), tile_side_cap(q.isa)));
-  Problem p;
-  p.batch = q.batch;
-  p.seqlen_q = p.seqlen_k = q.seqlen;
-  p.heads = p.heads_k = q.heads;
-  p.headdim = q.headdim;
-  AttentionOptions options;
-  options.causal = q.causal;
-  std::vector<std::uint8_t> blocks;
+  harness::Case c;
+  c.shape = {q.batch, q.seqlen, q.seqlen, q.heads, q.heads, q.headdim};
+  c.options.causal = q.causal;
   if (q.impl == "blocksparse") {  // the kernels' tiles are the mask's blocks
     const i64 rows = (q.seqlen + row.tiles.block_q - 1) / row.tiles.block_q;
     const i64 cols = (q.seqlen + row.tiles.block_k - 1) / row.tiles.block_k;
-    blocks = random_blocks(rows, cols, q.density, 7);
-    options.block_mask = BlockMask{blocks.data(), row.tiles.block_q, row.tiles.block_k, rows, cols, 0, 0};
+    c.set_block_mask(random_blocks(rows, cols, q.density, 7), row.tiles.block_q, row.tiles.block_k);
     double on = 0;
-    for (std::uint8_t x : blocks) on += x != 0;
-    row.density = blocks.empty() ? 1.0 : on / static_cast<double>(blocks.size());
+    for (std::uint8_t x : *c.mask) on += x != 0;
+    row.density = c.mask->empty() ? 1.0 : on / static_cast<double>(c.mask->size());
   }
-  apply_options("flashattn io", p, options);
+  const Problem p = harness::reference_problem(c);
   if (q.impl == "standard") {
     row.tiles = {0, 0};
     row.traffic = q.pass == "fwd" ? standard_forward_traffic(p) : standard_backward_traffic(p);
@@ -393,14 +380,7 @@ int io_main(int argc, char** argv) {
   if (!probe.empty()) return probe_main(probe, cfg.seqlens.front(), cfg.headdims.front(), static_cast<int>(probe_block));
 
   std::ofstream json_file;
-  std::ostream* json = nullptr;
-  if (cfg.json == "-") {
-    json = &std::cout;
-  } else if (!cfg.json.empty()) {
-    json_file.open(cfg.json);
-    if (!json_file) throw std::runtime_error("--json: cannot write " + cfg.json);
-    json = &json_file;
-  }
+  std::ostream* json = open_json(cfg.json, json_file);
   const bool text = cfg.json != "-";
   std::ostringstream md;  // io.md
   auto say = [&](const std::string& s) {

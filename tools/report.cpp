@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <stdexcept>
 
@@ -24,6 +25,14 @@ std::string format(const char* fmt, ...) {
   std::vsnprintf(buf, sizeof buf, fmt, args);
   va_end(args);
   return buf;
+}
+
+std::ostream* open_json(const std::string& path, std::ofstream& file) {
+  if (path.empty()) return nullptr;
+  if (path == "-") return &std::cout;
+  file.open(path);
+  if (!file) throw std::runtime_error("--json: cannot write " + path);
+  return &file;
 }
 
 void make_directory(const std::string& dir) {

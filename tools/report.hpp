@@ -2,6 +2,8 @@
 // description, PNG plots drawn by gnuplot, and Markdown tables.
 #pragma once
 
+#include <fstream>
+#include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +33,10 @@ std::string markdown_table(const std::vector<std::string>& header, const std::ve
 
 // printf-style formatting into a std::string.
 std::string format(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// The stream --json names: stdout for "-", else `file` opened on the path (throws
+// std::runtime_error naming it if it cannot be written); null for "".
+std::ostream* open_json(const std::string& path, std::ofstream& file);
 
 // Creates DIR (and its parents); throws std::runtime_error naming it on failure.
 void make_directory(const std::string& dir);

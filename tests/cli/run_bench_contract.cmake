@@ -1,16 +1,11 @@
 cmake_policy(SET CMP0007 NEW)
+include(${CMAKE_CURRENT_LIST_DIR}/json_lines.cmake)
 
 # The `flashattn bench --json` contract other tools read: every record is one JSON object
 # per line with the fields the speed issue defines; bad flags exit 2 with a usage message.
-execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash,standard --pass fwd,bwd --seqlen 40,70
+run_json_lines(lines out ${FLASHATTN} bench --out none --impl flash,standard --pass fwd,bwd --seqlen 40,70
                         --seqlen-k 50 --headdim 24 --heads 4 --heads-k 2 --causal --dropout 0.1
-                        --threads 2 --repeat 1 --json -
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(rc)
-  message(FATAL_ERROR "bench failed (${rc}): ${err}")
-endif()
-string(REPLACE "\n" ";" lines "${out}")
-list(FILTER lines EXCLUDE REGEX "^$")
+                        --threads 2 --repeat 1 --json -)
 list(LENGTH lines count)
 if(NOT count EQUAL 9)  # the sgemm record, then 2 impls x 2 passes x 2 lengths
   message(FATAL_ERROR "expected 9 JSON lines, got ${count}:\n${out}")
@@ -80,14 +75,8 @@ endif()
 # The report run: variants (dropout and padding on fwdbwd only), a case over the memory cap
 # shown as "OOM (skipped)", and the files under --out.
 file(REMOVE_RECURSE "${WORK_DIR}/report")
-execute_process(COMMAND ${FLASHATTN} bench --impl flash,standard,blocksparse --pass fwd,fwdbwd --seqlen 64,2048
-                        --headdim 16 --mask-block 32 --repeat 1 --mem-cap-mib 12 --out ${WORK_DIR}/report --json -
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(rc)
-  message(FATAL_ERROR "report run failed (${rc}): ${err}")
-endif()
-string(REPLACE "\n" ";" lines "${out}")
-list(FILTER lines EXCLUDE REGEX "^$")
+run_json_lines(lines out ${FLASHATTN} bench --impl flash,standard,blocksparse --pass fwd,fwdbwd --seqlen 64,2048
+                        --headdim 16 --mask-block 32 --repeat 1 --mem-cap-mib 12 --out ${WORK_DIR}/report --json -)
 list(LENGTH lines count)
 if(NOT count EQUAL 25)  # sgemm; plain 3 impls x 2 passes x 2 lengths; dropout, padding 3 x 1 x 2 each
   message(FATAL_ERROR "expected 25 JSON lines, got ${count}:\n${out}")
@@ -97,8 +86,8 @@ if(NOT out MATCHES "\"impl\":\"flash\",\"pass\":\"fwdbwd\"[^\n]*\"dropout\":0.1[
    OR NOT out MATCHES "\"impl\":\"standard\"[^\n]*\"seqlen_q\":2048[^\n]*\"skipped\":\"memory cap\"")
   message(FATAL_ERROR "variant or skipped records missing:\n${out}")
 endif()
-if(NOT err MATCHES "100%")
-  message(FATAL_ERROR "no progress bar on stderr:\n${err}")
+if(NOT ERR MATCHES "100%")
+  message(FATAL_ERROR "no progress bar on stderr:\n${ERR}")
 endif()
 foreach(f report.md results.csv results.jsonl)
   if(NOT EXISTS "${WORK_DIR}/report/${f}")

@@ -1,17 +1,12 @@
 cmake_policy(SET CMP0007 NEW)
+include(${CMAKE_CURRENT_LIST_DIR}/json_lines.cmake)
 cmake_policy(SET CMP0054 NEW)
 
 # `flashattn io`: the JSON records other tools read, the fitted exponents of Theorem 2, the
 # files under --out, and usage errors for bad flags.
-execute_process(COMMAND ${FLASHATTN} io --seqlen 512,1024,2048 --headdim 32 --sram 1024,2048,4096
+run_json_lines(lines out ${FLASHATTN} io --seqlen 512,1024,2048 --headdim 32 --sram 1024,2048,4096
                         --impl standard,flash,blocksparse --pass fwd,bwd --no-time --measure none
-                        --fig-seqlen 128 --fig-heads 1 --blocks 16,32 --json -
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(rc)
-  message(FATAL_ERROR "io failed (${rc}): ${err}")
-endif()
-string(REPLACE "\n" ";" lines "${out}")
-list(FILTER lines EXCLUDE REGEX "^$")
+                        --fig-seqlen 128 --fig-heads 1 --blocks 16,32 --json -)
 set(sweep 0)
 foreach(line IN LISTS lines)
   string(JSON section GET "${line}" section)
