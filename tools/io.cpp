@@ -136,7 +136,7 @@ std::pair<double, double> fit_exponents(const std::vector<std::array<double, 3>>
 }  // namespace
 
 ModelRow model_traffic(const ModelQuery& q) {
-  ModelRow row{q.impl, q.pass, q.batch, q.heads, q.seqlen, q.headdim, q.sram};
+  ModelRow row{q.impl, q.pass, q.batch, q.heads, q.seqlen, q.headdim, q.sram, {}, 1.0, {}, 0.0};
   row.tiles = q.tiles.value_or(tiles_for_fast_memory(q.sram, q.headdim, tile_unit(q.isa), tile_side_cap(q.isa)));
   harness::Case c;
   c.shape = {q.batch, q.seqlen, q.seqlen, q.heads, q.heads, q.headdim};
