@@ -53,8 +53,9 @@ followed by an SGEMM run (OpenBLAS 2048^3, same thread count) to set its speed a
   --impl LIST        flash,standard,blocksparse (default: all three); blocksparse is
                      flash with a block mask (--mask, --density, --mask-block)
   --pass LIST        fwd,bwd,fwdbwd (default: all three)
-  --variant LIST     plain,dropout,padding,dropout_padding (default: plain,dropout,padding):
-                     dropout 0.1, key padding with random lengths in [N − 20, N], or both
+  --variant LIST     plain,dropout,padding,dropout_padding,varlen (default: plain,dropout,
+                     padding): dropout 0.1, key padding with random lengths in [N − 20, N],
+                     both, or the batch packed as variable-length sequences (cu_seqlens)
   --variant-pass LIST  passes run for the variants other than plain (those also in
                      --pass), default fwdbwd
   --batch B          default: max(1, --tokens / N)
@@ -123,6 +124,10 @@ harness::Case make_case(const Config& cfg, i64 seqlen, i64 headdim, const std::s
   c.options.causal = cfg.causal;
   const bool dropout = variant == "dropout" || variant == "dropout_padding";
   c.options.dropout_p = static_cast<float>(dropout ? 0.1 : cfg.dropout);
+  if (variant == "varlen") {  // the same batch packed as variable-length sequences
+    c.set_varlen(std::vector<std::int32_t>(c.shape.batch, static_cast<std::int32_t>(c.shape.seqlen_q)),
+                 std::vector<std::int32_t>(c.shape.batch, static_cast<std::int32_t>(c.shape.seqlen_k)));
+  }
   if (variant == "padding" || variant == "dropout_padding") {  // the paper's: lengths N − 20 … N
     std::vector<std::int32_t> lengths;
     for (i64 b = 0; b < c.shape.batch; ++b) {
@@ -183,6 +188,12 @@ double validate(const Config& cfg, const harness::Case& full, Algorithm algorith
   c.shape.seqlen_k = std::min<i64>(full.shape.seqlen_k, 160 + (full.shape.seqlen_k - full.shape.seqlen_q));
   c.shape.seqlen_k = std::max<i64>(c.shape.seqlen_k, 1);
   if (full.options.block_mask) add_block_mask(cfg, c);
+  if (full.options.varlen) {  // two sequences of the small case's lengths
+    const i64 n = std::min<i64>(static_cast<i64>((*full.cu_seqlens_q)[1]), 160);
+    const i64 nk = std::max<i64>(1, n + ((*full.cu_seqlens_k)[1] - (*full.cu_seqlens_q)[1]));
+    c.set_varlen({static_cast<std::int32_t>(n), static_cast<std::int32_t>(n / 2)},
+                 {static_cast<std::int32_t>(nk), static_cast<std::int32_t>(nk)});
+  }
   if (full.key_lengths) {
     std::vector<std::int32_t> lengths{static_cast<std::int32_t>(c.shape.seqlen_k - (full.shape.seqlen_k - (*full.key_lengths)[0]))};
     lengths[0] = std::max<std::int32_t>(0, lengths[0]);
@@ -556,7 +567,8 @@ int bench_main(int argc, char** argv) {
     cfg.mask_pattern = args.words("mask", {"random"}, {"random", "local", "fixed", "butterfly", "causal"}).front();
     cfg.mask_block = args.integer("mask-block", 128, 1, 4096);
     cfg.passes = args.words("pass", {"fwd", "bwd", "fwdbwd"}, {"fwd", "bwd", "fwdbwd"});
-    cfg.variants = args.words("variant", {"plain", "dropout", "padding"}, {"plain", "dropout", "padding", "dropout_padding"});
+    cfg.variants = args.words("variant", {"plain", "dropout", "padding"},
+                              {"plain", "dropout", "padding", "dropout_padding", "varlen"});
     cfg.variant_passes = args.words("variant-pass", {"fwdbwd"}, {"fwd", "bwd", "fwdbwd"});
     cfg.batch = args.integer("batch", 0, 1, 1 << 20);
     cfg.tokens = args.integer("tokens", 8192, 1, i64{1} << 30);
@@ -617,6 +629,7 @@ int bench_main(int argc, char** argv) {
       for (const std::string& variant : cfg.variants) {
         for (const std::string& impl : cfg.impls) {
           for (const std::string& pass : cfg.passes) {
+            if (variant == "varlen" && impl == "blocksparse") continue;  // not combinable yet
             if (variant != "plain" &&
                 std::find(cfg.variant_passes.begin(), cfg.variant_passes.end(), pass) == cfg.variant_passes.end()) {
               continue;
@@ -683,10 +696,12 @@ int bench_main(int argc, char** argv) {
       ++last;
     }
     const harness::Case c = make_case(cfg, plan[first].seqlen, plan[first].headdim, plan[first].variant);
+    // The batch as a dense case: what the sizes, FLOPs and records describe (varlen packs it).
+    const harness::Case dense = make_case(cfg, plan[first].seqlen, plan[first].headdim, "plain");
     harness::Case sparse = c;
     if (std::find(cfg.impls.begin(), cfg.impls.end(), "blocksparse") != cfg.impls.end()) add_block_mask(cfg, sparse);
     bool any = false;
-    for (std::size_t i = first; i < last; ++i) any = any || estimated_bytes(c, plan[i].impl, plan[i].pass) <= cfg.mem_cap_bytes;
+    for (std::size_t i = first; i < last; ++i) any = any || estimated_bytes(dense, plan[i].impl, plan[i].pass) <= cfg.mem_cap_bytes;
     std::optional<harness::Inputs> in;
     std::optional<harness::ForwardOutputs> fwd;
     std::optional<harness::BackwardOutputs> bwd;
@@ -695,8 +710,8 @@ int bench_main(int argc, char** argv) {
       fwd.emplace(harness::make_forward_outputs(c));
       bwd.emplace(harness::make_backward_outputs(c));
     }
-    const double fwd_flops = 4.0 * c.shape.batch * c.shape.heads * c.shape.seqlen_q * c.shape.seqlen_k *
-                             c.shape.headdim * (cfg.causal ? 0.5 : 1.0);
+    const harness::Shape& ds = dense.shape;
+    const double fwd_flops = 4.0 * ds.batch * ds.heads * ds.seqlen_q * ds.seqlen_k * ds.headdim * (cfg.causal ? 0.5 : 1.0);
     std::string forward_done_for;  // the impl whose forward outputs fwd holds
     for (std::size_t i = first; i < last; ++i) {
       const Planned& pc = plan[i];
@@ -705,10 +720,10 @@ int bench_main(int argc, char** argv) {
       r.impl = pc.impl;
       r.pass = pc.pass;
       r.variant = pc.variant;
-      r.shape = c.shape;
+      r.shape = dense.shape;
       r.dropout = ci.options.dropout_p;
       r.padding = static_cast<bool>(ci.key_lengths);
-      const i64 need = estimated_bytes(c, pc.impl, pc.pass);
+      const i64 need = estimated_bytes(dense, pc.impl, pc.pass);
       if (need > cfg.mem_cap_bytes) {
         r.skipped = true;
         r.peak_bytes = need;

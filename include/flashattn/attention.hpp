@@ -37,6 +37,22 @@ struct BlockMask {
   std::int64_t batch_stride = 0, head_stride = 0;
 };
 
+// Variable-length batches (FlashAttention's flash_attn_varlen_func): `batch` sequences packed
+// one after another, nothing padded. q, out, dout, dq are (1, total_q, heads, headdim), k, v,
+// dk, dv (1, total_k, heads_k, headdim), lse (1, heads, total_q); sequence b is rows
+// cu_seqlens_q[b] .. cu_seqlens_q[b + 1] − 1 of q and cu_seqlens_k[b] .. cu_seqlens_k[b + 1] − 1
+// of k and v (int32, batch + 1 entries, non-decreasing from 0 to the total). Each sequence is
+// attended as a batch of its own: causal and windows align to its own corner; dropout's batch
+// index is b; alibi_batch_stride indexes sequences. max_seqlen_q and max_seqlen_k, when > 0,
+// bound every sequence's length. Not combinable (yet) with key_lengths, document ids, an
+// explicit mask, a bias or a block mask.
+struct VarLen {
+  const std::int32_t* cu_seqlens_q = nullptr;
+  const std::int32_t* cu_seqlens_k = nullptr;
+  std::int64_t batch = 0;
+  std::int64_t max_seqlen_q = 0, max_seqlen_k = 0;
+};
+
 struct AttentionOptions {
   std::optional<float> softmax_scale;  // default 1/sqrt(headdim)
   bool causal = false;                 // bottom-right aligned when seqlen_q != seqlen_k
@@ -88,6 +104,7 @@ struct AttentionOptions {
   // Backward only: where to write the bias's gradient dBias = ∂loss/∂s, f32 (batch, heads,
   // seqlen_q, seqlen_k). Needs a bias that is not broadcast; without it the bias is a constant.
   std::optional<TensorView> dbias;
+  std::optional<VarLen> varlen;  // packed sequences of different lengths (see VarLen)
 };
 
 enum class Algorithm {

@@ -68,14 +68,41 @@ std::int64_t TensorView::numel() const {
   return n;
 }
 
+Problem Problem::sequence(std::int64_t s) const {
+  Problem one = *this;
+  const std::int64_t q0 = cu_q[s], k0 = cu_k[s];
+  one.batch = 1;
+  one.seqlen_q = cu_q[s + 1] - q0;
+  one.seqlen_k = cu_k[s + 1] - k0;
+  one.cu_q = one.cu_k = nullptr;
+  one.sequences = 0;
+  one.batch_base = batch_base + s;
+  if (alibi_slopes != nullptr) one.alibi_slopes = alibi_slopes + s * alibi_batch_stride;
+  for (Bshd* t : {&one.q, &one.out, &one.dout, &one.dq}) {
+    if (t->data != nullptr) t->data += q0 * t->stride_s;
+  }
+  for (Bshd* t : {&one.k, &one.v, &one.dk, &one.dv}) {
+    if (t->data != nullptr) t->data += k0 * t->stride_s;
+  }
+  one.lse.data += q0 * lse.stride_s;
+  return one;
+}
+
+namespace {
+
+// Runs `path` on the problem, or on each sequence of a variable-length one.
+template <typename Path>
+void run(const Problem& p, Path path) {
+  if (p.cu_q == nullptr) return path(p);
+  for (std::int64_t s = 0; s < p.sequences; ++s) path(p.sequence(s));
+}
+
+}  // namespace
+
 void forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
              const TensorView& lse, const AttentionOptions& options, Algorithm algorithm) {
   const Problem p = make_forward_problem("flashattn::forward", q, k, v, out, lse, options);
-  if (algorithm == Algorithm::standard) {
-    standard_forward(p);
-  } else {
-    flash_forward(p);
-  }
+  run(p, algorithm == Algorithm::standard ? standard_forward : flash_forward);
 }
 
 void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
@@ -84,11 +111,7 @@ void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
               const AttentionOptions& options, Algorithm algorithm) {
   const Problem p = make_backward_problem("flashattn::backward", dout, q, k, v, out, lse, dq, dk,
                                           dv, options);
-  if (algorithm == Algorithm::standard) {
-    standard_backward(p);
-  } else {
-    flash_backward(p);
-  }
+  run(p, algorithm == Algorithm::standard ? standard_backward : flash_backward);
 }
 
 bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_t b, std::int64_t h,

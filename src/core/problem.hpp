@@ -81,6 +81,17 @@ struct Problem {
   std::int64_t mask_block_q = 0, mask_block_k = 0, mask_cols = 0;
   std::int64_t mask_batch_stride = 0, mask_head_stride = 0;
 
+  // Variable-length batches (null: none): the tensors hold `sequences` packed sequences;
+  // the paths run sequence(s) for each. batch_base is the batch index dropout sees for
+  // batch 0 (a sequence's own index).
+  const std::int32_t* cu_q = nullptr;
+  const std::int32_t* cu_k = nullptr;
+  std::int64_t sequences = 0;
+  std::int64_t batch_base = 0;
+  // Sequence s of a variable-length problem as a batch of one: its lengths, its rows of
+  // every tensor, its ALiBi slopes, its dropout batch index.
+  Problem sequence(std::int64_t s) const;
+
   // Forward inputs and outputs (backward reads q, k, v, out, lse).
   Bshd q, k, v, out;
   Bhs lse;

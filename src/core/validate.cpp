@@ -131,6 +131,49 @@ void resolve_window(Problem& p, const AttentionOptions& o) {
 }
 
 // Checks the options against the problem's shape and stores them in p.
+// Checks cu_seqlens (each must run from 0 to its tensor's total without decreasing, every
+// length within max_seqlen) and the options varlen cannot be combined with.
+void check_offsets(const Checker& c, const char* name, const std::int32_t* cu, std::int64_t batch,
+                   std::int64_t total, std::int64_t max_len) {
+  const std::string arg = std::string("options.varlen.") + name;
+  if (cu == nullptr) c.fail(arg, "is null");
+  if (cu[0] != 0) c.fail(arg, "must start at 0 (got " + std::to_string(cu[0]) + ")");
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const std::int64_t len = std::int64_t{cu[b + 1]} - cu[b];
+    if (len < 0) {
+      c.fail(arg, "must not decrease: entry " + std::to_string(b + 1) + " is " + std::to_string(cu[b + 1]) +
+                      " after " + std::to_string(cu[b]));
+    }
+    if (max_len > 0 && len > max_len) {
+      c.fail(arg, "sequence " + std::to_string(b) + " has length " + std::to_string(len) + " > max_seqlen " +
+                      std::to_string(max_len));
+    }
+  }
+  if (cu[batch] != total) {
+    c.fail(arg, "must end at the packed length " + std::to_string(total) + " (entry " + std::to_string(batch) +
+                    " is " + std::to_string(cu[batch]) + ")");
+  }
+}
+
+void apply_varlen(const Checker& c, Problem& p, const AttentionOptions& o) {
+  const VarLen& v = *o.varlen;
+  if (p.batch != 1) {
+    c.fail("q", "with options.varlen the sequences are packed along dimension 1: shape (1, total_q, heads, headdim)");
+  }
+  if (v.batch < 0) c.fail("options.varlen.batch", "must be >= 0");
+  if (v.max_seqlen_q < 0 || v.max_seqlen_k < 0) c.fail("options.varlen.max_seqlen", "must be >= 0 (0: unchecked)");
+  check_offsets(c, "cu_seqlens_q", v.cu_seqlens_q, v.batch, p.seqlen_q, v.max_seqlen_q);
+  check_offsets(c, "cu_seqlens_k", v.cu_seqlens_k, v.batch, p.seqlen_k, v.max_seqlen_k);
+  if (o.key_lengths != nullptr) c.fail("options.key_lengths", "cannot be combined with varlen (cu_seqlens_k sets the lengths)");
+  if (o.document_ids_q != nullptr || o.document_ids_k != nullptr) c.fail("options.document_ids_q", "cannot be combined with varlen");
+  if (o.mask) c.fail("options.mask", "cannot be combined with varlen yet");
+  if (o.bias) c.fail("options.bias", "cannot be combined with varlen yet");
+  if (o.block_mask) c.fail("options.block_mask", "cannot be combined with varlen yet");
+  p.cu_q = v.cu_seqlens_q;
+  p.cu_k = v.cu_seqlens_k;
+  p.sequences = v.batch;
+}
+
 void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
   if (o.softmax_scale && !std::isfinite(*o.softmax_scale)) {
     c.fail("options.softmax_scale", "must be finite");
@@ -202,6 +245,7 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
     p.mask_batch_stride = m.batch_stride;
     p.mask_head_stride = m.head_stride;
   }
+  if (o.varlen) apply_varlen(c, p, o);
   const Isa isa = o.isa.value_or(default_isa());
   const std::vector<Isa> supported = supported_isas();
   if (std::find(supported.begin(), supported.end(), isa) == supported.end()) {

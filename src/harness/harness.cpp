@@ -34,6 +34,12 @@ std::string Case::name() const {
     for (std::int32_t l : *key_lengths) s << "_" << l;
   }
   if (options.alibi_slopes) s << "_alibi";
+  if (options.varlen) {
+    s << "_varlen";
+    for (std::size_t b = 0; b + 1 < cu_seqlens_q->size(); ++b) {
+      s << "_" << (*cu_seqlens_q)[b + 1] - (*cu_seqlens_q)[b] << "x" << (*cu_seqlens_k)[b + 1] - (*cu_seqlens_k)[b];
+    }
+  }
   if (options.window_left >= 0 || options.window_right >= 0) {
     s << "_window" << (options.window_left < 0 ? std::string("inf") : std::to_string(options.window_left)) << "_"
       << (options.window_right < 0 ? std::string("inf") : std::to_string(options.window_right));
@@ -77,6 +83,23 @@ void Case::set_bias(std::vector<float> values, std::int64_t batches, std::int64_
 void Case::set_key_lengths(std::vector<std::int32_t> lengths) {
   key_lengths = std::make_shared<const std::vector<std::int32_t>>(std::move(lengths));
   options.key_lengths = key_lengths->data();
+}
+
+void Case::set_varlen(const std::vector<std::int32_t>& lengths_q, const std::vector<std::int32_t>& lengths_k) {
+  auto offsets = [](const std::vector<std::int32_t>& lengths) {
+    std::vector<std::int32_t> cu{0};
+    for (std::int32_t l : lengths) cu.push_back(cu.back() + l);
+    return std::make_shared<const std::vector<std::int32_t>>(std::move(cu));
+  };
+  cu_seqlens_q = offsets(lengths_q);
+  cu_seqlens_k = offsets(lengths_k);
+  shape.batch = 1;
+  shape.seqlen_q = cu_seqlens_q->back();
+  shape.seqlen_k = cu_seqlens_k->back();
+  const std::int64_t max_q = lengths_q.empty() ? 0 : *std::max_element(lengths_q.begin(), lengths_q.end());
+  const std::int64_t max_k = lengths_k.empty() ? 0 : *std::max_element(lengths_k.begin(), lengths_k.end());
+  options.varlen = VarLen{cu_seqlens_q->data(), cu_seqlens_k->data(), static_cast<std::int64_t>(lengths_q.size()),
+                          max_q, max_k};
 }
 
 // Padding: a few elements between innermost rows and more between outer blocks, so
@@ -206,12 +229,33 @@ ReferenceOutputs run_reference(const Case& c, const Inputs& in, bool with_backwa
   ReferenceOutputs r;
   r.out.resize(q.size());
   r.lse.resize(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q));
-  reference::forward(p, q.data(), k.data(), v.data(), r.out.data(), r.lse.data());
+  const std::vector<double> dout = with_backward ? in.dout.to_double() : std::vector<double>();
   if (with_backward) {
-    const std::vector<double> dout = in.dout.to_double();
     r.dq.resize(q.size());
     r.dk.resize(k.size());
     r.dv.resize(v.size());
+  }
+  if (p.cu_q != nullptr) {  // each sequence on its own rows, as a batch of one
+    const i64 qrow = p.heads * p.headdim, krow = p.heads_k * p.headdim;
+    for (i64 s = 0; s < p.sequences; ++s) {
+      const Problem one = p.sequence(s);
+      const i64 q0 = p.cu_q[s], k0 = p.cu_k[s];
+      std::vector<double> lse(static_cast<std::size_t>(p.heads * one.seqlen_q));
+      reference::forward(one, q.data() + q0 * qrow, k.data() + k0 * krow, v.data() + k0 * krow,
+                         r.out.data() + q0 * qrow, lse.data());
+      for (i64 h = 0; h < p.heads; ++h) {
+        for (i64 i = 0; i < one.seqlen_q; ++i) r.lse[h * p.seqlen_q + q0 + i] = lse[h * one.seqlen_q + i];
+      }
+      if (with_backward) {
+        reference::backward(one, q.data() + q0 * qrow, k.data() + k0 * krow, v.data() + k0 * krow,
+                            dout.data() + q0 * qrow, r.dq.data() + q0 * qrow, r.dk.data() + k0 * krow,
+                            r.dv.data() + k0 * krow, nullptr);
+      }
+    }
+    return r;
+  }
+  reference::forward(p, q.data(), k.data(), v.data(), r.out.data(), r.lse.data());
+  if (with_backward) {
     if (p.bias != nullptr && c.options.bias->shape[0] == p.batch && c.options.bias->shape[1] == p.heads) {
       r.dbias.resize(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q * p.seqlen_k));
     }

@@ -144,7 +144,7 @@ void standard_forward(const Problem& p) {
         for (i64 j = 0; j < visible; ++j) row[j] *= inv;
         for (i64 j = visible; j < nk; ++j) row[j] = 0.0f;
         p.lse.at(b, h, i) = visible == 0 ? kNegInf : max + std::log(sum);
-        if (p.dropout_threshold != 0) apply_dropout_row(row, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
+        if (p.dropout_threshold != 0) apply_dropout_row(row, nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
       }
       gemm(false, false, nq, d, nk, 1.0f, s, nk, v.data, v.ld, 0.0f, p.out.row(b, 0, h),
            output_ld(p.out, nq, d));
@@ -199,13 +199,13 @@ void standard_backward(const Problem& p) {
         const float* dorow = p.dout.row(b, i, h);
         float delta = 0.0f;
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
-        if (p.dropout_threshold != 0) apply_dropout_row(grow, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
+        if (p.dropout_threshold != 0) apply_dropout_row(grow, nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
         for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);
         if (p.dbias != nullptr) {
           for (i64 j = 0; j < nk; ++j) p.dbias_at(b, h, i, j) = grow[j];
         }
         for (i64 j = 0; j < std::min<i64>(visible, static_cast<i64>(derivative.size())); ++j) grow[j] *= derivative[j];
-        if (p.dropout_threshold != 0) apply_dropout_row(prow, nk, p.seed, b, h, i, 0, p.dropout_threshold, p.keep_scale);
+        if (p.dropout_threshold != 0) apply_dropout_row(prow, nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
       }
       }
       gemm(true, false, nk, d, nq, 1.0f, pm, nk, dout.data, dout.ld, 1.0f, p.dv.row(b, 0, hk),
