@@ -35,6 +35,12 @@ struct BlockMask {
   std::int64_t block_q = 0, block_k = 0;
   std::int64_t rows = 0, cols = 0;
   std::int64_t batch_stride = 0, head_stride = 0;
+  // Partial blocks (flashattn/mask_mod.hpp builds them): with partial_offset set, a block
+  // whose byte is 2 keeps only the scores whose bit is set, block_q × block_k bits row-major
+  // starting at bit 0 of partial_bits[partial_offset[n]], n being the block's index into
+  // `blocks`. Any other nonzero byte is a full block.
+  const std::uint64_t* partial_bits = nullptr;
+  const std::int64_t* partial_offset = nullptr;
 };
 
 // Variable-length batches (FlashAttention's flash_attn_varlen_func): `batch` sequences packed

@@ -5,4 +5,5 @@
 #include "flashattn/block_sparse.hpp"
 #include "flashattn/error.hpp"
 #include "flashattn/isa.hpp"
+#include "flashattn/mask_mod.hpp"
 #include "flashattn/tensor.hpp"

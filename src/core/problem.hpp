@@ -80,6 +80,23 @@ struct Problem {
   const std::uint8_t* mask_blocks = nullptr;
   std::int64_t mask_block_q = 0, mask_block_k = 0, mask_cols = 0;
   std::int64_t mask_batch_stride = 0, mask_head_stride = 0;
+  const std::uint64_t* mask_bits = nullptr;         // partial blocks' keep bits (null: none)
+  const std::int64_t* mask_bit_offset = nullptr;
+  // The keep bits of block (qb, kb) when it is partial, else null.
+  const std::uint64_t* block_bits(std::int64_t b, std::int64_t h, std::int64_t qb, std::int64_t kb) const {
+    if (mask_bit_offset == nullptr) return nullptr;
+    const std::int64_t n = b * mask_batch_stride + h * mask_head_stride + qb * mask_cols + kb;
+    return mask_blocks[n] == 2 ? mask_bits + mask_bit_offset[n] : nullptr;
+  }
+  // Whether a partial block keeps score (i, j); bits of block (i / mask_block_q, j / mask_block_k).
+  bool bit_keeps(const std::uint64_t* bits, std::int64_t i, std::int64_t j) const {
+    const std::int64_t n = (i % mask_block_q) * mask_block_k + j % mask_block_k;
+    return (bits[n >> 6] >> (n & 63)) & 1;
+  }
+  bool block_keeps(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
+    const std::uint64_t* bits = block_bits(b, h, i / mask_block_q, j / mask_block_k);
+    return bits == nullptr || bit_keeps(bits, i, j);
+  }
 
   // Variable-length batches (null: none): the tensors hold `sequences` packed sequences;
   // the paths run sequence(s) for each. batch_base is the batch index dropout sees for
@@ -129,7 +146,8 @@ struct Problem {
   // active block, kept by the explicit mask, in one document.
   bool visible(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
     return key_begin(i) <= j && j < key_end(b, i) &&
-           (mask_blocks == nullptr || block_active(b, h, i / mask_block_q, j / mask_block_k)) && mask_keeps(b, h, i, j) &&
+           (mask_blocks == nullptr || (block_active(b, h, i / mask_block_q, j / mask_block_k) && block_keeps(b, h, i, j))) &&
+           mask_keeps(b, h, i, j) &&
            same_document(b, i, j);
   }
 

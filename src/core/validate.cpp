@@ -244,6 +244,11 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
     if (m.batch_stride < 0 || m.head_stride < 0) c.fail("options.block_mask", "strides must be >= 0");
     p.mask_batch_stride = m.batch_stride;
     p.mask_head_stride = m.head_stride;
+    if ((m.partial_bits == nullptr) != (m.partial_offset == nullptr)) {
+      c.fail("options.block_mask", "partial_bits and partial_offset go together (both or neither)");
+    }
+    p.mask_bits = m.partial_bits;
+    p.mask_bit_offset = m.partial_offset;
   }
   if (o.varlen) apply_varlen(c, p, o);
   const Isa isa = o.isa.value_or(default_isa());

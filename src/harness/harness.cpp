@@ -46,7 +46,10 @@ std::string Case::name() const {
   }
   if (options.dropout_p > 0) s << "_drop" << std::lround(options.dropout_p * 100) << "pct";
   if (options.block_q > 0 || options.block_k > 0) s << "_tile" << options.block_q << "x" << options.block_k;
-  if (options.block_mask) {
+  if (mod_mask) {
+    s << "_maskmod" << options.block_mask->block_q << "x" << options.block_mask->block_k << "_e" << mod_mask->empty_blocks()
+      << "f" << mod_mask->full_blocks() << "p" << mod_mask->partial_blocks();
+  } else if (options.block_mask) {
     std::int64_t on = 0;
     for (std::uint8_t x : *mask) on += x != 0;
     s << "_mask" << options.block_mask->block_q << "x" << options.block_mask->block_k << "_on" << on << "of"
@@ -83,6 +86,11 @@ void Case::set_bias(std::vector<float> values, std::int64_t batches, std::int64_
 void Case::set_key_lengths(std::vector<std::int32_t> lengths) {
   key_lengths = std::make_shared<const std::vector<std::int32_t>>(std::move(lengths));
   options.key_lengths = key_lengths->data();
+}
+
+void Case::set_mod_mask(std::shared_ptr<const ModBlockMask> m) {
+  mod_mask = std::move(m);
+  options.block_mask = mod_mask->view();
 }
 
 void Case::set_varlen(const std::vector<std::int32_t>& lengths_q, const std::vector<std::int32_t>& lengths_k) {

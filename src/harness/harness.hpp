@@ -14,6 +14,7 @@
 
 #include "core/problem.hpp"
 #include "flashattn/attention.hpp"
+#include "flashattn/mask_mod.hpp"
 
 namespace flashattn::harness {
 
@@ -30,6 +31,7 @@ struct Case {
   std::shared_ptr<const std::vector<std::int32_t>> documents_q, documents_k;
   std::shared_ptr<const std::vector<float>> bias_values;  // options.bias points here
   std::shared_ptr<const std::vector<std::int32_t>> cu_seqlens_q, cu_seqlens_k;  // options.varlen points here
+  std::shared_ptr<const ModBlockMask> mod_mask;  // options.block_mask points here when set
   bool padded = false;          // non-contiguous strides for every tensor
   std::uint64_t data_seed = 1;  // random inputs
   std::string name() const;     // e.g. "b2_q97_k65_h4_hk2_d59_causal_drop10pct_padded"
@@ -46,6 +48,8 @@ struct Case {
   void set_documents(std::vector<std::int32_t> ids_q, std::vector<std::int32_t> ids_k);
   // Key padding: keys j >= lengths[b] of batch b are masked.
   void set_key_lengths(std::vector<std::int32_t> lengths);
+  // A block mask built from a mask_mod (flashattn/mask_mod.hpp).
+  void set_mod_mask(std::shared_ptr<const ModBlockMask> m);
   // Variable-length batch: sequences of these lengths packed into a batch of one (the
   // shape's batch and seqlens become 1 and the totals).
   void set_varlen(const std::vector<std::int32_t>& lengths_q, const std::vector<std::int32_t>& lengths_k);

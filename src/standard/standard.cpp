@@ -83,8 +83,14 @@ void modify_row(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float*
 void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float value) {
   if (p.mask_blocks != nullptr) {
     for (i64 kb = 0; kb * p.mask_block_k < n; ++kb) {
-      if (p.block_active(b, h, i / p.mask_block_q, kb)) continue;
-      for (i64 j = kb * p.mask_block_k; j < std::min(n, (kb + 1) * p.mask_block_k); ++j) row[j] = value;
+      const i64 end = std::min(n, (kb + 1) * p.mask_block_k);
+      if (!p.block_active(b, h, i / p.mask_block_q, kb)) {
+        for (i64 j = kb * p.mask_block_k; j < end; ++j) row[j] = value;
+      } else if (const std::uint64_t* bits = p.block_bits(b, h, i / p.mask_block_q, kb)) {
+        for (i64 j = kb * p.mask_block_k; j < end; ++j) {
+          if (!p.bit_keeps(bits, i, j)) row[j] = value;
+        }
+      }
     }
   }
   if (p.elem_mask != nullptr || p.doc_q != nullptr) {
