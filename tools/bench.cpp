@@ -50,8 +50,10 @@ Each case is validated against the reference on a small shape first, then timed 
 whose warm-up run takes over half of --case-seconds is timed by that run), each run
 followed by an SGEMM run (OpenBLAS 2048^3, same thread count) to set its speed against.
 
-  --impl LIST        flash,standard,blocksparse (default: all three); blocksparse is
-                     flash with a block mask (--mask, --density, --mask-block)
+  --impl LIST        flash,standard,blocksparse,maskmod (default: the first three);
+                     blocksparse is flash with a block mask (--mask, --density,
+                     --mask-block); maskmod is flash with causal written as a mask_mod
+                     callable, classified into blocks of --mask-block
   --pass LIST        fwd,bwd,fwdbwd (default: all three)
   --variant LIST     plain,dropout,padding,dropout_padding,varlen (default: plain,dropout,
                      padding): dropout 0.1, key padding with random lengths in [N − 20, N],
@@ -170,8 +172,22 @@ void add_block_mask(const Config& cfg, harness::Case& c) {
   c.set_block_mask(std::move(blocks), block, block);
 }
 
+// maskmod: flash with the mask written as a callable (flashattn/mask_mod.hpp), here
+// bottom-right causal, classified into blocks of --mask-block; the built-in causal is off.
+void add_mod_mask(const Config& cfg, harness::Case& c) {
+  const i64 offset = c.shape.seqlen_k - c.shape.seqlen_q;
+  auto causal = [offset](i64, i64, i64 i, i64 j) { return j <= i + offset; };
+  c.options.causal = false;
+  c.set_mod_mask(std::make_shared<const ModBlockMask>(causal, 1, 1, c.shape.seqlen_q, c.shape.seqlen_k, cfg.mask_block,
+                                                      cfg.mask_block));
+}
+
 // Fraction of the mask's blocks that are on (1 without a mask).
 double mask_density(const harness::Case& c) {
+  if (c.mod_mask) {
+    const double blocks = c.mod_mask->empty_blocks() + c.mod_mask->full_blocks() + c.mod_mask->partial_blocks();
+    return blocks > 0 ? 1.0 - c.mod_mask->empty_blocks() / blocks : 1.0;
+  }
   if (!c.mask || c.mask->empty()) return 1.0;
   double on = 0;
   for (std::uint8_t x : *c.mask) on += x != 0;
@@ -187,7 +203,11 @@ double validate(const Config& cfg, const harness::Case& full, Algorithm algorith
   c.shape.seqlen_q = std::min<i64>(full.shape.seqlen_q, 160);
   c.shape.seqlen_k = std::min<i64>(full.shape.seqlen_k, 160 + (full.shape.seqlen_k - full.shape.seqlen_q));
   c.shape.seqlen_k = std::max<i64>(c.shape.seqlen_k, 1);
-  if (full.options.block_mask) add_block_mask(cfg, c);
+  if (full.mod_mask) {
+    add_mod_mask(cfg, c);
+  } else if (full.options.block_mask) {
+    add_block_mask(cfg, c);
+  }
   if (full.options.varlen) {  // two sequences of the small case's lengths
     const i64 n = std::min<i64>(static_cast<i64>((*full.cu_seqlens_q)[1]), 160);
     const i64 nk = std::max<i64>(1, n + ((*full.cu_seqlens_k)[1] - (*full.cu_seqlens_q)[1]));
@@ -562,7 +582,7 @@ int bench_main(int argc, char** argv) {
       return 0;
     }
     for (int i = 0; i < argc; ++i) cfg.command_line += (i ? " " : "flashattn ") + std::string(argv[i]);
-    cfg.impls = args.words("impl", {"flash", "standard", "blocksparse"}, {"flash", "standard", "blocksparse"});
+    cfg.impls = args.words("impl", {"flash", "standard", "blocksparse"}, {"flash", "standard", "blocksparse", "maskmod"});
     cfg.density = args.real("density", 0.25, 0.0, 1.0);
     cfg.mask_pattern = args.words("mask", {"random"}, {"random", "local", "fixed", "butterfly", "causal"}).front();
     cfg.mask_block = args.integer("mask-block", 128, 1, 4096);
@@ -629,7 +649,7 @@ int bench_main(int argc, char** argv) {
       for (const std::string& variant : cfg.variants) {
         for (const std::string& impl : cfg.impls) {
           for (const std::string& pass : cfg.passes) {
-            if (variant == "varlen" && impl == "blocksparse") continue;  // not combinable yet
+            if (variant == "varlen" && (impl == "blocksparse" || impl == "maskmod")) continue;  // not combinable yet
             if (variant != "plain" &&
                 std::find(cfg.variant_passes.begin(), cfg.variant_passes.end(), pass) == cfg.variant_passes.end()) {
               continue;
@@ -700,6 +720,8 @@ int bench_main(int argc, char** argv) {
     const harness::Case dense = make_case(cfg, plan[first].seqlen, plan[first].headdim, "plain");
     harness::Case sparse = c;
     if (std::find(cfg.impls.begin(), cfg.impls.end(), "blocksparse") != cfg.impls.end()) add_block_mask(cfg, sparse);
+    harness::Case modded = c;
+    if (std::find(cfg.impls.begin(), cfg.impls.end(), "maskmod") != cfg.impls.end()) add_mod_mask(cfg, modded);
     bool any = false;
     for (std::size_t i = first; i < last; ++i) any = any || estimated_bytes(dense, plan[i].impl, plan[i].pass) <= cfg.mem_cap_bytes;
     std::optional<harness::Inputs> in;
@@ -715,7 +737,7 @@ int bench_main(int argc, char** argv) {
     std::string forward_done_for;  // the impl whose forward outputs fwd holds
     for (std::size_t i = first; i < last; ++i) {
       const Planned& pc = plan[i];
-      const harness::Case& ci = pc.impl == "blocksparse" ? sparse : c;
+      const harness::Case& ci = pc.impl == "blocksparse" ? sparse : pc.impl == "maskmod" ? modded : c;
       Record r;
       r.impl = pc.impl;
       r.pass = pc.pass;
@@ -736,7 +758,7 @@ int bench_main(int argc, char** argv) {
       r.density = mask_density(ci);
       r.tiles = is_flash ? choose_tiles(harness::reference_problem(ci)) : TileConfig{0, 0};
       r.isa = is_flash ? isa_name : blas_name;
-      r.mask = ci.options.block_mask ? cfg.mask_pattern : "none";
+      r.mask = ci.mod_mask ? "mask_mod causal" : ci.options.block_mask ? cfg.mask_pattern : "none";
       if (pc.pass == "bwd" && forward_done_for != pc.impl) {
         harness::run_forward(ci, *in, *fwd, algorithm);  // the backward's inputs
         forward_done_for = pc.impl;
@@ -761,7 +783,9 @@ int bench_main(int argc, char** argv) {
       const Timing timing = time_case(cfg.repeat, cfg.case_ms, warm_ms, flusher, sgemm_runner, run);
       r.ms = timing.ms;
       // Block-sparse counts the FLOPs of the blocks it computes.
-      r.gflops = fwd_flops * r.density * pass_factor(pc.pass) / (r.ms * 1e6);
+      // maskmod's mask is causal whether or not --causal halved fwd_flops.
+      const double work = pc.impl == "blocksparse" ? r.density : pc.impl == "maskmod" && !cfg.causal ? 0.5 : 1.0;
+      r.gflops = fwd_flops * work * pass_factor(pc.pass) / (r.ms * 1e6);
       r.sgemm_gflops = Sgemm::kFlops / (timing.sgemm_ms * 1e6);
       emit(r);
       progress.step(weight(pc), pc.impl + " " + pc.pass + " N=" + std::to_string(pc.seqlen) + " " + pc.variant);

@@ -113,3 +113,17 @@ endif()
 if(NOT GNUPLOT AND NOT report MATCHES "plot not drawn: gnuplot not found")
   message(FATAL_ERROR "without gnuplot the report should say why there is no plot")
 endif()
+
+# maskmod: causal written as a mask_mod callable, checked against the reference.
+run_json_lines(lines out ${FLASHATTN} bench --out none --impl maskmod --pass fwd,bwd --seqlen 200 --seqlen-k 230
+               --headdim 16 --heads 2 --mask-block 64 --repeat 1 --variant plain --json -)
+if(NOT out MATCHES "\"impl\":\"maskmod\",\"pass\":\"bwd\"[^\n]*\"mask\":\"mask_mod causal\"")
+  message(FATAL_ERROR "no maskmod record:\n${out}")
+endif()
+list(REMOVE_AT lines 0)
+foreach(line IN LISTS lines)
+  string(JSON max_err GET "${line}" max_err)
+  if(max_err GREATER 1e-4)
+    message(FATAL_ERROR "maskmod failed its check: ${line}")
+  endif()
+endforeach()
