@@ -27,6 +27,7 @@
 #include "cli.hpp"
 #include "core/memory.hpp"
 #include "flashattn/block_sparse.hpp"
+#include "flashattn/score_mod.hpp"
 #include "cpu/dispatch.hpp"
 #include "cpu/flash.hpp"
 #include "harness/harness.hpp"
@@ -53,7 +54,8 @@ followed by an SGEMM run (OpenBLAS 2048^3, same thread count) to set its speed a
   --impl LIST        flash,standard,blocksparse,maskmod (default: the first three);
                      blocksparse is flash with a block mask (--mask, --density,
                      --mask-block); maskmod is flash with causal written as a mask_mod
-                     callable, classified into blocks of --mask-block
+                     callable, classified into blocks of --mask-block; scoremod is flash
+                     with a relative-position score_mod callable (s − 0.01 (q − kv))
   --pass LIST        fwd,bwd,fwdbwd (default: all three)
   --variant LIST     plain,dropout,padding,dropout_padding,varlen (default: plain,dropout,
                      padding): dropout 0.1, key padding with random lengths in [N − 20, N],
@@ -171,6 +173,11 @@ void add_block_mask(const Config& cfg, harness::Case& c) {
   }
   c.set_block_mask(std::move(blocks), block, block);
 }
+
+// scoremod: flash with a relative-position score_mod callable (s − 0.01 (q − kv)).
+const auto kRelative = [](float s, i64, i64, i64 q, i64 kv) { return s - 0.01f * static_cast<float>(q - kv); };
+const auto kRelativeGrad = [](float, i64, i64, i64, i64) { return 1.0f; };
+const ScoreModifier<decltype(kRelative), decltype(kRelativeGrad)> kRelativeMod(kRelative, kRelativeGrad);
 
 // maskmod: flash with the mask written as a callable (flashattn/mask_mod.hpp), here
 // bottom-right causal, classified into blocks of --mask-block; the built-in causal is off.
@@ -582,7 +589,7 @@ int bench_main(int argc, char** argv) {
       return 0;
     }
     for (int i = 0; i < argc; ++i) cfg.command_line += (i ? " " : "flashattn ") + std::string(argv[i]);
-    cfg.impls = args.words("impl", {"flash", "standard", "blocksparse"}, {"flash", "standard", "blocksparse", "maskmod"});
+    cfg.impls = args.words("impl", {"flash", "standard", "blocksparse"}, {"flash", "standard", "blocksparse", "maskmod", "scoremod"});
     cfg.density = args.real("density", 0.25, 0.0, 1.0);
     cfg.mask_pattern = args.words("mask", {"random"}, {"random", "local", "fixed", "butterfly", "causal"}).front();
     cfg.mask_block = args.integer("mask-block", 128, 1, 4096);
@@ -720,8 +727,9 @@ int bench_main(int argc, char** argv) {
     const harness::Case dense = make_case(cfg, plan[first].seqlen, plan[first].headdim, "plain");
     harness::Case sparse = c;
     if (std::find(cfg.impls.begin(), cfg.impls.end(), "blocksparse") != cfg.impls.end()) add_block_mask(cfg, sparse);
-    harness::Case modded = c;
+    harness::Case modded = c, scored = c;
     if (std::find(cfg.impls.begin(), cfg.impls.end(), "maskmod") != cfg.impls.end()) add_mod_mask(cfg, modded);
+    scored.options.score_mod = kRelativeMod.handle();
     bool any = false;
     for (std::size_t i = first; i < last; ++i) any = any || estimated_bytes(dense, plan[i].impl, plan[i].pass) <= cfg.mem_cap_bytes;
     std::optional<harness::Inputs> in;
@@ -737,7 +745,8 @@ int bench_main(int argc, char** argv) {
     std::string forward_done_for;  // the impl whose forward outputs fwd holds
     for (std::size_t i = first; i < last; ++i) {
       const Planned& pc = plan[i];
-      const harness::Case& ci = pc.impl == "blocksparse" ? sparse : pc.impl == "maskmod" ? modded : c;
+      const harness::Case& ci =
+          pc.impl == "blocksparse" ? sparse : pc.impl == "maskmod" ? modded : pc.impl == "scoremod" ? scored : c;
       Record r;
       r.impl = pc.impl;
       r.pass = pc.pass;
@@ -758,7 +767,10 @@ int bench_main(int argc, char** argv) {
       r.density = mask_density(ci);
       r.tiles = is_flash ? choose_tiles(harness::reference_problem(ci)) : TileConfig{0, 0};
       r.isa = is_flash ? isa_name : blas_name;
-      r.mask = ci.mod_mask ? "mask_mod causal" : ci.options.block_mask ? cfg.mask_pattern : "none";
+      r.mask = ci.mod_mask                ? "mask_mod causal"
+               : ci.options.score_mod   ? "score_mod relative"
+               : ci.options.block_mask ? cfg.mask_pattern
+                                        : "none";
       if (pc.pass == "bwd" && forward_done_for != pc.impl) {
         harness::run_forward(ci, *in, *fwd, algorithm);  // the backward's inputs
         forward_done_for = pc.impl;

@@ -43,6 +43,24 @@ struct BlockMask {
   const std::int64_t* partial_offset = nullptr;
 };
 
+// A tile of scores handed to a score modifier (flashattn/score_mod.hpp builds one from a
+// callable): element (q_idx, kv_idx), q0 <= q_idx < q0 + rows, kv0 <= kv_idx < kv0 + cols,
+// is scores[(q_idx − q0) · stride_q + (kv_idx − kv0) · stride_k]. In: s = softmax_scale · q·k;
+// out: the modified score. In the backward `derivative` (same layout) receives d out / d s.
+// The library passes tiles whose stride_q or stride_k is 1 (the other dimension is contiguous).
+struct ScoreTile {
+  float* scores = nullptr;
+  float* derivative = nullptr;  // null in the forward
+  std::int64_t stride_q = 0, stride_k = 0;
+  std::int64_t b = 0, h = 0, q0 = 0, kv0 = 0, rows = 0, cols = 0;
+};
+// One call per tile (thousands of scores), none per score: the callable is inlined into the
+// loop `apply` runs over the tile.
+struct ScoreMod {
+  void (*apply)(const void* context, const ScoreTile& tile) = nullptr;
+  const void* context = nullptr;
+};
+
 // Variable-length batches (FlashAttention's flash_attn_varlen_func): `batch` sequences packed
 // one after another, nothing padded. q, out, dout, dq are (1, total_q, heads, headdim), k, v,
 // dk, dv (1, total_k, heads_k, headdim), lse (1, heads, total_q); sequence b is rows
@@ -111,6 +129,10 @@ struct AttentionOptions {
   // seqlen_q, seqlen_k). Needs a bias that is not broadcast; without it the bias is a constant.
   std::optional<TensorView> dbias;
   std::optional<VarLen> varlen;  // packed sequences of different lengths (see VarLen)
+  // A user's score modifier (FlexAttention's score_mod, see flashattn/score_mod.hpp),
+  // applied first, to s = softmax_scale · q·k, before softcap, ALiBi and the bias; the
+  // backward multiplies the score's gradient by its derivative.
+  std::optional<ScoreMod> score_mod;
 };
 
 enum class Algorithm {

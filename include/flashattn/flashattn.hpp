@@ -6,4 +6,5 @@
 #include "flashattn/error.hpp"
 #include "flashattn/isa.hpp"
 #include "flashattn/mask_mod.hpp"
+#include "flashattn/score_mod.hpp"
 #include "flashattn/tensor.hpp"

@@ -59,7 +59,18 @@ struct Problem {
   float& dbias_at(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
     return dbias[b * dbias_stride[0] + h * dbias_stride[1] + i * dbias_stride[2] + j * dbias_stride[3]];
   }
-  bool modifies_scores() const { return softcap > 0.0f || alibi_slopes != nullptr || bias != nullptr; }
+  ScoreMod score_mod;  // apply null: none
+  bool modifies_scores() const {
+    return softcap > 0.0f || alibi_slopes != nullptr || bias != nullptr || score_mod.apply != nullptr;
+  }
+  // Applies score_mod to a tile (derivative: null in the forward); no-op without one.
+  void apply_score_mod(float* scores, float* derivative, std::int64_t stride_q, std::int64_t stride_k,
+                       std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t kv0, std::int64_t rows,
+                       std::int64_t cols) const {
+    if (score_mod.apply == nullptr || rows <= 0 || cols <= 0) return;
+    score_mod.apply(score_mod.context,
+                    ScoreTile{scores, derivative, stride_q, stride_k, batch_base + b, h, q0, kv0, rows, cols});
+  }
   float alibi_slope(std::int64_t b, std::int64_t h) const {
     return alibi_slopes == nullptr ? 0.0f : alibi_slopes[b * alibi_batch_stride + h];
   }

@@ -251,6 +251,10 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
     p.mask_bit_offset = m.partial_offset;
   }
   if (o.varlen) apply_varlen(c, p, o);
+  if (o.score_mod) {
+    if (o.score_mod->apply == nullptr) c.fail("options.score_mod", "apply is null");
+    p.score_mod = *o.score_mod;
+  }
   const Isa isa = o.isa.value_or(default_isa());
   const std::vector<Isa> supported = supported_isas();
   if (std::find(supported.begin(), supported.end(), isa) == supported.end()) {

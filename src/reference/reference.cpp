@@ -37,9 +37,17 @@ double dot(const double* a, const double* b, i64 n) {
   return s;
 }
 
+// The user's score_mod of one score, and its derivative: the callable works in float.
+double user_score_mod(const Problem& p, i64 b, i64 h, i64 i, i64 j, double raw, double* derivative) {
+  float s = static_cast<float>(raw), ds = 1.0f;
+  p.apply_score_mod(&s, derivative ? &ds : nullptr, 0, 0, b, h, i, j, 1, 1);
+  if (derivative) *derivative = ds;
+  return s;
+}
+
 // The score of (i, j) after the modifiers, from raw = scale · q·k.
 double modified_score(const Problem& p, i64 b, i64 h, i64 i, i64 j, double raw) {
-  double s = raw;
+  double s = p.score_mod.apply ? user_score_mod(p, b, h, i, j, raw, nullptr) : raw;
   if (p.softcap > 0.0f) s = double(p.softcap) * std::tanh(s / double(p.softcap));
   if (p.alibi_slopes != nullptr) {
     s -= double(p.alibi_slope(b, h)) * std::abs(double(i + p.key_offset() - j));
@@ -48,11 +56,13 @@ double modified_score(const Problem& p, i64 b, i64 h, i64 i, i64 j, double raw) 
   return s;
 }
 
-// d(modified score) / d(raw score).
-double modifier_derivative(const Problem& p, double raw) {
-  if (p.softcap <= 0.0f) return 1.0;
-  const double t = std::tanh(raw / double(p.softcap));
-  return 1.0 - t * t;
+// d(modified score) / d(raw score): the user's modifier, then the soft-cap's.
+double modifier_derivative(const Problem& p, i64 b, i64 h, i64 i, i64 j, double raw) {
+  double d_mod = 1.0;
+  const double s = p.score_mod.apply ? user_score_mod(p, b, h, i, j, raw, &d_mod) : raw;
+  if (p.softcap <= 0.0f) return d_mod;
+  const double t = std::tanh(s / double(p.softcap));
+  return (1.0 - t * t) * d_mod;
 }
 
 double dropout_factor(const Problem& p, i64 b, i64 h, i64 i, i64 j) {
@@ -142,7 +152,7 @@ void backward(const Problem& p, const double* q, const double* k, const double* 
           const double raw = double(p.scale) * dot(q + ix.q(b, i, h), k + ix.k(b, j, hk), d);
           const double ds_modified = probs[j] * (dp[j] - delta);
           if (dbias) dbias[((b * p.heads + h) * p.seqlen_q + i) * p.seqlen_k + j] = ds_modified;
-          const double ds = ds_modified * modifier_derivative(p, raw) * double(p.scale);
+          const double ds = ds_modified * modifier_derivative(p, b, h, i, j, raw) * double(p.scale);
           double* dqi = dq + ix.q(b, i, h);
           double* dkj = dk + ix.k(b, j, hk);
           const double* kj = k + ix.k(b, j, hk);

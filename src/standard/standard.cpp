@@ -133,6 +133,7 @@ void standard_forward(const Problem& p) {
       for (i64 i = 0; i < nq; ++i) {
         float* row = s + i * nk;
         i64 visible = p.key_end(b, i);
+        p.apply_score_mod(row, nullptr, nk, 1, b, h, i, 0, 1, visible);
         if (p.modifies_scores()) modify_row(p, b, h, i, row, visible, nullptr);
         for (i64 j = 0; j < p.key_begin(i); ++j) row[j] = kNegInf;
         fill_masked(p, b, h, i, row, visible, kNegInf);
@@ -190,12 +191,14 @@ void standard_backward(const Problem& p) {
 #pragma omp parallel num_threads(threads)
       {
       std::vector<float> derivative(p.softcap > 0.0f ? static_cast<std::size_t>(nk) : 0);
+      std::vector<float> dmod(p.score_mod.apply != nullptr ? static_cast<std::size_t>(nk) : 0);
 #pragma omp for schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* prow = pm + i * nk;
         float* grow = gm + i * nk;
         const float lse = p.lse.at(b, h, i);
         const i64 visible = lse == kNegInf ? 0 : p.key_end(b, i);
+        p.apply_score_mod(prow, dmod.data(), nk, 1, b, h, i, 0, 1, visible);
         if (p.modifies_scores()) modify_row(p, b, h, i, prow, visible, derivative.empty() ? nullptr : derivative.data());
         exp_of_difference(prow, visible, lse, exp2_array);
         for (i64 j = 0; j < std::min(visible, p.key_begin(i)); ++j) prow[j] = 0.0f;
@@ -211,6 +214,9 @@ void standard_backward(const Problem& p) {
           for (i64 j = 0; j < nk; ++j) p.dbias_at(b, h, i, j) = grow[j];
         }
         for (i64 j = 0; j < std::min<i64>(visible, static_cast<i64>(derivative.size())); ++j) grow[j] *= derivative[j];
+        for (i64 j = 0; j < std::min<i64>(visible, static_cast<i64>(dmod.size())); ++j) {
+          grow[j] = grow[j] == 0.0f ? 0.0f : grow[j] * dmod[j];  // masked: 0, whatever dmod
+        }
         if (p.dropout_threshold != 0) apply_dropout_row(prow, nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
       }
       }
