@@ -1,7 +1,8 @@
 // test_determinism.cpp — bitwise identical results between runs and thread counts.
 //
-// The case has one (batch, kv-head) pair and many key tiles, so the backward splits
-// the keys into chunks with separate dQ copies: the part that could go wrong.
+// The case has few (batch, kv-head) pairs and many key tiles, so the backward splits the
+// keys into chunks with separate dQ copies, and a bias broadcast over batches and heads
+// whose gradient sums across them: the parts that could go wrong.
 #include <cstring>
 
 #include "test_support.hpp"
@@ -18,8 +19,11 @@ bool bitwise_equal(const harness::HostTensor& a, const harness::HostTensor& b) {
 
 TEST_P(Determinism, SameBitsForAnyThreadCountAndRepeat) {
   harness::Case c;
-  c.shape = {1, 300, 333, 2, 1, 40};
+  c.shape = {2, 300, 333, 2, 1, 40};
   c.options.causal = true;
+  std::vector<float> bias(300 * 333);
+  for (std::size_t n = 0; n < bias.size(); ++n) bias[n] = 0.001f * static_cast<float>(n % 97);
+  c.set_bias(std::move(bias), 1, 1);
   c.options.dropout_p = 0.1f;
   c.options.seed = 99;
   c.options.block_q = 16;
@@ -44,6 +48,7 @@ TEST_P(Determinism, SameBitsForAnyThreadCountAndRepeat) {
     EXPECT_TRUE(bitwise_equal(first.second.dq, again.second.dq)) << threads << " threads";
     EXPECT_TRUE(bitwise_equal(first.second.dk, again.second.dk)) << threads << " threads";
     EXPECT_TRUE(bitwise_equal(first.second.dv, again.second.dv)) << threads << " threads";
+    EXPECT_TRUE(bitwise_equal(first.second.dbias, again.second.dbias)) << threads << " threads";
   }
 }
 

@@ -137,7 +137,7 @@ TEST(GradCheckBias, ReferenceDbiasMatchesFiniteDifferences) {
   }
 }
 
-TEST(GradCheckBias, DbiasNeedsAnUnbroadcastBias) {
+TEST(GradCheckBias, DbiasHasTheBiasShape) {
   harness::Case c;
   c.shape = {2, 4, 5, 2, 2, 8};
   c.set_bias(std::vector<float>(4 * 5, 0.5f), 1, 1);
@@ -147,10 +147,14 @@ TEST(GradCheckBias, DbiasNeedsAnUnbroadcastBias) {
   std::vector<float> dbias(2 * 2 * 4 * 5);
   harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
   AttentionOptions o = c.options;
-  o.dbias = TensorView::contiguous(dbias.data(), {2, 2, 4, 5});
-  EXPECT_THROW(backward(in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(),
-                        bwd.dq.view(), bwd.dk.view(), bwd.dv.view(), o),
-               Error);
+  o.dbias = TensorView::contiguous(dbias.data(), {2, 2, 4, 5});  // the bias is (1, 1, 4, 5)
+  try {
+    backward(in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(), bwd.dq.view(),
+             bwd.dk.view(), bwd.dv.view(), o);
+    ADD_FAILURE() << "a dbias of another shape than the bias's was accepted";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("options.dbias: expected the bias's shape (1, 1, seqlen_q, seqlen_k)"));
+  }
 }
 
 }  // namespace

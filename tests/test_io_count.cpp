@@ -43,7 +43,7 @@ TEST(IoCount, FlashBackwardIsQdOdQPerKeyTilePlusKvOnce) {
     const Problem p = shape(B, H, Hk, N, d);
     const Traffic t = flash_backward_traffic(p, {static_cast<int>(Bc), static_cast<int>(Bc)});
     const i64 tc = ceil_div(N, Bc), q = B * H * N * d;
-    const i64 chunks = flash_backward_chunks(p, tc);
+    const i64 chunks = flash_backward_chunks(p, tc, B * Hk);
     const i64 extra = chunks > 1 ? 1 : 0;
     EXPECT_EQ(t.reads, 2 * q + B * Hk * 2 * N * d + B * H * tc * (3 * N * d + 2 * N) + extra * chunks * q)
         << B << " " << H << " " << Hk;

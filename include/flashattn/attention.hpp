@@ -125,8 +125,8 @@ struct AttentionOptions {
   // An additive bias, added last: s ← s + bias(b, h, i, j). f32, shape (batch or 1,
   // heads or 1, seqlen_q, seqlen_k), any non-negative strides; size-1 dimensions broadcast.
   std::optional<TensorView> bias;
-  // Backward only: where to write the bias's gradient dBias = ∂loss/∂s, f32 (batch, heads,
-  // seqlen_q, seqlen_k). Needs a bias that is not broadcast; without it the bias is a constant.
+  // Backward only: where to write the bias's gradient dBias = ∂loss/∂s, f32, in the bias's
+  // shape (summed over the batches or heads it broadcasts); without it the bias is a constant.
   std::optional<TensorView> dbias;
   std::optional<VarLen> varlen;  // packed sequences of different lengths (see VarLen)
   // A user's score modifier (FlexAttention's score_mod, see flashattn/score_mod.hpp),

@@ -86,7 +86,7 @@ Traffic flash_backward_traffic(const Problem& p, TileConfig tiles) {
   t.reads += 2 * q_elems;
   t.writes += p.batch * p.heads * p.seqlen_q;
   const i64 key_tiles = ceil_div(p.seqlen_k, tiles.block_k);
-  const i64 chunks = flash_backward_chunks(p, key_tiles);
+  const i64 chunks = flash_backward_chunks(p, key_tiles, p.batch * p.heads_k);
   t.writes += (chunks - 1) * q_elems;
   for (i64 b = 0; b < p.batch; ++b) {
     for (i64 hk = 0; hk < p.heads_k; ++hk) {

@@ -55,7 +55,12 @@ struct Problem {
     return bias[b * bias_stride[0] + h * bias_stride[1] + i * bias_stride[2] + j * bias_stride[3]];
   }
   float* dbias = nullptr;             // backward: the bias's gradient (null: not wanted)
-  std::int64_t dbias_stride[4] = {};
+  std::int64_t dbias_stride[4] = {};  // 0 on the dimensions the bias broadcasts
+  std::int64_t dbias_batches = 0, dbias_heads = 0;  // its shape's first two dimensions
+  // A broadcast bias's gradient sums over batches or heads: several (b, h) add into one element.
+  bool dbias_sums() const {
+    return dbias != nullptr && ((dbias_batches == 1 && batch > 1) || (dbias_heads == 1 && heads > 1));
+  }
   float& dbias_at(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const {
     return dbias[b * dbias_stride[0] + h * dbias_stride[1] + i * dbias_stride[2] + j * dbias_stride[3]];
   }

@@ -361,14 +361,15 @@ Problem make_backward_problem(const char* fn, const TensorView& dout, const Tens
   c.no_self_overlap("dv", dv);
   if (options.dbias) {
     const TensorView& g = *options.dbias;
-    if (!options.bias || options.bias->shape[0] != p.batch || options.bias->shape[1] != p.heads) {
-      c.fail("options.dbias", "needs options.bias of shape (batch, heads, seqlen_q, seqlen_k), not broadcast");
-    }
+    if (!options.bias) c.fail("options.dbias", "needs options.bias");
     p.dbias = static_cast<float*>(const_cast<void*>(
         c.broadcast_4d("options.dbias", g, DType::f32, {p.batch, p.heads, p.seqlen_q, p.seqlen_k}, p.dbias_stride)));
-    if (g.shape[0] != p.batch || g.shape[1] != p.heads) {
-      c.fail("options.dbias", "expected shape (batch, heads, seqlen_q, seqlen_k), not broadcast");
+    if (g.shape[0] != options.bias->shape[0] || g.shape[1] != options.bias->shape[1]) {
+      c.fail("options.dbias", "expected the bias's shape (" + std::to_string(options.bias->shape[0]) + ", " +
+                                  std::to_string(options.bias->shape[1]) + ", seqlen_q, seqlen_k), got " + shape_string(g));
     }
+    p.dbias_batches = g.shape[0];
+    p.dbias_heads = g.shape[1];
     c.no_self_overlap("options.dbias", g);
   }
   p.dout = bshd(dout);

@@ -46,9 +46,9 @@ constexpr i64 kMaxPartialDqBytes = i64{32} << 20;
 
 }  // namespace
 
-i64 flash_backward_chunks(const Problem& p, i64 key_tiles) {
+i64 flash_backward_chunks(const Problem& p, i64 key_tiles, i64 groups) {
   const i64 copy_bytes = p.batch * p.seqlen_q * p.heads * p.headdim * i64{sizeof(float)};
-  i64 chunks = ceil_div(kBackwardTargetTasks, p.batch * p.heads_k);
+  i64 chunks = ceil_div(kBackwardTargetTasks, std::max<i64>(groups, 1));
   if (copy_bytes > 0) chunks = std::min(chunks, 1 + kMaxPartialDqBytes / copy_bytes);
   return std::clamp<i64>(chunks, 1, std::max<i64>(key_tiles, 1));
 }
@@ -156,10 +156,10 @@ void flash_backward(const Problem& p) {
   const int threads = p.num_threads;
   const i64 d = p.headdim;
   zero_rows(p.dq, p.batch, p.seqlen_q, p.heads, d, threads);
-  if (p.dbias != nullptr) {  // blocks the kernels skip keep a zero gradient
+  if (p.dbias != nullptr) {  // the kernels add into it; blocks they skip keep a zero gradient
 #pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
-    for (i64 b = 0; b < p.batch; ++b) {
-      for (i64 h = 0; h < p.heads; ++h) {
+    for (i64 b = 0; b < p.dbias_batches; ++b) {
+      for (i64 h = 0; h < p.dbias_heads; ++h) {
         for (i64 i = 0; i < p.seqlen_q; ++i) {
           for (i64 j = 0; j < p.seqlen_k; ++j) p.dbias_at(b, h, i, j) = 0.0f;
         }
@@ -190,8 +190,12 @@ void flash_backward(const Problem& p) {
     }
   }
 
+  // A broadcast bias's gradient sums over batches or heads, which tasks of their own
+  // would add into one element in any order. Then a task is a chunk of key tiles for every
+  // (batch, kv-head), in that order: the sums are fixed whatever the thread count.
+  const bool sum_dbias = p.dbias_sums();
   const i64 key_tiles = ceil_div(p.seqlen_k, tiles.block_k);
-  const i64 chunks = flash_backward_chunks(p, key_tiles);
+  const i64 chunks = flash_backward_chunks(p, key_tiles, sum_dbias ? 1 : p.batch * p.heads_k);
   const i64 copy_floats = p.batch * p.seqlen_q * p.heads * d;
   Buffer dq_copies(static_cast<std::size_t>(copy_floats * (chunks - 1)));
   if (dq_copies.size() > 0) std::memset(dq_copies.data(), 0, dq_copies.size() * sizeof(float));
@@ -203,7 +207,7 @@ void flash_backward(const Problem& p) {
 
   const i64 ws_floats = kernels.backward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
-  const i64 tasks = p.batch * p.heads_k * chunks;
+  const i64 tasks = (sum_dbias ? 1 : p.batch * p.heads_k) * chunks;
 
   // Main loop.
 #pragma omp parallel num_threads(threads)
@@ -212,13 +216,15 @@ void flash_backward(const Problem& p) {
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < tasks; ++task) {
       const i64 chunk = task % chunks;
-      const i64 bhk = task / chunks;
+      const i64 first = sum_dbias ? 0 : task / chunks, last = sum_dbias ? p.batch * p.heads_k : first + 1;
       const Bshd target = dq_target(chunk);
-      for (i64 kt = key_tiles * chunk / chunks; kt < key_tiles * (chunk + 1) / chunks; ++kt) {
-        const i64 kv0 = kt * tiles.block_k;
-        const i64 kv1 = std::min(kv0 + tiles.block_k, p.seqlen_k);
-        kernels.backward_block(p, tiles, bhk / p.heads_k, bhk % p.heads_k, kv0, kv1, delta.data(),
-                               target, ws);
+      for (i64 bhk = first; bhk < last; ++bhk) {
+        for (i64 kt = key_tiles * chunk / chunks; kt < key_tiles * (chunk + 1) / chunks; ++kt) {
+          const i64 kv0 = kt * tiles.block_k;
+          const i64 kv1 = std::min(kv0 + tiles.block_k, p.seqlen_k);
+          kernels.backward_block(p, tiles, bhk / p.heads_k, bhk % p.heads_k, kv0, kv1, delta.data(),
+                                 target, ws);
+        }
       }
     }
   }

@@ -21,9 +21,10 @@ std::int64_t kernel_fast_memory();
 // tiles_for_fast_memory(kernel_fast_memory(), headdim, tile_unit, tile_side_cap).
 TileConfig choose_tiles(const Problem& p);
 
-// How many chunks of key tiles the backward splits each (batch, kv-head) into; each
-// chunk past the first adds into its own dQ copy.
-std::int64_t flash_backward_chunks(const Problem& p, std::int64_t key_tiles);
+// How many chunks of key tiles the backward splits the keys into, for `groups` tasks per
+// chunk (one per (batch, kv-head), or 1 when a task takes them all); each chunk past the
+// first adds into its own dQ copy.
+std::int64_t flash_backward_chunks(const Problem& p, std::int64_t key_tiles, std::int64_t groups);
 
 void flash_forward(const Problem& p);
 void flash_backward(const Problem& p);

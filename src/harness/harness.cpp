@@ -191,11 +191,11 @@ ForwardOutputs make_forward_outputs(const Case& c) {
 
 BackwardOutputs make_backward_outputs(const Case& c) {
   const Shape& s = c.shape;
-  const bool dbias = c.options.bias && c.options.bias->shape[0] == s.batch && c.options.bias->shape[1] == s.heads;
+  const std::optional<TensorView>& bias = c.options.bias;  // dbias has the bias's shape
   return {HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded),
           HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
           HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
-          dbias ? HostTensor(s.batch, s.heads, s.seqlen_q, s.seqlen_k, c.padded) : HostTensor()};
+          bias ? HostTensor(bias->shape[0], bias->shape[1], s.seqlen_q, s.seqlen_k, c.padded) : HostTensor()};
 }
 
 void run_forward(const Case& c, const Inputs& in, ForwardOutputs& out, Algorithm algorithm) {
@@ -264,11 +264,21 @@ ReferenceOutputs run_reference(const Case& c, const Inputs& in, bool with_backwa
   }
   reference::forward(p, q.data(), k.data(), v.data(), r.out.data(), r.lse.data());
   if (with_backward) {
-    if (p.bias != nullptr && c.options.bias->shape[0] == p.batch && c.options.bias->shape[1] == p.heads) {
-      r.dbias.resize(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q * p.seqlen_k));
-    }
+    std::vector<double> dbias;  // per (batch, head), then summed over what the bias broadcasts
+    if (p.bias != nullptr) dbias.resize(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q * p.seqlen_k));
     reference::backward(p, q.data(), k.data(), v.data(), dout.data(), r.dq.data(), r.dk.data(),
-                        r.dv.data(), r.dbias.empty() ? nullptr : r.dbias.data());
+                        r.dv.data(), dbias.empty() ? nullptr : dbias.data());
+    if (p.bias != nullptr) {
+      const i64 batches = c.options.bias->shape[0], heads = c.options.bias->shape[1], n = p.seqlen_q * p.seqlen_k;
+      r.dbias.assign(static_cast<std::size_t>(batches * heads * n), 0.0);
+      for (i64 b = 0; b < p.batch; ++b) {
+        for (i64 h = 0; h < p.heads; ++h) {
+          const double* from = dbias.data() + (b * p.heads + h) * n;
+          double* to = r.dbias.data() + ((batches == 1 ? 0 : b) * heads + (heads == 1 ? 0 : h)) * n;
+          for (i64 e = 0; e < n; ++e) to[e] += from[e];
+        }
+      }
+    }
   }
   return r;
 }

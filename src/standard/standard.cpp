@@ -168,6 +168,13 @@ void standard_backward(const Problem& p) {
       zero_head(p.dv, b, hk, nk, d);
     }
   }
+  for (i64 b = 0; b < p.dbias_batches; ++b) {  // rows it never reaches keep a zero gradient
+    for (i64 h = 0; h < p.dbias_heads; ++h) {
+      for (i64 i = 0; i < nq; ++i) {
+        for (i64 j = 0; j < nk; ++j) p.dbias_at(b, h, i, j) = 0.0f;
+      }
+    }
+  }
   if (p.batch == 0 || p.heads == 0 || nq == 0 || nk == 0) return;
   const int threads = p.num_threads;
   openblas_set_num_threads(threads);
@@ -210,8 +217,8 @@ void standard_backward(const Problem& p) {
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
         if (p.dropout_threshold != 0) apply_dropout_row(grow, nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
         for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);
-        if (p.dbias != nullptr) {
-          for (i64 j = 0; j < nk; ++j) p.dbias_at(b, h, i, j) = grow[j];
+        if (p.dbias != nullptr) {  // heads run in order, rows in parallel: each element's sum is fixed
+          for (i64 j = 0; j < nk; ++j) p.dbias_at(b, h, i, j) += grow[j];
         }
         for (i64 j = 0; j < std::min<i64>(visible, static_cast<i64>(derivative.size())); ++j) grow[j] *= derivative[j];
         for (i64 j = 0; j < std::min<i64>(visible, static_cast<i64>(dmod.size())); ++j) {
