@@ -60,20 +60,7 @@ TEST_P(GradCheck, ReferenceBackwardMatchesFiniteDifferences) {
   std::vector<double> dq(nq_elems), dk(nk_elems), dv(nk_elems);
   reference::backward(p, q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data());
 
-  constexpr double kStep = 1e-6;
-  for (auto [x, grad, name] : {std::tuple{&q, &dq, "dq"}, std::tuple{&k, &dk, "dk"},
-                               std::tuple{&v, &dv, "dv"}}) {
-    for (std::size_t n = 0; n < x->size(); ++n) {
-      const double saved = (*x)[n];
-      (*x)[n] = saved + kStep;
-      const double up = loss();
-      (*x)[n] = saved - kStep;
-      const double down = loss();
-      (*x)[n] = saved;
-      const double numeric = (up - down) / (2 * kStep);
-      EXPECT_NEAR((*grad)[n], numeric, 1e-7 + 1e-6 * std::abs(numeric)) << name << "[" << n << "]";
-    }
-  }
+  expect_finite_differences(loss, {{&q, &dq, "dq"}, {&k, &dk, "dk"}, {&v, &dv, "dv"}}, 1e-6, 1e-7, 1e-6);
 }
 
 INSTANTIATE_TEST_SUITE_P(

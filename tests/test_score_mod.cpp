@@ -108,19 +108,7 @@ TEST(ScoreModGradient, ReferenceBackwardThroughTheModifierMatchesFiniteDifferenc
   std::vector<double> dq(nq), dk(nk), dv(nk);
   reference::backward(p, q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data());
   // The callable works in float, so the step is large enough for float's rounding.
-  constexpr double kStep = 1e-3;
-  for (auto [x, grad] : {std::pair{&q, &dq}, std::pair{&k, &dk}}) {
-    for (std::size_t n = 0; n < x->size(); ++n) {
-      const double saved = (*x)[n];
-      (*x)[n] = saved + kStep;
-      const double up = loss();
-      (*x)[n] = saved - kStep;
-      const double down = loss();
-      (*x)[n] = saved;
-      const double numeric = (up - down) / (2 * kStep);
-      EXPECT_NEAR((*grad)[n], numeric, 2e-4 + 1e-3 * std::abs(numeric)) << n;
-    }
-  }
+  expect_finite_differences(loss, {{&q, &dq, "dq"}, {&k, &dk, "dk"}}, 1e-3, 2e-4, 1e-3);
 }
 
 TEST(ScoreModValidation, NeedsAFunction) {

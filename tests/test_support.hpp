@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cctype>
+#include <cmath>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -47,6 +49,30 @@ inline std::string path_case_name(const ::testing::TestParamInfo<PathCase>& info
                      to_string(info.param.isa);
   for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
   return name;
+}
+
+// Central differences of `loss` in each element of each parameter against its gradient:
+// |grad − numeric| <= abs_tol + rel_tol · |numeric|.
+struct GradientOf {
+  std::vector<double>* x;
+  const std::vector<double>* grad;
+  const char* name;
+};
+template <typename Loss>
+void expect_finite_differences(Loss&& loss, std::initializer_list<GradientOf> params, double step, double abs_tol,
+                               double rel_tol) {
+  for (const GradientOf& p : params) {
+    for (std::size_t n = 0; n < p.x->size(); ++n) {
+      const double saved = (*p.x)[n];
+      (*p.x)[n] = saved + step;
+      const double up = loss();
+      (*p.x)[n] = saved - step;
+      const double down = loss();
+      (*p.x)[n] = saved;
+      const double numeric = (up - down) / (2 * step);
+      EXPECT_NEAR((*p.grad)[n], numeric, abs_tol + rel_tol * std::abs(numeric)) << p.name << "[" << n << "]";
+    }
+  }
 }
 
 // Runs the case's flash forward, expecting flashattn::Error with `message` in its text.
