@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/philox.hpp"
+#include "cpu/dispatch.hpp"
 #include "test_support.hpp"
 
 namespace flashattn::testing {
@@ -89,6 +90,25 @@ std::string pattern_name(const ::testing::TestParamInfo<std::tuple<Algorithm, Is
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, DropoutPattern, ::testing::ValuesIn(pattern_cases()), pattern_name);
+
+// Every build's dropout factors (vector Philox where there is one) against dropout_keep,
+// for rows starting anywhere (not only on a multiple of 4) and longer than one chunk.
+TEST(Dropout, KernelFactorsAreTheMaskOfDropoutKeep) {
+  const float p = 0.3f, keep = 1.0f / (1.0f - p);
+  const std::uint32_t threshold = static_cast<std::uint32_t>(static_cast<double>(p) * 4294967296.0);
+  for (Isa isa : isas_to_test()) {
+    for (std::int64_t j0 : {0, 1, 3, 5, 42, 1000}) {
+      for (std::int64_t n : {1, 7, 33, 257, 600}) {
+        std::vector<float> z(static_cast<std::size_t>(n), -1.0f);
+        kernels_for(isa).dropout_factors(z.data(), n, 1234, 3, 5, 77, j0, threshold, keep);
+        for (std::int64_t c = 0; c < n; ++c) {
+          const float want = dropout_keep(1234, p, 3, 5, 77, j0 + c) ? keep : 0.0f;
+          ASSERT_EQ(z[c], want) << to_string(isa) << " j0 " << j0 << " n " << n << " c " << c;
+        }
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace flashattn::testing

@@ -51,20 +51,5 @@ inline Philox4x32 dropout_bits(std::uint64_t seed, std::int64_t b, std::int64_t 
                        static_cast<std::uint32_t>(h), static_cast<std::uint32_t>(b), seed);
 }
 
-// Multiplies p[0 .. n) (columns j0 .. j0+n of row i) by `keep_scale` where kept and 0
-// where dropped.
-inline void apply_dropout_row(float* p, std::int64_t n, std::uint64_t seed, std::int64_t b,
-                              std::int64_t h, std::int64_t i, std::int64_t j0,
-                              std::uint32_t threshold, float keep_scale) {
-  std::int64_t c = 0;
-  while (c < n) {
-    const std::int64_t j = j0 + c;
-    const Philox4x32 bits = dropout_bits(seed, b, h, i, j);
-    for (std::int64_t w = j & 3; w < 4 && c < n; ++w, ++c) {
-      p[c] *= bits.v[w] >= threshold ? keep_scale : 0.0f;
-    }
-  }
-}
-
 }  // namespace
 }  // namespace flashattn

@@ -50,6 +50,10 @@ struct KernelSet {
                          const Bshd& dq_target, float* workspace);
   // y[i] = 2^x[i] with this build's vector exp2, for tests of its contract.
   void (*exp2_array)(const float* x, float* y, std::int64_t n);
+  // z[c] = keep_scale where dropout keeps column j0 + c of row i (batch b, head h), else 0,
+  // c < n: philox.hpp's mask, eight counters at a time where the build has AVX2.
+  void (*dropout_factors)(float* z, std::int64_t n, std::uint64_t seed, std::int64_t b, std::int64_t h,
+                          std::int64_t i, std::int64_t j0, std::uint32_t threshold, float keep_scale);
 };
 
 extern const KernelSet kPortableKernels;

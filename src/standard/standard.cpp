@@ -111,7 +111,14 @@ void standard_forward(const Problem& p) {
   if (p.batch == 0 || p.heads == 0 || nq == 0) return;
   const int threads = p.num_threads;
   openblas_set_num_threads(threads);
-  const ExpArray exp2_array = kernels_for(p.isa).exp2_array;
+  const KernelSet& kernels = kernels_for(p.isa);
+  const ExpArray exp2_array = kernels.exp2_array;
+  // Per thread: one row's dropout factors.
+  auto dropout_row = [nk]() -> std::vector<float>& {
+    thread_local std::vector<float> z;
+    if (static_cast<i64>(z.size()) < nk) z.resize(static_cast<std::size_t>(nk));
+    return z;
+  };
   Buffer scores(static_cast<std::size_t>(nq * nk));  // S, then P with dropout
   float* s = scores.data();
 
@@ -151,7 +158,11 @@ void standard_forward(const Problem& p) {
         for (i64 j = 0; j < visible; ++j) row[j] *= inv;
         for (i64 j = visible; j < nk; ++j) row[j] = 0.0f;
         p.lse.at(b, h, i) = visible == 0 ? kNegInf : max + std::log(sum);
-        if (p.dropout_threshold != 0) apply_dropout_row(row, nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
+        if (p.dropout_threshold != 0) {
+          std::vector<float>& z = dropout_row();
+          kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
+          for (i64 j = 0; j < nk; ++j) row[j] *= z[j];
+        }
       }
       gemm(false, false, nq, d, nk, 1.0f, s, nk, v.data, v.ld, 0.0f, p.out.row(b, 0, h),
            output_ld(p.out, nq, d));
@@ -178,7 +189,14 @@ void standard_backward(const Problem& p) {
   if (p.batch == 0 || p.heads == 0 || nq == 0 || nk == 0) return;
   const int threads = p.num_threads;
   openblas_set_num_threads(threads);
-  const ExpArray exp2_array = kernels_for(p.isa).exp2_array;
+  const KernelSet& kernels = kernels_for(p.isa);
+  const ExpArray exp2_array = kernels.exp2_array;
+  // Per thread: one row's dropout factors.
+  auto dropout_row = [nk]() -> std::vector<float>& {
+    thread_local std::vector<float> z;
+    if (static_cast<i64>(z.size()) < nk) z.resize(static_cast<std::size_t>(nk));
+    return z;
+  };
   Buffer probs(static_cast<std::size_t>(nq * nk));     // P, then P with dropout
   Buffer grads(static_cast<std::size_t>(nq * nk));     // dO Vᵀ, then dS
   float* pm = probs.data();
@@ -215,7 +233,11 @@ void standard_backward(const Problem& p) {
         const float* dorow = p.dout.row(b, i, h);
         float delta = 0.0f;
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
-        if (p.dropout_threshold != 0) apply_dropout_row(grow, nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
+        std::vector<float>& z = dropout_row();  // dP ∘ Z now, P ∘ Z once dS is made
+        if (p.dropout_threshold != 0) {
+          kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
+          for (i64 j = 0; j < nk; ++j) grow[j] *= z[j];
+        }
         for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);
         if (p.dbias != nullptr) {  // heads run in order, rows in parallel: each element's sum is fixed
           for (i64 j = 0; j < nk; ++j) p.dbias_at(b, h, i, j) += grow[j];
@@ -224,7 +246,9 @@ void standard_backward(const Problem& p) {
         for (i64 j = 0; j < std::min<i64>(visible, static_cast<i64>(dmod.size())); ++j) {
           grow[j] = grow[j] == 0.0f ? 0.0f : grow[j] * dmod[j];  // masked: 0, whatever dmod
         }
-        if (p.dropout_threshold != 0) apply_dropout_row(prow, nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
+        if (p.dropout_threshold != 0) {
+          for (i64 j = 0; j < nk; ++j) prow[j] *= z[j];
+        }
       }
       }
       gemm(true, false, nk, d, nq, 1.0f, pm, nk, dout.data, dout.ld, 1.0f, p.dv.row(b, 0, hk),
