@@ -100,6 +100,13 @@ void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float
   }
 }
 
+// This thread's buffer for one row's dropout factors (n of them).
+std::vector<float>& dropout_row(i64 n) {
+  thread_local std::vector<float> z;
+  if (static_cast<i64>(z.size()) < n) z.resize(static_cast<std::size_t>(n));
+  return z;
+}
+
 void zero_head(const Bshd& t, i64 b, i64 h, i64 rows, i64 d) {
   for (i64 r = 0; r < rows; ++r) std::memset(t.row(b, r, h), 0, sizeof(float) * d);
 }
@@ -113,12 +120,6 @@ void standard_forward(const Problem& p) {
   openblas_set_num_threads(threads);
   const KernelSet& kernels = kernels_for(p.isa);
   const ExpArray exp2_array = kernels.exp2_array;
-  // Per thread: one row's dropout factors.
-  auto dropout_row = [nk]() -> std::vector<float>& {
-    thread_local std::vector<float> z;
-    if (static_cast<i64>(z.size()) < nk) z.resize(static_cast<std::size_t>(nk));
-    return z;
-  };
   Buffer scores(static_cast<std::size_t>(nq * nk));  // S, then P with dropout
   float* s = scores.data();
 
@@ -159,7 +160,7 @@ void standard_forward(const Problem& p) {
         for (i64 j = visible; j < nk; ++j) row[j] = 0.0f;
         p.lse.at(b, h, i) = visible == 0 ? kNegInf : max + std::log(sum);
         if (p.dropout_threshold != 0) {
-          std::vector<float>& z = dropout_row();
+          std::vector<float>& z = dropout_row(nk);
           kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
           for (i64 j = 0; j < nk; ++j) row[j] *= z[j];
         }
@@ -191,12 +192,6 @@ void standard_backward(const Problem& p) {
   openblas_set_num_threads(threads);
   const KernelSet& kernels = kernels_for(p.isa);
   const ExpArray exp2_array = kernels.exp2_array;
-  // Per thread: one row's dropout factors.
-  auto dropout_row = [nk]() -> std::vector<float>& {
-    thread_local std::vector<float> z;
-    if (static_cast<i64>(z.size()) < nk) z.resize(static_cast<std::size_t>(nk));
-    return z;
-  };
   Buffer probs(static_cast<std::size_t>(nq * nk));     // P, then P with dropout
   Buffer grads(static_cast<std::size_t>(nq * nk));     // dO Vᵀ, then dS
   float* pm = probs.data();
@@ -233,7 +228,7 @@ void standard_backward(const Problem& p) {
         const float* dorow = p.dout.row(b, i, h);
         float delta = 0.0f;
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
-        std::vector<float>& z = dropout_row();  // dP ∘ Z now, P ∘ Z once dS is made
+        std::vector<float>& z = dropout_row(nk);  // dP ∘ Z now, P ∘ Z once dS is made
         if (p.dropout_threshold != 0) {
           kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
           for (i64 j = 0; j < nk; ++j) grow[j] *= z[j];
