@@ -26,7 +26,7 @@ class ModBlockMask {
   template <class MaskMod>
   ModBlockMask(MaskMod&& mask_mod, std::int64_t batch, std::int64_t heads, std::int64_t seqlen_q,
                std::int64_t seqlen_k, std::int64_t block_q = 128, std::int64_t block_k = 128)
-      : batch_(batch), heads_(heads), seqlen_q_(seqlen_q), seqlen_k_(seqlen_k), block_q_(block_q), block_k_(block_k) {
+      : batch_(batch), heads_(heads), block_q_(block_q), block_k_(block_k) {
     rows_ = block_q > 0 ? (seqlen_q + block_q - 1) / block_q : 0;
     cols_ = block_k > 0 ? (seqlen_k + block_k - 1) / block_k : 0;
     if (batch < 0 || heads < 0 || rows_ * cols_ == 0) return;
@@ -88,7 +88,7 @@ class ModBlockMask {
   std::int64_t partial_blocks() const { return partial_blocks_; }
 
  private:
-  std::int64_t batch_, heads_, seqlen_q_, seqlen_k_, block_q_, block_k_, rows_ = 0, cols_ = 0;
+  std::int64_t batch_, heads_, block_q_, block_k_, rows_ = 0, cols_ = 0;
   std::int64_t empty_blocks_ = 0, full_blocks_ = 0, partial_blocks_ = 0;
   std::vector<std::uint8_t> states_;     // 0 empty, 1 full, 2 partial
   std::vector<std::int64_t> offsets_;    // partial blocks: first word of their bits

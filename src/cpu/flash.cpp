@@ -193,9 +193,10 @@ void flash_backward(const Problem& p) {
   // A broadcast bias's gradient sums over batches or heads, which tasks of their own
   // would add into one element in any order. Then a task is a chunk of key tiles for every
   // (batch, kv-head), in that order: the sums are fixed whatever the thread count.
-  const bool sum_dbias = p.dbias_sums();
+  const i64 pairs_per_task = p.dbias_sums() ? p.batch * p.heads_k : 1;
+  const i64 groups = p.batch * p.heads_k / pairs_per_task;  // tasks per chunk
   const i64 key_tiles = ceil_div(p.seqlen_k, tiles.block_k);
-  const i64 chunks = flash_backward_chunks(p, key_tiles, sum_dbias ? 1 : p.batch * p.heads_k);
+  const i64 chunks = flash_backward_chunks(p, key_tiles, groups);
   const i64 copy_floats = p.batch * p.seqlen_q * p.heads * d;
   Buffer dq_copies(static_cast<std::size_t>(copy_floats * (chunks - 1)));
   if (dq_copies.size() > 0) std::memset(dq_copies.data(), 0, dq_copies.size() * sizeof(float));
@@ -207,7 +208,7 @@ void flash_backward(const Problem& p) {
 
   const i64 ws_floats = kernels.backward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
-  const i64 tasks = (sum_dbias ? 1 : p.batch * p.heads_k) * chunks;
+  const i64 tasks = groups * chunks;
 
   // Main loop.
 #pragma omp parallel num_threads(threads)
@@ -216,9 +217,9 @@ void flash_backward(const Problem& p) {
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < tasks; ++task) {
       const i64 chunk = task % chunks;
-      const i64 first = sum_dbias ? 0 : task / chunks, last = sum_dbias ? p.batch * p.heads_k : first + 1;
+      const i64 first = task / chunks * pairs_per_task;
       const Bshd target = dq_target(chunk);
-      for (i64 bhk = first; bhk < last; ++bhk) {
+      for (i64 bhk = first; bhk < first + pairs_per_task; ++bhk) {
         for (i64 kt = key_tiles * chunk / chunks; kt < key_tiles * (chunk + 1) / chunks; ++kt) {
           const i64 kv0 = kt * tiles.block_k;
           const i64 kv1 = std::min(kv0 + tiles.block_k, p.seqlen_k);
