@@ -100,13 +100,6 @@ void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float
   }
 }
 
-// This thread's buffer for one row's dropout factors (n of them).
-std::vector<float>& dropout_row(i64 n) {
-  thread_local std::vector<float> z;
-  if (static_cast<i64>(z.size()) < n) z.resize(static_cast<std::size_t>(n));
-  return z;
-}
-
 void zero_head(const Bshd& t, i64 b, i64 h, i64 rows, i64 d) {
   for (i64 r = 0; r < rows; ++r) std::memset(t.row(b, r, h), 0, sizeof(float) * d);
 }
@@ -137,7 +130,10 @@ void standard_forward(const Problem& p) {
       const HeadMatrix v = head_matrix(p.v, b, hk, nk, d, v_copy);
       gemm(false, true, nq, nk, d, p.scale, q.data, q.ld, k.data, k.ld, 0.0f, s, nk);
 
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel num_threads(threads)
+      {
+      std::vector<float> z(p.dropout_threshold != 0 ? static_cast<std::size_t>(nk) : 0);  // dropout factors
+#pragma omp for schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* row = s + i * nk;
         i64 visible = p.key_end(b, i);
@@ -160,10 +156,10 @@ void standard_forward(const Problem& p) {
         for (i64 j = visible; j < nk; ++j) row[j] = 0.0f;
         p.lse.at(b, h, i) = visible == 0 ? kNegInf : max + std::log(sum);
         if (p.dropout_threshold != 0) {
-          std::vector<float>& z = dropout_row(nk);
           kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
           for (i64 j = 0; j < nk; ++j) row[j] *= z[j];
         }
+      }
       }
       gemm(false, false, nq, d, nk, 1.0f, s, nk, v.data, v.ld, 0.0f, p.out.row(b, 0, h),
            output_ld(p.out, nq, d));
@@ -212,6 +208,7 @@ void standard_backward(const Problem& p) {
       {
       std::vector<float> derivative(p.softcap > 0.0f ? static_cast<std::size_t>(nk) : 0);
       std::vector<float> dmod(p.score_mod.apply != nullptr ? static_cast<std::size_t>(nk) : 0);
+      std::vector<float> z(p.dropout_threshold != 0 ? static_cast<std::size_t>(nk) : 0);  // dropout factors
 #pragma omp for schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* prow = pm + i * nk;
@@ -228,8 +225,7 @@ void standard_backward(const Problem& p) {
         const float* dorow = p.dout.row(b, i, h);
         float delta = 0.0f;
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
-        std::vector<float>& z = dropout_row(nk);  // dP ∘ Z now, P ∘ Z once dS is made
-        if (p.dropout_threshold != 0) {
+        if (p.dropout_threshold != 0) {  // dP ∘ Z now, P ∘ Z once dS is made
           kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
           for (i64 j = 0; j < nk; ++j) grow[j] *= z[j];
         }
