@@ -587,14 +587,14 @@ int io_main(int argc, char** argv) {
       std::vector<std::array<double, 3>> measured_points, model_points;
       std::string error;
       for (i64 n : ns) {
-        const double base = measure_probe(source, "none", n, 64, {64, 64}, ms.back(), &error);
+        std::vector<double> baselines;  // per M: the run that only makes the inputs
+        for (i64 m : ms) baselines.push_back(measure_probe(source, "none", n, 64, {64, 64}, m, &error));
         for (const std::string impl : {"standard", "flash"}) {
-          for (i64 m : ms) {
+          for (std::size_t mi = 0; mi < ms.size(); ++mi) {
+            const i64 m = ms[mi];
+            const double baseline = baselines[mi];
             const ModelRow r = model_traffic({impl, "fwd", 1, 1, n, 64, m, false, 1.0, cfg.isa, std::nullopt});
-            TileConfig tiles = impl == "flash" ? r.tiles : TileConfig{64, 64};
-            const double baseline = source == "cachegrind" && m != ms.back()
-                                        ? measure_probe(source, "none", n, 64, tiles, m, &error)
-                                        : base;
+            const TileConfig tiles = impl == "flash" ? r.tiles : TileConfig{64, 64};
             const double total = measure_probe(source, impl, n, 64, tiles, m, &error);
             if (total < 0 || baseline < 0) break;
             const double got = std::max(0.0, total - baseline);
