@@ -7,6 +7,7 @@ packages=(
   cmake g++ make pkg-config
   libopenblas-openmp-dev   # OpenBLAS on OpenMP: BLAS and our kernels share one thread pool
   libgtest-dev libgmock-dev
+  nlohmann-json3-dev       # flashattn bench --compare reads JSON lines
   gnuplot-nox              # the benchmark report's plots
   valgrind linux-perf      # flashattn io: measured memory traffic (cachegrind, or hardware counters)
 )

@@ -1,12 +1,13 @@
-// bench.cpp — `flashattn bench`: the machine's SGEMM rate, then each implementation,
-// pass and variant against N, in one process, with the same thread count; then the
-// paper's tables (Section 4.3, Appendix E), CSV, JSON lines, plots and a Markdown report.
+// bench.cpp — `flashattn bench`: the cases (the paper's suite by default) and the runner:
+// the machine's SGEMM pulse, then each implementation, pass and variant against N, in one
+// process, with the same thread count. What is written of the results (JSON lines, CSV,
+// tables, report.md) is bench_report.cpp's; the A/B comparison is bench_compare.cpp's.
 //
 // Each case is validated against the reference on a small shape with the same headdim,
-// head ratio, mask and dropout, then warmed up and timed (timing.hpp), and reported by
-// its median as a ratio to SGEMM runs interleaved with its own. FLOPs are counted as
-// FlashAttention's benchmark counts them: forward 4·B·H·Nq·Nk·d (halved under causal),
-// backward 2.5× forward, forward+backward 3.5× forward.
+// head ratio, mask and dropout, warmed up, then timed with the other cases of its
+// (N, d, variant) in interleaved rounds (timing.hpp), and reported by the median of its
+// quiet runs. FLOPs are counted as FlashAttention's benchmark counts them: forward
+// 4·B·H·Nq·Nk·d (halved under causal), backward 2.5× forward, forward+backward 3.5× forward.
 #include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
@@ -16,7 +17,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -24,6 +27,7 @@
 #include <vector>
 
 #include "args.hpp"
+#include "bench.hpp"
 #include "cli.hpp"
 #include "core/memory.hpp"
 #include "flashattn/block_sparse.hpp"
@@ -47,9 +51,15 @@ this machine — N = 128 … 16384, d = 64, batch × N = 8192 tokens, 1 head; st
 block-sparse flash; forward, backward and forward + backward, and forward + backward again
 with dropout 0.1 and with key padding (lengths N − 20 … N). A progress bar on stderr, each
 case's row on stdout, then the tables; CSV, JSON lines, PNG plots and report.md under --out.
-Each case is validated against the reference on a small shape first, then timed (a case
-whose warm-up run takes over half of --case-seconds is timed by that run), each run
-followed by an SGEMM run (OpenBLAS 2048^3, same thread count) to set its speed against.
+Each case is validated against the reference on a small shape first (a case whose error
+exceeds FlashAttention's allowed error is marked FAIL and the command exits 1), warmed up,
+then timed: the cases of one (N, d, variant) run interleaved, one run each per round, caches
+flushed before each run and each run followed by an SGEMM (OpenBLAS 2048^3, same thread
+count: the machine's pulse). A run next to a pulse more than 15% below the session's median
+is discarded and repeated; a case that cannot get --repeat quiet runs is marked unstable.
+
+`flashattn bench --compare A.jsonl[,A2.jsonl...] B.jsonl[,B2.jsonl...]` compares two runs'
+JSON lines instead (`flashattn bench --compare --help`).
 
   --impl LIST        flash,standard,blocksparse,maskmod (default: the first three);
                      blocksparse is flash with a block mask (--mask, --density,
@@ -73,8 +83,12 @@ followed by an SGEMM run (OpenBLAS 2048^3, same thread count) to set its speed a
   --causal           causal mask (bottom-right aligned)
   --dropout P        dropout probability of the plain variant in [0, 1), default 0
   --threads T        default: all cores (OpenMP's default)
-  --repeat R         timed runs per case at most (median reported), default 3
-  --case-seconds S   fewer runs once a case's timed runs add up to S seconds, default 1
+  --repeat R         quiet timed runs per case at least (median reported), default 3
+  --case-seconds S   more runs while a case's runs and pulses add up to under S seconds,
+                     default 1
+  --max-runs M       quiet runs per case at most, default 25
+  --retries K        disturbed runs a case may repeat before it is marked unstable,
+                     default 6
   --isa NAME         force the flash kernels: portable, avx2, avx512
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
@@ -85,6 +99,9 @@ followed by an SGEMM run (OpenBLAS 2048^3, same thread count) to set its speed a
                      (a query block left with none gets its diagonal block)
   --mask-block B     blocksparse: block size in queries and keys, default 128
   --no-check         skip the validation against the reference
+  --err-limit F      a case fails (FAIL, "ok": false, exit status 1) when its error exceeds
+                     F times FlashAttention's allowed error (twice standard attention's
+                     error on the same case, plus a floor); default 1
   --mem-cap-mib M    skip (as "OOM (skipped)") any case whose tensors and the path's own
                      buffers would exceed M MiB; default: half the machine's memory
   --json FILE|-      also write one JSON object per line (- for stdout, then no table)
@@ -97,26 +114,15 @@ measured), max_err (null when not checked), block_q, block_k, density (fraction 
 block mask's blocks on; 1 without one), mask (none, or the pattern), skipped (present only on a
 case skipped for the memory cap, with peak_bytes the estimate), sgemm_gflops (SGEMM runs
 interleaved with this case's runs), sgemm_ratio (gflops / sgemm_gflops), variant,
-key_padding (true when keys are padded); the first record has impl "sgemm", pass "gemm"
-and m, n, k.
+key_padding (true when keys are padded); ms_min, ms_max, ms_q1, ms_q3 (of the quiet
+runs), runs (how many), run_ms and run_sgemm_ms (each quiet run and the pulse after it),
+discarded (disturbed runs dropped), spread (ms_max / ms_min), noisy (spread > 1.15), unstable
+(fewer than --repeat quiet runs: the figures are then of every run), err_fraction (max_err /
+allowed error, null when not checked), ok (false when the check failed), and on fwdbwd rows
+consistent (false when fwd + bwd disagree with it beyond their spread). The first record
+has impl "sgemm", pass "gemm", m, n, k, and ms, ms_min, ms_max, runs of the session's
+reference pulses.
 )usage";
-
-struct Config {
-  std::vector<std::string> impls, passes, variants, variant_passes;
-  i64 batch, tokens, heads, heads_k, seqlen_k;
-  std::vector<i64> seqlens, headdims;
-  bool causal, check;
-  i64 mem_cap_bytes;
-  double density;            // blocksparse: fraction of blocks on (random pattern)
-  std::string mask_pattern;  // blocksparse: random, local, fixed, butterfly, causal
-  i64 mask_block;            // blocksparse: block size (queries and keys)
-  double dropout;
-  int threads, repeat, block_q, block_k;
-  double case_ms;
-  std::optional<Isa> isa;
-  std::string json, out;
-  std::string command_line;
-};
 
 i64 batch_for(const Config& cfg, i64 seqlen) {
   return cfg.batch > 0 ? cfg.batch : std::max<i64>(1, cfg.tokens / seqlen);
@@ -201,8 +207,13 @@ double mask_density(const harness::Case& c) {
   return on / static_cast<double>(c.mask->size());
 }
 
-// Max error of one implementation's pass on a small version of the case.
-double validate(const Config& cfg, const harness::Case& full, Algorithm algorithm, const std::string& pass) {
+// One implementation's pass on a small version of the case, against the reference: its
+// max error, and that error as a fraction of FlashAttention's allowed error (twice standard
+// attention's on the same case, plus a floor); standard itself is held to its own limit.
+struct Check {
+  double max_err, fraction;
+};
+Check validate(const Config& cfg, const harness::Case& full, Algorithm algorithm, const std::string& pass) {
   harness::Case c = full;
   c.shape.batch = 1;
   c.shape.heads_k = 1;
@@ -227,17 +238,32 @@ double validate(const Config& cfg, const harness::Case& full, Algorithm algorith
     c.set_key_lengths(std::move(lengths));
   }
   const harness::Inputs in = harness::make_inputs(c);
-  const harness::ReferenceOutputs ref = harness::run_reference(c, in, pass != "fwd");
-  harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
-  harness::run_forward(c, in, fwd, algorithm);
-  double err = harness::forward_errors(fwd, ref).max();
-  if (pass != "fwd") {
-    harness::BackwardOutputs bwd = harness::make_backward_outputs(c);
-    harness::run_backward(c, in, fwd, bwd, algorithm);
-    const double bwd_err = harness::backward_errors(bwd, ref).max();
-    err = pass == "bwd" ? bwd_err : std::max(err, bwd_err);
+  const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
+  auto errors_of = [&](Algorithm a) {
+    const harness::PathRun run = harness::run_path(c, in, ref, a);
+    return pass == "fwd" ? run.errors.forward_part() : pass == "bwd" ? run.errors.backward_part() : run.errors;
+  };
+  const harness::Errors err = errors_of(algorithm);
+  if (algorithm == Algorithm::standard) return {err.max(), err.max() / harness::standard_error_limit(ref)};
+  return {err.max(), harness::worst_fraction_of_allowed(err, errors_of(Algorithm::standard), ref)};
+}
+
+// Fraction of the scores the case computes, against the dense case's (halved under causal
+// already): a block mask computes the scores in its on-blocks that the causal rule, when
+// on, lets through.
+double computed_fraction(const Config& cfg, const harness::Case& c) {
+  if (!c.mask || c.mask->empty() || c.mod_mask) return 1.0;
+  const i64 nq = c.shape.seqlen_q, nk = c.shape.seqlen_k, block = cfg.mask_block;
+  const i64 offset = nk - nq, cols = (nk + block - 1) / block;
+  double computed = 0, visible = 0;
+  for (i64 i = 0; i < nq; ++i) {
+    const i64 row_end = cfg.causal ? std::clamp<i64>(i + offset + 1, 0, nk) : nk;  // keys [0, row_end) visible
+    visible += static_cast<double>(row_end);
+    for (i64 kb = 0; kb < cols && kb * block < row_end; ++kb) {
+      if ((*c.mask)[(i / block) * cols + kb]) computed += static_cast<double>(std::min(row_end, (kb + 1) * block) - kb * block);
+    }
   }
-  return err;
+  return visible > 0 ? computed / visible : 0.0;
 }
 
 // Bytes a case would hold: the benchmark's own tensors, plus what the path allocates
@@ -253,64 +279,6 @@ i64 estimated_bytes(const harness::Case& c, const std::string& impl, const std::
   const i64 forward = 2 * k * 4;
   const i64 backward = std::min<i64>(i64{32} << 20, 15 * q * 4) + rows * 4;
   return tensors + (pass == "fwd" ? forward : pass == "bwd" ? backward : std::max(forward, backward));
-}
-
-std::string json_number(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
-
-
-
-// One row of the results: a timed case, or one skipped for the memory cap.
-struct Record {
-  std::string impl, pass, variant;
-  harness::Shape shape;
-  double dropout = 0;
-  bool padding = false, skipped = false;
-  double ms = 0, gflops = 0, sgemm_gflops = 0, err = -1, density = 1;
-  i64 peak_bytes = 0;  // measured; the estimate when skipped
-  TileConfig tiles;
-  std::string isa, mask;
-};
-
-std::string json_record(const Config& cfg, const Record& r) {
-  std::ostringstream os;
-  os << "{\"impl\":\"" << r.impl << "\",\"pass\":\"" << r.pass << "\",\"batch\":" << r.shape.batch
-     << ",\"heads\":" << r.shape.heads << ",\"heads_k\":" << r.shape.heads_k << ",\"seqlen_q\":" << r.shape.seqlen_q
-     << ",\"seqlen_k\":" << r.shape.seqlen_k << ",\"headdim\":" << r.shape.headdim
-     << ",\"causal\":" << (cfg.causal ? "true" : "false") << ",\"dropout\":" << json_number(r.dropout)
-     << ",\"threads\":" << cfg.threads;
-  if (r.skipped) {
-    os << ",\"peak_bytes\":" << r.peak_bytes << ",\"skipped\":\"memory cap\"";
-  } else {
-    os << ",\"isa\":\"" << r.isa << "\",\"ms\":" << json_number(r.ms) << ",\"gflops\":" << json_number(r.gflops)
-       << ",\"peak_bytes\":" << r.peak_bytes << ",\"max_err\":" << (r.err < 0 ? "null" : json_number(r.err))
-       << ",\"block_q\":" << r.tiles.block_q << ",\"block_k\":" << r.tiles.block_k
-       << ",\"density\":" << json_number(r.density) << ",\"mask\":\"" << r.mask << "\""
-       << ",\"sgemm_gflops\":" << json_number(r.sgemm_gflops)
-       << ",\"sgemm_ratio\":" << json_number(r.gflops / r.sgemm_gflops);
-  }
-  os << ",\"variant\":\"" << r.variant << "\",\"key_padding\":" << (r.padding ? "true" : "false") << "}";
-  return os.str();
-}
-
-std::string csv_header() {
-  return "impl,pass,variant,batch,heads,heads_k,seqlen_q,seqlen_k,headdim,causal,dropout,key_padding,threads,isa,ms,"
-         "gflops,sgemm_gflops,sgemm_ratio,peak_bytes,max_err,block_q,block_k,density,mask,skipped";
-}
-
-std::string csv_record(const Config& cfg, const Record& r) {
-  return format("%s,%s,%s,%lld,%lld,%lld,%lld,%lld,%lld,%d,%g,%d,%d,%s,", r.impl.c_str(), r.pass.c_str(),
-                r.variant.c_str(), (long long)r.shape.batch, (long long)r.shape.heads, (long long)r.shape.heads_k,
-                (long long)r.shape.seqlen_q, (long long)r.shape.seqlen_k, (long long)r.shape.headdim, cfg.causal,
-                r.dropout, r.padding, cfg.threads, r.isa.c_str()) +
-         (r.skipped ? std::string(",,,,") + std::to_string(r.peak_bytes) + ",,,,,,memory cap"
-                    : format("%.6g,%.6g,%.6g,%.6g,%lld,%s,%d,%d,%.6g,%s,", r.ms, r.gflops, r.sgemm_gflops,
-                             r.gflops / r.sgemm_gflops, (long long)r.peak_bytes,
-                             r.err < 0 ? "" : json_number(r.err).c_str(), r.tiles.block_q, r.tiles.block_k, r.density,
-                             r.mask.c_str()));
 }
 
 // A progress bar on stderr: redrawn in place on a terminal, one line per case otherwise.
@@ -344,243 +312,10 @@ class Progress {
   Clock::time_point start_;
 };
 
-double pass_factor(const std::string& pass) { return pass == "fwd" ? 1.0 : pass == "bwd" ? 2.5 : 3.5; }
-
-std::string seqlen_label(i64 n) { return n >= 1024 && n % 1024 == 0 ? std::to_string(n / 1024) + "K" : std::to_string(n); }
-
-// The tables of the paper's Appendix E: one per (variant, pass), impl × N.
-std::string runtime_tables(const Config& cfg, const std::vector<Record>& records, bool markdown) {
-  std::ostringstream os;
-  std::vector<i64> ns;
-  for (const Record& r : records) {
-    if (std::find(ns.begin(), ns.end(), r.shape.seqlen_q) == ns.end()) ns.push_back(r.shape.seqlen_q);
-  }
-  for (const std::string& variant : cfg.variants) {
-    for (const std::string& pass : cfg.passes) {
-      std::vector<std::vector<std::string>> rows;
-      for (const std::string& impl : cfg.impls) {
-        std::vector<std::string> row{impl};
-        double worst = -1;
-        bool any = false;
-        for (i64 n : ns) {
-          std::string cell = "";
-          for (const Record& r : records) {
-            if (r.impl != impl || r.pass != pass || r.variant != variant || r.shape.seqlen_q != n) continue;
-            cell = r.skipped ? "OOM (skipped)" : format(r.ms < 10 ? "%.2f" : "%.0f", r.ms);
-            worst = std::max(worst, r.err);
-            any = true;
-          }
-          row.push_back(cell);
-        }
-        row.push_back(worst < 0 ? "-" : format("%.1e", worst));
-        if (any) rows.push_back(row);
-      }
-      if (rows.empty()) continue;
-      std::vector<std::string> header{"ms"};
-      for (i64 n : ns) header.push_back(seqlen_label(n));
-      header.push_back("max err");
-      const std::string title = "Runtime (ms), " + pass + ", " + variant + (cfg.causal ? ", causal" : "");
-      if (markdown) {
-        os << "### " << title << "\n\n" << markdown_table(header, rows) << "\n";
-      } else {
-        os << title << "\n";
-        for (const std::string& h : header) os << format(h == "ms" ? "%-12s" : "%14s", h.c_str());
-        os << "\n";
-        for (const auto& row : rows) {
-          for (std::size_t c = 0; c < row.size(); ++c) os << format(c == 0 ? "%-12s" : "%14s", row[c].c_str());
-          os << "\n";
-        }
-        os << "\n";
-      }
-    }
-  }
-  return os.str();
-}
-
-const Record* find_record(const std::vector<Record>& records, const std::string& impl, const std::string& pass,
-                          const std::string& variant, i64 n) {
-  for (const Record& r : records) {
-    if (r.impl == impl && r.pass == pass && r.variant == variant && r.shape.seqlen_q == n && !r.skipped) return &r;
-  }
-  return nullptr;
-}
-
-// report.md under --out: the machine, the tables, the plots, the paper's A100 figures
-// beside ours, and the IO model.
-void write_report(const Config& cfg, const std::vector<Record>& records, double sgemm, double seconds) {
-  std::vector<i64> ns;
-  for (const Record& r : records) {
-    if (std::find(ns.begin(), ns.end(), r.shape.seqlen_q) == ns.end()) ns.push_back(r.shape.seqlen_q);
-  }
-  std::ostringstream md;
-  md << "# flashattn benchmark report\n\n"
-     << "Command: `" << cfg.command_line << "` — " << records.size() << " cases in " << format("%.0f", seconds)
-     << " s.\n\n## Machine\n\n"
-     << machine_description() << "- SGEMM 2048³ (OpenBLAS, " << cfg.threads << " threads): "
-     << format("%.1f", sgemm) << " GFLOP/s\n\n"
-     << "## Shape\n\n"
-     << "d = " << cfg.headdims.front() << ", " << cfg.heads << " head(s), batch "
-     << (cfg.batch > 0 ? std::to_string(cfg.batch) : "max(1, " + std::to_string(cfg.tokens) + " / N)")
-     << " — the paper's benchmark (Section 4.3, Appendix E: A100, d = 64, N = 128 … 64K, forward, backward "
-        "and both, with dropout and a key-padding mask) scaled down to fit a few minutes on this machine: a "
-        "constant number of tokens keeps the short lengths long enough to time, one head keeps the long "
-        "ones short. fp32 throughout (the paper used fp16). Block-sparse: mask `"
-     << cfg.mask_pattern << "`" << (cfg.mask_pattern == "random" ? format(" at density %.2f", cfg.density) : "")
-     << ", blocks of " << cfg.mask_block << ". Variants: plain"
-     << (cfg.dropout > 0 ? format(" (dropout %.2f)", cfg.dropout) : "")
-     << "; dropout = p 0.1; padding = key lengths drawn in [N − 20, N] per batch, as the paper did. Each "
-        "row's `max err` is the largest error against the plain-loop reference on a small case with the same "
-        "options (N ≤ 160). Times are medians of up to "
-     << cfg.repeat << " runs with caches flushed between runs.\n\n";
-
-  md << "## Runtime\n\n" << runtime_tables(cfg, records, true);
-  {
-    std::string densities;
-    for (i64 n : ns) {
-      const Record* r = find_record(records, "blocksparse", cfg.passes.front(), "plain", n);
-      if (r) densities += (densities.empty() ? "" : ", ") + seqlen_label(n) + ": " + format("%.2f", r->density);
-    }
-    if (!densities.empty()) md << "Block-sparse: fraction of blocks computed — " << densities << ".\n\n";
-  }
-
-  // Speedup of flash over standard, every (variant, pass) measured for both.
-  {
-    std::vector<std::vector<std::string>> rows;
-    Plot plot{"speedup of flash over standard", "N", "speedup (standard ms / flash ms)", true, false, {}};
-    for (const std::string& variant : cfg.variants) {
-      for (const std::string& pass : cfg.passes) {
-        std::vector<std::string> row{pass + ", " + variant};
-        Series series{pass + " " + variant, {}};
-        bool any = false;
-        for (i64 n : ns) {
-          const Record* f = find_record(records, "flash", pass, variant, n);
-          const Record* s = find_record(records, "standard", pass, variant, n);
-          row.push_back(f && s ? format("%.2f×", s->ms / f->ms) : "");
-          if (f && s) {
-            series.points.push_back({double(n), s->ms / f->ms});
-            any = true;
-          }
-        }
-        if (any) {
-          rows.push_back(row);
-          plot.series.push_back(series);
-        }
-      }
-    }
-    if (!rows.empty()) {
-      std::vector<std::string> header{"speedup"};
-      for (i64 n : ns) header.push_back(seqlen_label(n));
-      md << "### Speedup of flash over standard\n\n" << markdown_table(header, rows) << "\n";
-      const std::string why = draw(cfg.out, "speedup", plot);
-      md << (why.empty() ? "![speedup](speedup.png)\n\n" : "(plot not drawn: " + why + ")\n\n");
-    }
-  }
-
-  // Runtime against N, one plot per pass (plain variant).
-  for (const std::string& pass : cfg.passes) {
-    Plot plot{"runtime, " + pass + " (plain)", "N", "ms", true, true, {}};
-    for (const std::string& impl : cfg.impls) {
-      Series series{impl, {}};
-      for (i64 n : ns) {
-        if (const Record* r = find_record(records, impl, pass, "plain", n)) series.points.push_back({double(n), r->ms});
-      }
-      if (!series.points.empty()) plot.series.push_back(series);
-    }
-    if (plot.series.empty()) continue;
-    const std::string why = draw(cfg.out, "runtime_" + pass, plot);
-    md << (why.empty() ? "![runtime " + pass + "](runtime_" + pass + ".png)\n" : "(plot not drawn: " + why + ")\n");
-  }
-  md << "\n";
-
-  // Memory: what each path allocated at peak (measured), plain variant, the pass that
-  // needs most.
-  {
-    std::vector<std::vector<std::string>> rows;
-    Plot plot{"memory the call allocates at peak (plain)", "N", "MiB", true, true, {}};
-    for (const std::string& impl : cfg.impls) {
-      std::vector<std::string> row{impl};
-      Series series{impl, {}};
-      for (i64 n : ns) {
-        double peak = -1;
-        bool skipped = false;
-        for (const Record& r : records) {
-          if (r.impl != impl || r.variant != "plain" || r.shape.seqlen_q != n) continue;
-          if (r.skipped) skipped = true;
-          else peak = std::max(peak, static_cast<double>(r.peak_bytes));
-        }
-        row.push_back(skipped ? "OOM (skipped)" : peak < 0 ? "" : format("%.2f", peak / 1048576.0));
-        if (peak > 0 && !skipped) series.points.push_back({double(n), peak / 1048576.0});
-      }
-      rows.push_back(row);
-      if (!series.points.empty()) plot.series.push_back(series);
-    }
-    std::vector<std::string> tensors{"(q, k, v, o, dO, dq, dk, dv)"};
-    for (i64 n : ns) {
-      const harness::Case c = make_case(cfg, n, cfg.headdims.front(), "plain");
-      const i64 q = c.shape.batch * c.shape.seqlen_q * c.shape.heads * c.shape.headdim;
-      const i64 k = c.shape.batch * c.shape.seqlen_k * c.shape.heads_k * c.shape.headdim;
-      tensors.push_back(format("%.2f", 4.0 * (4 * q + 4 * k) / 1048576.0));
-    }
-    rows.push_back(tensors);
-    std::vector<std::string> header{"MiB"};
-    for (i64 n : ns) header.push_back(seqlen_label(n));
-    md << "## Memory footprint\n\nMiB the call allocates at peak beyond the caller's tensors (measured by the "
-          "library's allocation counter; the largest over the plain variant's passes), and the tensors "
-          "themselves for scale. Standard holds N×N matrices; flash holds tiles, the packed K and V, and "
-          "row statistics.\n\n"
-       << markdown_table(header, rows) << "\n";
-    const std::string why = draw(cfg.out, "memory", plot);
-    md << (why.empty() ? "![memory](memory.png)\n\n" : "(plot not drawn: " + why + ")\n\n");
-  }
-
-  // The paper's figures beside ours, for the shape of the curves.
-  {
-    double best = 0, best_n = 0, mem_ratio = 0, mem_n = 0;
-    for (i64 n : ns) {
-      const Record* f = find_record(records, "flash", "fwdbwd", "plain", n);
-      const Record* s = find_record(records, "standard", "fwdbwd", "plain", n);
-      if (f && s && s->ms / f->ms > best) best = s->ms / f->ms, best_n = double(n);
-      if (f && s && f->peak_bytes > 0 && double(s->peak_bytes) / f->peak_bytes >= mem_ratio) {
-        mem_ratio = double(s->peak_bytes) / f->peak_bytes, mem_n = double(n);
-      }
-    }
-    md << "## Beside the paper (A100, fp16)\n\n"
-       << markdown_table(
-              {"what", "paper", "source in the paper", "here"},
-              {{"forward + backward, flash vs standard attention",
-                "up to 3× faster than the PyTorch implementation", "Section 4.3, Figure 3 (left)",
-                best > 0 ? format("up to %.2f× (N = %.0f)", best, best_n) : "not measured"},
-               {"memory of flash vs exact baselines", "up to 20× less, linear in N",
-                "Section 4.3, Figure 3 (right)",
-                mem_ratio > 0 ? format("%.0f× less at N = %.0f; linear in N (table above)", mem_ratio, mem_n)
-                              : "not measured"},
-               {"GPT-2 medium attention (N = 1024, d = 64, 16 heads, batch 64), fwd + bwd",
-                "standard 41.7 ms, 40.3 GB HBM R/W; flash 7.3 ms, 4.4 GB", "Figure 2 (left)",
-                "`flashattn io` (io.md): same table with this machine's runtimes and modelled traffic"}})
-       << "\nThe machines differ (a CPU's caches against DRAM, an A100's SRAM against HBM; a tuned BLAS for the "
-          "baseline here, PyTorch there), so the numbers are not comparable; the shape is: standard's time and "
-          "memory grow as N², flash's memory as N, and the speedup grows with N.\n\n";
-  }
-
-  // The IO model (Theorem 2), quick: forward, d = 64, a few N and M.
-  {
-    SweepQuery q{{"standard", "flash", "blocksparse"}, {"fwd", "bwd"}, {1024, 2048, 4096, 8192, 16384}, {64},
-                 {2048, 4096, 8192, 16384}, 1, 1, false, 0.25, cfg.isa.value_or(default_isa())};
-    const SweepSummary s = model_sweep(q, [](const ModelRow&) {});
-    md << "## IO model (Theorem 2)\n\nSlow-memory traffic counted along the kernels' loops for a fast memory of M "
-          "elements, N = 1K … 16K, M = 2K … 16K elements, d = 64, fitted as traffic ∝ N^a · M^b "
-          "(block-sparse: random blocks at density 0.25):\n\n"
-       << fits_table(s)
-       << "\nFlash: a ≈ 2, b ≈ −1 (Θ(N²d²/M)); standard: a → 2 with no M dependence (Θ(Nd + N²)). `flashattn io "
-          "--out DIR` writes [io.md](io.md) — the README's first command puts it beside this report — with the "
-          "Figure 2 tables, the plots and traffic measured on this machine.\n";
-  }
-  std::ofstream(cfg.out + "/report.md") << md.str();
-}
-
 }  // namespace
 
 int bench_main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "--compare") return compare_main(argc - 1, argv + 1);
   Config cfg;
   try {
     Args args(argc, argv);
@@ -610,11 +345,15 @@ int bench_main(int argc, char** argv) {
     cfg.causal = args.flag("causal");
     cfg.dropout = args.real("dropout", 0.0, 0.0, 0.999);
     cfg.threads = static_cast<int>(args.integer("threads", omp_get_max_threads(), 1, 1024));
-    cfg.repeat = static_cast<int>(args.integer("repeat", 3, 1, 1000));
-    cfg.case_ms = 1000 * args.real("case-seconds", 1.0, 0.0, 1e6);
+    cfg.policy.min_runs = static_cast<int>(args.integer("repeat", 3, 1, 1000));
+    cfg.policy.budget_ms = 1000 * args.real("case-seconds", 1.0, 0.0, 1e6);
+    cfg.policy.max_runs = static_cast<int>(args.integer("max-runs", std::max(25, cfg.policy.min_runs), 1, 100000));
+    if (cfg.policy.max_runs < cfg.policy.min_runs) throw UsageError("--max-runs must be at least --repeat");
+    cfg.policy.max_retries = static_cast<int>(args.integer("retries", 6, 0, 1000));
     cfg.block_q = static_cast<int>(args.integer("block-q", 0, 1, 4096));
     cfg.block_k = static_cast<int>(args.integer("block-k", 0, 1, 4096));
     cfg.check = !args.flag("no-check");
+    cfg.err_limit = args.real("err-limit", 1.0, 0.0, 1e6);
     const i64 ram = static_cast<i64>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
     cfg.mem_cap_bytes = args.integer("mem-cap-mib", ram / 2 >> 20, 1, i64{1} << 40) << 20;
     cfg.json = args.text("json", "");
@@ -669,28 +408,30 @@ int bench_main(int argc, char** argv) {
     }
   }
 
-  CacheFlusher flusher;
-  Sgemm sgemm_runner;
   openblas_set_num_threads(cfg.threads);
-  const double sgemm_warm = sgemm_runner.run_ms();
-  const double sgemm_ms =
-      time_case(cfg.repeat, cfg.case_ms, sgemm_warm, flusher, sgemm_runner, [&] { sgemm_runner.run_ms(); }).ms;
-  const double sgemm = Sgemm::kFlops / (sgemm_ms * 1e6);
-  const std::string sgemm_json = "{\"impl\":\"sgemm\",\"pass\":\"gemm\",\"m\":2048,\"n\":2048,\"k\":2048,\"threads\":" +
-                                 std::to_string(cfg.threads) + ",\"isa\":\"" + blas_name + "\",\"ms\":" +
-                                 json_number(sgemm_ms) + ",\"gflops\":" + json_number(sgemm) + "}";
-  if (json) *json << sgemm_json << std::endl;
+  Stopwatch stopwatch;
+  cfg.flush_bytes = stopwatch.flusher.bytes();
+  PulseRecord pulse{cfg.threads, blas_name, summarize(stopwatch.calibrate(5))};
+  if (json) *json << json_pulse(pulse) << std::endl;
+  const std::string blas_warning = blas_core_warning();
   if (table) {
-    std::printf("machine: %d threads, L1d %lld KiB, L2 %lld KiB; OpenBLAS core %s\n", cfg.threads,
-                static_cast<long long>(cache_sizes().l1d_bytes >> 10),
-                static_cast<long long>(cache_sizes().l2_bytes >> 10), openblas_get_corename());
-    std::printf("sgemm 2048^3: %.2f ms, %.1f GFLOP/s (each row's /sgemm uses SGEMM runs interleaved with its own)\n",
-                sgemm_ms, sgemm);
-    std::printf("%zu cases; batch %s, %lld head(s)\n\n", plan.size(),
+    std::printf("machine: %d threads, L1d %lld KiB, L2 %lld KiB, last-level caches %lld MiB (flushed with %lld MiB); "
+                "OpenBLAS core %s\n",
+                cfg.threads, static_cast<long long>(cache_sizes().l1d_bytes >> 10),
+                static_cast<long long>(cache_sizes().l2_bytes >> 10),
+                static_cast<long long>(last_level_cache_bytes() >> 20), static_cast<long long>(cfg.flush_bytes >> 20),
+                openblas_get_corename());
+    if (!blas_warning.empty()) std::printf("warning: %s\n", blas_warning.c_str());
+    std::printf("sgemm 2048^3 (the pulse): %.2f ms median of %zu, %.1f GFLOP/s; a run next to a pulse %.0f%% below "
+                "the session's median pulse is discarded and repeated\n",
+                pulse.ms.median, pulse.ms.n, pulse.gflops(), 100 * stopwatch.monitor.tolerance());
+    std::printf("%zu cases; batch %s, %lld head(s); each case at least %d quiet runs, interleaved per (N, d, variant)\n\n",
+                plan.size(),
                 cfg.batch > 0 ? std::to_string(cfg.batch).c_str() : ("max(1, " + std::to_string(cfg.tokens) + "/N)").c_str(),
-                static_cast<long long>(cfg.heads));
-    std::printf("%-11s %-7s %-9s %7s %7s %5s %7s %10s %9s %7s %12s %10s\n", "impl", "pass", "variant", "seqlen",
-                "seqlen_k", "d", "tiles", "ms", "GFLOP/s", "/sgemm", "peak_MiB", "max_err");
+                static_cast<long long>(cfg.heads), cfg.policy.min_runs);
+    std::printf("%-11s %-7s %-9s %7s %7s %5s %7s %10s %7s %9s %7s %10s %9s %6s %s\n", "impl", "pass", "variant", "seqlen",
+                "seqlen_k", "d", "tiles", "ms(med)", "spread", "GFLOP/s", "/sgemm", "peak_MiB", "max_err", "runs",
+                "flags");
   }
 
   Progress progress(total_weight);
@@ -707,16 +448,21 @@ int bench_main(int argc, char** argv) {
                   cfg.mem_cap_bytes / 1048576.0);
     } else {
       const std::string tiles = r.impl == "standard" ? "-" : format("%dx%d", r.tiles.block_q, r.tiles.block_k);
-      std::printf("%-11s %-7s %-9s %7lld %7lld %5lld %7s %10.3f %9.1f %7.3f %12.2f %10s\n", r.impl.c_str(),
-                  r.pass.c_str(), r.variant.c_str(), (long long)r.shape.seqlen_q, (long long)r.shape.seqlen_k,
-                  (long long)r.shape.headdim, tiles.c_str(), r.ms, r.gflops, r.gflops / r.sgemm_gflops,
-                  r.peak_bytes / 1048576.0, r.err < 0 ? "-" : json_number(r.err).c_str());
+      const std::string runs = format("%zu", r.timing.summary.n) +
+                               (r.timing.discarded ? format("+%d", r.timing.discarded) : std::string());
+      std::printf("%-11s %-7s %-9s %7lld %7lld %5lld %7s %10.3f %6.1f%% %9.1f %7.3f %10.2f %9s %6s %s\n",
+                  r.impl.c_str(), r.pass.c_str(), r.variant.c_str(), (long long)r.shape.seqlen_q,
+                  (long long)r.shape.seqlen_k, (long long)r.shape.headdim, tiles.c_str(), r.ms(),
+                  100 * (r.timing.summary.spread() - 1), r.gflops, r.gflops / r.sgemm_gflops,
+                  r.peak_bytes / 1048576.0, r.err < 0 ? "-" : json_number(r.err).c_str(), runs.c_str(),
+                  row_flags(r).c_str());
     }
     std::fflush(stdout);
   };
 
   for (std::size_t first = 0; first < plan.size();) {
-    // The cases of one (headdim, seqlen, variant) share their inputs.
+    // The cases of one (headdim, seqlen, variant) share their inputs and are timed
+    // interleaved.
     std::size_t last = first;
     while (last < plan.size() && plan[last].headdim == plan[first].headdim && plan[last].seqlen == plan[first].seqlen &&
            plan[last].variant == plan[first].variant) {
@@ -733,16 +479,19 @@ int bench_main(int argc, char** argv) {
     bool any = false;
     for (std::size_t i = first; i < last; ++i) any = any || estimated_bytes(dense, plan[i].impl, plan[i].pass) <= cfg.mem_cap_bytes;
     std::optional<harness::Inputs> in;
-    std::optional<harness::ForwardOutputs> fwd;
+    std::map<std::string, harness::ForwardOutputs> fwd;  // each impl's forward outputs: its backward's inputs
     std::optional<harness::BackwardOutputs> bwd;
     if (any) {  // nothing is allocated for a group none of whose cases fit
       in.emplace(harness::make_inputs(c));
-      fwd.emplace(harness::make_forward_outputs(c));
       bwd.emplace(harness::make_backward_outputs(c));
     }
     const harness::Shape& ds = dense.shape;
     const double fwd_flops = 4.0 * ds.batch * ds.heads * ds.seqlen_q * ds.seqlen_k * ds.headdim * (cfg.causal ? 0.5 : 1.0);
-    std::string forward_done_for;  // the impl whose forward outputs fwd holds
+
+    // Setup: check, warm up and measure the memory of each case that fits.
+    std::vector<Record> group;
+    std::vector<std::function<void()>> runs;
+    std::vector<std::size_t> timed;  // index in `group` of each entry of `runs`
     for (std::size_t i = first; i < last; ++i) {
       const Planned& pc = plan[i];
       const harness::Case& ci =
@@ -758,8 +507,7 @@ int bench_main(int argc, char** argv) {
       if (need > cfg.mem_cap_bytes) {
         r.skipped = true;
         r.peak_bytes = need;
-        emit(r);
-        progress.step(weight(pc), pc.impl + " " + pc.pass + " N=" + std::to_string(pc.seqlen) + " " + pc.variant + " (skipped)");
+        group.push_back(r);
         continue;
       }
       const bool is_flash = pc.impl != "standard";
@@ -771,54 +519,79 @@ int bench_main(int argc, char** argv) {
                : ci.options.score_mod   ? "score_mod relative"
                : ci.options.block_mask ? cfg.mask_pattern
                                         : "none";
-      if (pc.pass == "bwd" && forward_done_for != pc.impl) {
-        harness::run_forward(ci, *in, *fwd, algorithm);  // the backward's inputs
-        forward_done_for = pc.impl;
+      if (cfg.check) {
+        const Check check = validate(cfg, ci, algorithm, pc.pass);
+        r.err = check.max_err;
+        r.err_fraction = check.fraction;
+        r.ok = check.fraction <= cfg.err_limit;
       }
-      r.err = cfg.check ? validate(cfg, ci, algorithm, pc.pass) : -1.0;
-      auto run = [&] {
-        if (pc.pass != "bwd") {
-          forward(in->q.view(), in->k.view(), in->v.view(), fwd->out.view(), fwd->lse.view(), ci.options, algorithm);
+      const bool fresh = !fwd.count(pc.impl);
+      if (fresh) fwd.emplace(pc.impl, harness::make_forward_outputs(c));
+      harness::ForwardOutputs& fo = fwd.at(pc.impl);
+      if (pc.pass == "bwd" && fresh) harness::run_forward(ci, *in, fo, algorithm);  // the backward's inputs
+      auto run = [&ci, &in, &fo, &bwd, algorithm, pass = pc.pass] {
+        if (pass != "bwd") {
+          forward(in->q.view(), in->k.view(), in->v.view(), fo.out.view(), fo.lse.view(), ci.options, algorithm);
         }
-        if (pc.pass != "fwd") {
-          backward(in->dout.view(), in->q.view(), in->k.view(), in->v.view(), fwd->out.view(), fwd->lse.view(),
+        if (pass != "fwd") {
+          backward(in->dout.view(), in->q.view(), in->k.view(), in->v.view(), fo.out.view(), fo.lse.view(),
                    bwd->dq.view(), bwd->dk.view(), bwd->dv.view(), ci.options, algorithm);
         }
       };
       const i64 before = allocated_bytes();
       reset_peak_allocated_bytes();
-      const auto warm_start = Clock::now();
-      run();  // also the warm-up
-      const double warm_ms = milliseconds(warm_start);
-      if (pc.pass != "bwd") forward_done_for = pc.impl;
+      run();  // the warm-up
       r.peak_bytes = peak_allocated_bytes() - before;
-      const Timing timing = time_case(cfg.repeat, cfg.case_ms, warm_ms, flusher, sgemm_runner, run);
-      r.ms = timing.ms;
-      // Block-sparse counts the FLOPs of the blocks it computes.
-      // maskmod's mask is causal whether or not --causal halved fwd_flops.
-      const double work = pc.impl == "blocksparse" ? r.density : pc.impl == "maskmod" && !cfg.causal ? 0.5 : 1.0;
-      r.gflops = fwd_flops * work * pass_factor(pc.pass) / (r.ms * 1e6);
-      r.sgemm_gflops = Sgemm::kFlops / (timing.sgemm_ms * 1e6);
+      // Block-sparse counts the FLOPs of the scores it computes; maskmod's mask is causal
+      // whether or not --causal halved fwd_flops.
+      const double work = pc.impl == "blocksparse" ? computed_fraction(cfg, ci)
+                          : pc.impl == "maskmod" && !cfg.causal ? 0.5
+                                                                : 1.0;
+      r.gflops = fwd_flops * work * pass_factor(pc.pass);  // FLOPs until the time is known
+      timed.push_back(group.size());
+      group.push_back(r);
+      runs.push_back(run);
+    }
+
+    // Main loop: the group's cases in interleaved rounds.
+    const std::vector<CaseTiming> timings = stopwatch.time(cfg.policy, runs);
+    for (std::size_t t = 0; t < timed.size(); ++t) {
+      Record& r = group[timed[t]];
+      r.timing = timings[t];
+      r.gflops /= r.ms() * 1e6;
+      r.sgemm_gflops = Sgemm::gflops(r.timing.pulse_median_ms);
+    }
+    check_consistency(group);
+    for (std::size_t i = first; i < last; ++i) {
+      const Record& r = group[i - first];
       emit(r);
-      progress.step(weight(pc), pc.impl + " " + pc.pass + " N=" + std::to_string(pc.seqlen) + " " + pc.variant);
+      progress.step(weight(plan[i]), r.impl + " " + r.pass + " N=" + std::to_string(plan[i].seqlen) + " " + r.variant +
+                                         (r.skipped ? " (skipped)" : ""));
     }
     first = last;
   }
   progress.finish();
   const double seconds = progress.seconds();
 
-  if (table) std::printf("\n%s", runtime_tables(cfg, records, false).c_str());
+  const std::string flagged = flagged_rows(records, false);
+  const int failed = static_cast<int>(std::count_if(records.begin(), records.end(), [](const Record& r) { return !r.skipped && !r.ok; }));
+  if (table) std::printf("\n%s%s", runtime_tables(cfg, records, false).c_str(), flagged.c_str());
   if (out_files) {
     std::ofstream jsonl(cfg.out + "/results.jsonl"), csv(cfg.out + "/results.csv");
-    jsonl << sgemm_json << "\n";
+    jsonl << json_pulse(pulse) << "\n";
     csv << csv_header() << "\n";
     for (const Record& r : records) {
       jsonl << json_record(cfg, r) << "\n";
       csv << csv_record(cfg, r) << "\n";
     }
-    write_report(cfg, records, sgemm, seconds);
+    write_report(cfg, records, pulse, seconds);
     if (table) std::printf("wrote %s/report.md, results.csv, results.jsonl and the plots (%.0f s of benchmark)\n",
                            cfg.out.c_str(), seconds);
+  }
+  if (failed) {
+    std::fprintf(stderr, "flashattn bench: %d case(s) FAILED their accuracy check (error above the allowed error)\n",
+                 failed);
+    return 1;
   }
   return 0;
 }

@@ -417,8 +417,9 @@ int io_main(int argc, char** argv) {
 
   // Figure 2 (left): one shape, both algorithms, fwd + bwd, with measured runtimes.
   const i64 fast = kernel_fast_memory();
-  CacheFlusher flusher;
-  Sgemm sgemm;
+  Stopwatch stopwatch;
+  stopwatch.calibrate(3);
+  const TimingPolicy policy{3, 5, 6, 2000.0};  // 3 to 5 quiet runs, within about 2 s
   auto time_pass = [&](Algorithm algorithm, i64 n, i64 heads, int block, bool with_backward) {
     harness::Case c;
     c.shape = {1, n, n, heads, heads, 64};
@@ -435,9 +436,8 @@ int io_main(int argc, char** argv) {
                  grads.dq.view(), grads.dk.view(), grads.dv.view(), c.options, algorithm);
       }
     };
-    const auto t0 = Clock::now();
-    run();
-    return time_case(5, 2000.0, milliseconds(t0), flusher, sgemm, run).ms;
+    run();  // the warm-up
+    return stopwatch.time(policy, {run})[0].summary.median;
   };
   {
     say(format("## Figure 2 (left): batch 1, %lld heads, N = %lld, d = 64, forward + backward, M = %lld elements\n\n",

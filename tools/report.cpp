@@ -5,6 +5,8 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -83,8 +85,46 @@ std::string machine_description() {
      << "- Caches (per core, as the kernels read them): L1d " << (cache_sizes().l1d_bytes >> 10) << " KiB, L2 "
      << (cache_sizes().l2_bytes >> 10) << " KiB; L3 " << sysfs(cache + "3/size") << " (sysfs)\n"
      << "- Memory: " << format("%.1f", ram / 1073741824.0) << " GiB\n"
-     << "- Flash kernels: " << to_string(default_isa()) << " build; OpenBLAS core " << openblas_get_corename() << "\n";
+     << "- Flash kernels: " << to_string(default_isa()) << " build; OpenBLAS core " << openblas_get_corename()
+     << (std::getenv("OPENBLAS_CORETYPE") ? format(" (OPENBLAS_CORETYPE=%s)", std::getenv("OPENBLAS_CORETYPE")) : "")
+     << "\n";
   return os.str();
+}
+
+static int blas_core_vector_bits(const std::string& core) {
+  std::string c;
+  for (char ch : core) c += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  for (const char* wide : {"skylakex", "cooperlake", "sapphirerapids", "zen4", "zen5"}) {
+    if (c == wide) return 512;
+  }
+  for (const char* avx2 : {"haswell", "zen", "skylake", "excavator", "atomx"}) {
+    if (c == avx2) return 256;
+  }
+  if (c == "sandybridge" || c == "bulldozer" || c == "piledriver" || c == "steamroller") return 256;
+  return 128;
+}
+
+static int cpu_vector_bits(const std::string& flags) {
+  std::istringstream all(flags);
+  int bits = 128;
+  for (std::string f; all >> f;) {
+    if (f == "avx512f") bits = std::max(bits, 512);
+    if (f == "avx2" || f == "avx") bits = std::max(bits, 256);
+  }
+  return bits;
+}
+
+std::string blas_core_warning(const std::string& core, const std::string& cpu_flags, const char* coretype_env) {
+  const int blas = blas_core_vector_bits(core), cpu = cpu_vector_bits(cpu_flags);
+  if (blas >= cpu) return "";
+  return format("OpenBLAS runs its %s kernel (%d-bit vectors) on a CPU with %d-bit vectors%s: SGEMM runs below the "
+                "machine's peak, so /sgemm ratios read high against what the hardware can do.",
+                core.c_str(), blas, cpu,
+                coretype_env ? format(" (OPENBLAS_CORETYPE=%s is set)", coretype_env).c_str() : "");
+}
+
+std::string blas_core_warning() {
+  return blas_core_warning(openblas_get_corename(), cpuinfo("flags"), std::getenv("OPENBLAS_CORETYPE"));
 }
 
 std::string draw(const std::string& dir, const std::string& name, const Plot& plot) {

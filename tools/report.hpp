@@ -13,6 +13,12 @@ namespace flashattn::cli {
 // CPU model, flags that matter here, cores, caches, memory, OpenBLAS core: Markdown lines.
 std::string machine_description();
 
+// "" when OpenBLAS's kernel uses vectors as wide as the CPU's widest, else a warning that
+// says which core ran (and OPENBLAS_CORETYPE when set). The pure form takes the core name,
+// the CPU's flags and the variable's value (null when unset), for the tests.
+std::string blas_core_warning();
+std::string blas_core_warning(const std::string& core, const std::string& cpu_flags, const char* coretype_env);
+
 struct Series {
   std::string label;
   std::vector<std::pair<double, double>> points;  // (x, y); y <= 0 is left out on log axes

@@ -1,26 +1,39 @@
-// timing.hpp — how the subcommands time a case: caches flushed before each run, the
-// median reported, SGEMM runs interleaved so that speed is a ratio taken in the same
-// seconds.
+// timing.hpp — how the subcommands time cases: caches flushed before each run, SGEMM runs
+// (the machine's pulse) after each, runs next to a slow pulse discarded and repeated, the
+// cases of a group interleaved run by run so that their ratios are taken in the same
+// seconds. The rules themselves (what is slow, how many runs) are in stats.hpp.
 #pragma once
 
 #include <cblas.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <vector>
+
+#include "stats.hpp"
 
 namespace flashattn::cli {
 
 using Clock = std::chrono::steady_clock;
 
-// Writing a buffer larger than the last-level cache between runs evicts the operands.
+inline double milliseconds(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Bytes of last-level cache on the machine: each distinct LLC counted once (sysfs), 0 when
+// the OS does not say.
+std::int64_t last_level_cache_bytes();
+
+// Writing a buffer larger than the last-level caches between runs evicts the operands:
+// twice their total, at least 64 MiB.
 class CacheFlusher {
  public:
-  CacheFlusher() : bytes_(std::int64_t{64} << 20), buffer_(new char[bytes_]) {}
+  CacheFlusher();
   void flush() { std::memset(buffer_.get(), static_cast<int>(++round_), bytes_); }
+  std::int64_t bytes() const { return bytes_; }
 
  private:
   std::int64_t bytes_;
@@ -28,16 +41,8 @@ class CacheFlusher {
   unsigned round_ = 0;
 };
 
-inline double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-inline double milliseconds(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-// SGEMM 2048³ on the benchmark's thread count: the practical ceiling of the machine.
+// SGEMM 2048³ on the benchmark's thread count: the practical ceiling of the machine, and
+// its pulse.
 class Sgemm {
  public:
   static constexpr std::int64_t kN = 2048;
@@ -49,42 +54,72 @@ class Sgemm {
                 0.0f, c_.data(), kN);
     return milliseconds(t0);
   }
+  static double gflops(double ms) { return ms > 0 ? kFlops / (ms * 1e6) : 0.0; }
 
  private:
   std::vector<float> a_, b_, c_;
 };
 
-struct Timing {
-  double ms;        // median of the case's runs
-  double sgemm_ms;  // median of the SGEMM runs interleaved with them
-};
-
-// The case was just run once to warm up, taking `warm_ms`. A case that long is timed by
-// that run alone (its caches were cold, as every timed run's are); otherwise it runs up
-// to `repeat` more times, caches flushed before each, fewer once the runs add up to
-// `budget_ms`. Each run is followed by one SGEMM: the machine's speed drifts (shared
-// hosts), and a ratio of medians taken in the same seconds is steadier than one against
-// an SGEMM timed minutes apart.
-template <typename F>
-Timing time_case(int repeat, double budget_ms, double warm_ms, CacheFlusher& flusher, Sgemm& sgemm, F&& run) {
-  std::vector<double> ms, sgemm_ms;
-  if (warm_ms >= budget_ms / 2) {
-    ms.push_back(warm_ms);
-    flusher.flush();
-    sgemm_ms.push_back(sgemm.run_ms());
-    return {ms[0], sgemm_ms[0]};
+// Times a group of cases in rounds: each round runs every case that still needs runs once,
+// each run followed by a pulse. A run is quiet when neither the pulse before it nor the one
+// after it is slow for `monitor` (every pulse joins the monitor). `run_case[i]()` runs case
+// i once and returns its milliseconds (flushing first is its business); `pulse()` likewise
+// returns one pulse's milliseconds. Scripted functions make this testable without a clock.
+inline std::vector<CaseTiming> time_interleaved(const TimingPolicy& policy, PulseMonitor& monitor,
+                                                const std::vector<std::function<double()>>& run_case,
+                                                const std::function<double()>& pulse) {
+  std::vector<CaseTimer> timers(run_case.size(), CaseTimer(policy));
+  double before = pulse();
+  monitor.add(before);
+  for (bool any = true; any;) {
+    any = false;
+    for (std::size_t i = 0; i < run_case.size(); ++i) {
+      if (!timers[i].needs_more()) continue;
+      any = true;
+      const double ms = run_case[i]();
+      const double after = pulse();
+      const bool quiet = !monitor.slow(before) && !monitor.slow(after);
+      monitor.add(after);
+      timers[i].record(ms, after, quiet);
+      before = after;
+    }
   }
-  double spent = 0;
-  for (int r = 0; r < repeat && (r == 0 || spent < budget_ms); ++r) {
-    flusher.flush();
-    const auto t0 = Clock::now();
-    run();
-    ms.push_back(milliseconds(t0));
-    spent += ms.back();
-    flusher.flush();
-    sgemm_ms.push_back(sgemm.run_ms());
-  }
-  return {median(ms), median(sgemm_ms)};
+  std::vector<CaseTiming> out;
+  for (const CaseTimer& t : timers) out.push_back(t.finish());
+  return out;
 }
+
+// The real clock and machine behind time_interleaved: `runs[i]` is case i's work; caches
+// are flushed before every run and every pulse.
+struct Stopwatch {
+  CacheFlusher flusher;
+  Sgemm sgemm;
+  PulseMonitor monitor;
+
+  // The session's reference pulse: one warm-up SGEMM, then `count` pulses; returns them.
+  std::vector<double> calibrate(int count) {
+    sgemm.run_ms();
+    std::vector<double> pulses;
+    for (int i = 0; i < count; ++i) pulses.push_back(pulse());
+    for (double p : pulses) monitor.add(p);
+    return pulses;
+  }
+  double pulse() {
+    flusher.flush();
+    return sgemm.run_ms();
+  }
+  std::vector<CaseTiming> time(const TimingPolicy& policy, const std::vector<std::function<void()>>& runs) {
+    std::vector<std::function<double()>> timed;
+    for (const auto& run : runs) {
+      timed.push_back([this, &run] {
+        flusher.flush();
+        const auto t0 = Clock::now();
+        run();
+        return milliseconds(t0);
+      });
+    }
+    return time_interleaved(policy, monitor, timed, [this] { return pulse(); });
+  }
+};
 
 }  // namespace flashattn::cli

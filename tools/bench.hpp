@@ -1,0 +1,95 @@
+// bench.hpp — `flashattn bench`'s configuration and result rows, shared by the runner
+// (bench.cpp), the records and report (bench_report.cpp) and the A/B comparison
+// (bench_compare.cpp).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cpu/flash.hpp"
+#include "flashattn/isa.hpp"
+#include "harness/harness.hpp"
+#include "stats.hpp"
+
+namespace flashattn::cli {
+
+struct Config {
+  std::vector<std::string> impls, passes, variants, variant_passes;
+  std::int64_t batch, tokens, heads, heads_k, seqlen_k;
+  std::vector<std::int64_t> seqlens, headdims;
+  bool causal, check;
+  double err_limit;  // a case fails when its error exceeds this many times the allowed error
+  std::int64_t mem_cap_bytes;
+  double density;            // blocksparse: fraction of blocks on (random pattern)
+  std::string mask_pattern;  // blocksparse: random, local, fixed, butterfly, causal
+  std::int64_t mask_block;   // blocksparse: block size (queries and keys)
+  double dropout;
+  int threads, block_q, block_k;
+  TimingPolicy policy;
+  std::int64_t flush_bytes = 0;  // written between runs to evict the caches
+  std::optional<Isa> isa;
+  std::string json, out;
+  std::string command_line;
+};
+
+// One row of the results: a timed case, or one skipped for the memory cap.
+struct Record {
+  std::string impl, pass, variant;
+  harness::Shape shape;
+  double dropout = 0;
+  bool padding = false, skipped = false;
+  double gflops = 0, sgemm_gflops = 0, density = 1;
+  double err = -1;           // max error on the small check; < 0: not checked
+  double err_fraction = -1;  // err / allowed error (FlashAttention's rule); < 0: not checked
+  bool ok = true;            // err_fraction within --err-limit (true when not checked)
+  std::int64_t peak_bytes = 0;  // measured; the estimate when skipped
+  CaseTiming timing;
+  std::string consistency;  // fwdbwd rows: "" when fwd + bwd agree with it, else what does not
+  TileConfig tiles;
+  std::string isa, mask;
+
+  double ms() const { return timing.summary.median; }
+};
+
+// The session's pulse: the SGEMM runs that seeded the monitor.
+struct PulseRecord {
+  int threads = 0;
+  std::string blas;
+  Summary ms;
+  double gflops() const { return ms.median > 0 ? 2.0 * 2048 * 2048 * 2048 / (ms.median * 1e6) : 0.0; }
+};
+
+// Forward FLOPs factor of a pass (FlashAttention's benchmark): bwd 2.5×, fwdbwd 3.5×.
+double pass_factor(const std::string& pass);
+
+std::string json_number(double v);
+std::string json_record(const Config& cfg, const Record& r);
+std::string json_pulse(const PulseRecord& p);
+std::string csv_header();
+std::string csv_record(const Config& cfg, const Record& r);
+
+// fwd + bwd against fwdbwd for every (impl, variant, N, headdim) with all three passes
+// timed; sets each fwdbwd record's `consistency`.
+void check_consistency(std::vector<Record>& records);
+
+// The flags a row carries in the tables: FAIL (accuracy), unstable, noisy, inconsistent.
+std::string row_flags(const Record& r);
+
+// The runtime tables of the paper's Appendix E: one per (variant, pass), impl × N.
+std::string runtime_tables(const Config& cfg, const std::vector<Record>& records, bool markdown);
+
+// What the tables' markers mean, and the rows that carry one (accuracy failures, unstable
+// and noisy timings, inconsistent passes): "" when there is none.
+std::string flagged_rows(const std::vector<Record>& records, bool markdown);
+
+// report.md under cfg.out: the machine, the tables, the plots, the paper's A100 figures
+// beside ours, the flags, and the IO model.
+void write_report(const Config& cfg, const std::vector<Record>& records, const PulseRecord& pulse,
+                  double seconds);
+
+// `flashattn bench --compare A B`: per case, the ratio B / A with its confidence interval.
+int compare_main(int argc, char** argv);
+
+}  // namespace flashattn::cli

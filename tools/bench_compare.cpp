@@ -1,0 +1,220 @@
+// bench_compare.cpp — `flashattn bench --compare A B`: two sets of `flashattn bench` JSON
+// lines (each one or more files, e.g. runs of two builds alternated), matched case by case,
+// and per case the time ratio B / A with a confidence interval from the runs (stats.hpp).
+//
+// By default each run's time is divided by the SGEMM pulse that followed it, so that a
+// machine that drifted between the two runs does not read as a difference between builds.
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include "args.hpp"
+#include "bench.hpp"
+#include "report.hpp"
+#include "timing.hpp"
+
+namespace flashattn::cli {
+
+namespace {
+
+constexpr const char* kCompareUsage = R"usage(usage: flashattn bench --compare A.jsonl[,A2.jsonl...] B.jsonl[,B2.jsonl...] [flags]
+
+Matches the cases of two `flashattn bench --json` outputs (or results.jsonl files) and prints,
+per case, the ratio of B's time to A's with its confidence interval and whether the
+difference is significant (the interval excludes 1). Several files on one side pool their
+runs: alternate the two builds (A, B, A, B) so that slow drift of the machine hits both.
+The interval is Welch's t on the logarithms of the runs (`run_ms` in the JSON lines).
+
+  --by sgemm|ms      sgemm (default): each run's time divided by the SGEMM pulse that
+                     followed it (cancels the machine's drift); ms: the times as they are
+  --confidence C     two-sided confidence of the interval, default 0.95
+  --json FILE|-      also write one JSON object per matched case (- for stdout, then no table)
+
+JSON fields: the case's impl, pass, variant, batch, heads, heads_k, seqlen_q, seqlen_k,
+headdim, causal, dropout, threads, mask, key_padding; a_ms, b_ms (medians of the raw runs),
+n_a, n_b (runs), by, ratio (B / A, geometric mean of the runs' ratio), ratio_lo, ratio_hi,
+confidence, significant.
+)usage";
+
+// The fields that name a case: equal in A and B for the same work.
+const char* const kKeyFields[] = {"impl",     "pass",     "variant", "batch",   "heads",       "heads_k",
+                                  "seqlen_q", "seqlen_k", "headdim", "causal",  "dropout",     "threads",
+                                  "mask",     "key_padding"};
+
+struct Side {
+  std::vector<double> ms, normalized;  // every run: its time, and time / pulse
+};
+
+struct Cases {
+  std::vector<std::string> order;      // first-seen order of the keys
+  std::map<std::string, nlohmann::json> key_json;
+  std::map<std::string, Side> runs;
+};
+
+std::vector<std::string> split_commas(const std::string& list) {
+  std::vector<std::string> parts;
+  std::stringstream ss(list);
+  for (std::string part; std::getline(ss, part, ',');) {
+    if (!part.empty()) parts.push_back(part);
+  }
+  return parts;
+}
+
+void read_side(const std::string& list, Cases& cases) {
+  const std::vector<std::string> files = split_commas(list);
+  if (files.empty()) throw UsageError("--compare needs two lists of JSON-lines files");
+  for (const std::string& file : files) {
+    std::ifstream in(file);
+    if (!in) throw std::runtime_error("cannot read '" + file + "'");
+    int line_no = 0, used = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++line_no;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const nlohmann::json::exception& e) {
+        throw std::runtime_error(file + ":" + std::to_string(line_no) + ": not a JSON object (" + e.what() + ")");
+      }
+      if (!j.is_object() || !j.contains("impl") || j["impl"] == "sgemm" || j.contains("skipped") || !j.contains("ms")) {
+        continue;
+      }
+      nlohmann::json key = nlohmann::json::object();
+      for (const char* field : kKeyFields) key[field] = j.value(field, nlohmann::json());
+      const std::string id = key.dump();
+      if (!cases.runs.count(id)) {
+        cases.order.push_back(id);
+        cases.key_json[id] = key;
+      }
+      Side& side = cases.runs[id];
+      // Older files carry only the median and the pulse rate: one run each.
+      std::vector<double> ms = j.contains("run_ms") ? j["run_ms"].get<std::vector<double>>()
+                                                    : std::vector<double>{j["ms"].get<double>()};
+      std::vector<double> pulse;
+      if (j.contains("run_sgemm_ms")) {
+        pulse = j["run_sgemm_ms"].get<std::vector<double>>();
+      } else {
+        const double gflops = j.value("sgemm_gflops", 0.0);
+        pulse.assign(ms.size(), gflops > 0 ? Sgemm::kFlops / (gflops * 1e6) : 0.0);
+      }
+      if (pulse.size() != ms.size()) {
+        throw std::runtime_error(file + ":" + std::to_string(line_no) + ": run_ms and run_sgemm_ms differ in length");
+      }
+      for (std::size_t i = 0; i < ms.size(); ++i) {
+        if (!(ms[i] > 0)) continue;
+        side.ms.push_back(ms[i]);
+        side.normalized.push_back(pulse[i] > 0 ? ms[i] / pulse[i] : std::nan(""));
+      }
+      ++used;
+    }
+    if (used == 0) throw std::runtime_error("'" + file + "' holds no timed bench record");
+  }
+}
+
+std::string describe(const nlohmann::json& key) {
+  std::string s = key["impl"].get<std::string>() + " " + key["pass"].get<std::string>();
+  if (key["variant"].is_string() && key["variant"] != "plain") s += " " + key["variant"].get<std::string>();
+  s += format(" N=%lld", key["seqlen_q"].get<long long>());
+  if (key["seqlen_k"] != key["seqlen_q"]) s += format("/%lld", key["seqlen_k"].get<long long>());
+  s += format(" d=%lld b=%lld h=%lld", key["headdim"].get<long long>(), key["batch"].get<long long>(),
+              key["heads"].get<long long>());
+  if (key["heads_k"] != key["heads"]) s += format("/%lld", key["heads_k"].get<long long>());
+  if (key["causal"] == true) s += " causal";
+  return s;
+}
+
+}  // namespace
+
+int compare_main(int argc, char** argv) {
+  // argv[0] is "--compare"; the two lists follow, then flags.
+  std::string by;
+  double confidence = 0.95;
+  std::string json_path;
+  Cases a, b;
+  try {
+    if (argc >= 2 && std::string(argv[1]) == "--help") {
+      std::cout << kCompareUsage;
+      return 0;
+    }
+    if (argc < 3 || std::string(argv[1]).rfind("--", 0) == 0 || std::string(argv[2]).rfind("--", 0) == 0) {
+      throw UsageError("--compare needs two lists of JSON-lines files, A then B");
+    }
+    Args args(argc - 2, argv + 2);
+    by = args.words("by", {"sgemm"}, {"sgemm", "ms"}).front();
+    confidence = args.real("confidence", 0.95, 0.5, 0.9999);
+    json_path = args.text("json", "");
+    args.finish();
+    read_side(argv[1], a);
+    read_side(argv[2], b);
+  } catch (const UsageError& e) {
+    std::cerr << "flashattn bench --compare: " << e.what() << "\n\n" << kCompareUsage;
+    return 2;
+  }
+
+  std::ofstream json_file;
+  std::ostream* json = open_json(json_path, json_file);
+  const bool table = json_path != "-";
+  if (table) {
+    std::printf("B / A, %s, %.0f%% confidence interval (Welch's t on log times)\n\n", by == "sgemm" ? "each run's time over its SGEMM pulse" : "raw times", 100 * confidence);
+    std::printf("%-46s %10s %10s %7s %7s %17s  %s\n", "case", "A ms", "B ms", "runs", "B/A", "interval", "verdict");
+  }
+  int matched = 0, slower = 0, faster = 0;
+  double log_sum = 0;
+  for (const std::string& id : a.order) {
+    if (!b.runs.count(id)) continue;
+    const Side& sa = a.runs.at(id);
+    const Side& sb = b.runs.at(id);
+    const std::vector<double>& va = by == "sgemm" ? sa.normalized : sa.ms;
+    const std::vector<double>& vb = by == "sgemm" ? sb.normalized : sb.ms;
+    if (std::any_of(va.begin(), va.end(), [](double v) { return std::isnan(v); }) ||
+        std::any_of(vb.begin(), vb.end(), [](double v) { return std::isnan(v); })) {
+      throw std::runtime_error("a record of " + describe(a.key_json.at(id)) + " has no SGEMM pulse: use --by ms");
+    }
+    const RatioEstimate r = compare_samples(va, vb, confidence);
+    ++matched;
+    log_sum += std::log(r.ratio);
+    const std::string verdict = !r.has_interval  ? "no interval (one run on a side)"
+                                : !r.significant ? "no significant difference"
+                                : r.ratio > 1    ? format("B slower by %.1f%%", 100 * (r.ratio - 1))
+                                                 : format("B faster by %.1f%%", 100 * (1 - r.ratio));
+    slower += r.significant && r.ratio > 1;
+    faster += r.significant && r.ratio < 1;
+    if (table) {
+      std::printf("%-46s %10.4g %10.4g %3zu/%-3zu %7.4f  [%6.4f, %6.4f]  %s\n", describe(a.key_json.at(id)).c_str(),
+                  median(sa.ms), median(sb.ms), r.n_a, r.n_b, r.ratio, r.lo, r.hi, verdict.c_str());
+    }
+    if (json) {
+      nlohmann::json out = a.key_json.at(id);
+      out["a_ms"] = median(sa.ms);
+      out["b_ms"] = median(sb.ms);
+      out["n_a"] = r.n_a;
+      out["n_b"] = r.n_b;
+      out["by"] = by;
+      out["ratio"] = r.ratio;
+      out["ratio_lo"] = r.lo;
+      out["ratio_hi"] = r.hi;
+      out["confidence"] = confidence;
+      out["significant"] = r.significant;
+      *json << out.dump() << std::endl;
+    }
+  }
+  if (matched == 0) {
+    std::cerr << "flashattn bench --compare: no case appears in both A and B\n";
+    return 1;
+  }
+  if (table) {
+    std::printf("\n%d case(s) matched (%zu only in A, %zu only in B): B significantly slower in %d, faster in %d; "
+                "geometric mean of B/A %.4f\n",
+                matched, a.order.size() - matched, b.order.size() - matched, slower, faster,
+                std::exp(log_sum / matched));
+  }
+  return 0;
+}
+
+}  // namespace flashattn::cli

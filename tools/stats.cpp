@@ -1,0 +1,152 @@
+// stats.cpp — see stats.hpp.
+#include "stats.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numbers>
+
+namespace flashattn::cli {
+
+double quantile(std::vector<double> values, double p) {
+  std::sort(values.begin(), values.end());
+  const double pos = p * static_cast<double>(values.size() - 1);
+  const std::size_t lo = static_cast<std::size_t>(std::floor(pos));
+  const std::size_t hi = std::min(lo + 1, values.size() - 1);
+  return values[lo] + (pos - static_cast<double>(lo)) * (values[hi] - values[lo]);
+}
+
+double median(std::vector<double> values) { return quantile(std::move(values), 0.5); }
+
+Summary summarize(std::vector<double> values) {
+  Summary s;
+  s.n = values.size();
+  if (values.empty()) return s;
+  std::sort(values.begin(), values.end());
+  s.min = values.front();
+  s.max = values.back();
+  s.median = quantile(values, 0.5);
+  s.q1 = quantile(values, 0.25);
+  s.q3 = quantile(values, 0.75);
+  return s;
+}
+
+double PulseMonitor::median_ms() const { return pulses_.empty() ? 0.0 : median(pulses_); }
+
+bool PulseMonitor::slow(double pulse_ms) const {
+  const double reference = median_ms();
+  return reference > 0 && pulse_ms * (1.0 - tolerance_) > reference;
+}
+
+void CaseTimer::record(double run_ms, double pulse_ms, bool quiet) {
+  t_.all_ms.push_back(run_ms);
+  t_.all_pulse_ms.push_back(pulse_ms);
+  t_.spent_ms += run_ms + pulse_ms;
+  if (quiet) {
+    t_.quiet_ms.push_back(run_ms);
+    t_.quiet_pulse_ms.push_back(pulse_ms);
+  } else {
+    ++t_.discarded;
+  }
+}
+
+bool CaseTimer::needs_more() const {
+  const int quiet = static_cast<int>(t_.quiet_ms.size());
+  if (quiet < policy_.min_runs) return t_.discarded < policy_.max_retries;
+  return quiet < policy_.max_runs && t_.spent_ms < policy_.budget_ms;
+}
+
+CaseTiming CaseTimer::finish() const {
+  CaseTiming t = t_;
+  t.unstable = static_cast<int>(t.quiet_ms.size()) < policy_.min_runs;
+  const std::vector<double>& runs = t.unstable ? t.all_ms : t.quiet_ms;
+  const std::vector<double>& pulses = t.unstable ? t.all_pulse_ms : t.quiet_pulse_ms;
+  t.summary = summarize(runs);
+  t.pulse_median_ms = pulses.empty() ? 0.0 : median(pulses);
+  return t;
+}
+
+std::string pass_consistency(const Summary& fwd, const Summary& bwd, const Summary& fwdbwd, double slack) {
+  char buf[256];
+  // fwdbwd does the backward's work and more: its slowest run cannot beat bwd's fastest
+  // (no slack: no cache effect makes more work take less time).
+  const double longer_min = std::max(fwd.min, bwd.min);
+  if (fwdbwd.max < longer_min) {
+    std::snprintf(buf, sizeof buf, "fwdbwd (%.4g ms, at most %.4g) faster than %s alone (at least %.4g ms)",
+                  fwdbwd.median, fwdbwd.max, bwd.min >= fwd.min ? "bwd" : "fwd", longer_min);
+    return buf;
+  }
+  // fwdbwd ≈ fwd + bwd: the sum's interval [min + min, max + max] against fwdbwd's.
+  const double sum_lo = fwd.min + bwd.min, sum_hi = fwd.max + bwd.max;
+  if (fwdbwd.max * (1.0 + slack) < sum_lo || fwdbwd.min > sum_hi * (1.0 + slack)) {
+    std::snprintf(buf, sizeof buf, "fwdbwd %.4g ms [%.4g, %.4g] against fwd + bwd %.4g ms [%.4g, %.4g]",
+                  fwdbwd.median, fwdbwd.min, fwdbwd.max, fwd.median + bwd.median, sum_lo, sum_hi);
+    return buf;
+  }
+  return "";
+}
+
+namespace {
+
+// ∫₀^θ cos^(df−1)(φ) dφ by Simpson's rule: with t = √df · tan φ, Student's t density
+// becomes proportional to cos^(df−1) φ, smooth on [0, π/2) for every df ≥ 1.
+double cos_power_integral(double theta, double df) {
+  constexpr int kIntervals = 4000;  // even
+  const double h = theta / kIntervals;
+  auto f = [df](double phi) { return std::pow(std::cos(phi), df - 1.0); };
+  double sum = f(0.0) + f(theta);
+  for (int i = 1; i < kIntervals; ++i) sum += f(i * h) * (i % 2 ? 4.0 : 2.0);
+  return sum * h / 3.0;
+}
+
+}  // namespace
+
+double t_quantile(double confidence, double df) {
+  df = std::max(df, 1.0);
+  // Beyond 40/√df the integrand is below exp(−800): the mass lies in [0, cap].
+  const double cap = std::min(std::numbers::pi / 2, 40.0 / std::sqrt(df));
+  const double total = cos_power_integral(cap, df);
+  double lo = 0, hi = cap;
+  for (int i = 0; i < 60; ++i) {  // P(|T| ≤ t) = F(θ) / F(π/2), increasing in θ
+    const double mid = 0.5 * (lo + hi);
+    (cos_power_integral(mid, df) / total < confidence ? lo : hi) = mid;
+  }
+  return std::sqrt(df) * std::tan(0.5 * (lo + hi));
+}
+
+RatioEstimate compare_samples(const std::vector<double>& a, const std::vector<double>& b, double confidence) {
+  RatioEstimate r;
+  r.n_a = a.size();
+  r.n_b = b.size();
+  if (a.empty() || b.empty()) return r;
+  auto log_moments = [](const std::vector<double>& x) {
+    double mean = 0;
+    for (double v : x) mean += std::log(v);
+    mean /= static_cast<double>(x.size());
+    double var = 0;
+    for (double v : x) var += (std::log(v) - mean) * (std::log(v) - mean);
+    return std::pair{mean, x.size() > 1 ? var / static_cast<double>(x.size() - 1) : 0.0};
+  };
+  const auto [mean_a, var_a] = log_moments(a);
+  const auto [mean_b, var_b] = log_moments(b);
+  const double diff = mean_b - mean_a;
+  r.ratio = r.lo = r.hi = std::exp(diff);
+  if (a.size() < 2 || b.size() < 2) return r;
+  const double se_a = var_a / static_cast<double>(a.size()), se_b = var_b / static_cast<double>(b.size());
+  const double se = std::sqrt(se_a + se_b);
+  r.has_interval = true;
+  if (se == 0) {  // identical runs on each side: the interval is the point
+    r.significant = diff != 0;
+    return r;
+  }
+  // Welch–Satterthwaite degrees of freedom.
+  const double df = (se_a + se_b) * (se_a + se_b) /
+                    (se_a * se_a / static_cast<double>(a.size() - 1) + se_b * se_b / static_cast<double>(b.size() - 1));
+  const double half = t_quantile(confidence, df) * se;
+  r.lo = std::exp(diff - half);
+  r.hi = std::exp(diff + half);
+  r.significant = r.lo > 1.0 || r.hi < 1.0;
+  return r;
+}
+
+}  // namespace flashattn::cli
