@@ -115,6 +115,42 @@ TEST(BenchTiming, CasesRunInterleavedAndTheBudgetAddsRuns) {
   EXPECT_EQ(m.log.size(), order.size() + 1) << "one pulse before the first run and one after each";
 }
 
+TEST(BenchTiming, PartnersRunInTheSameRoundsAndPairUp) {
+  ScriptedMachine m;
+  // Pulses: before, then after each run. The pulse after case 1's second run is slow: the
+  // pair's second round is disturbed (both runs), and so is the third, which it precedes.
+  m.pulses = {100, 100, 100, 100, 160, 100};
+  PulseMonitor monitor;
+  for (int i = 0; i < 9; ++i) monitor.add(100);
+  const TimingPolicy policy{3, 3, 6, 0.0};
+  const auto t = time_interleaved(policy, monitor, {[] { return 10.0; }, [] { return 11.0; }},
+                                  [&] { return m.pulse(); }, {0, 0});
+  EXPECT_EQ(t[0].all_ms.size(), t[1].all_ms.size()) << "partners run in the same rounds";
+  EXPECT_EQ(t[0].quiet_round, t[1].quiet_round);
+  EXPECT_EQ(t[0].quiet_round, (std::vector<int>{0, 3, 4}));
+  EXPECT_EQ(t[0].discarded, 2);
+  const auto [a, b] = paired_runs(t[0], t[1]);
+  EXPECT_EQ(a.size(), 3u);
+  const RatioEstimate r = compare_paired(a, b);
+  EXPECT_NEAR(r.ratio, 1.1, 1e-12);
+  EXPECT_TRUE(r.has_interval);
+  EXPECT_TRUE(r.significant) << "identical log ratios: a zero-width interval away from 1";
+}
+
+TEST(BenchCompare, PairedIntervalIsTighterThanUnpairedUnderSharedDrift) {
+  // The machine drifts ±10% from round to round; B is 3% slower in every round.
+  std::vector<double> a, b;
+  for (int i = 0; i < 10; ++i) {
+    const double drift = 1.0 + 0.1 * std::sin(i * 1.7);
+    a.push_back(100 * drift);
+    b.push_back(103 * drift * (1 + 0.002 * std::cos(i * 2.3)));
+  }
+  const RatioEstimate paired = compare_paired(a, b), unpaired = compare_samples(a, b);
+  EXPECT_TRUE(paired.significant);
+  EXPECT_FALSE(unpaired.significant);
+  EXPECT_LT(paired.hi - paired.lo, 0.01);
+}
+
 TEST(BenchTiming, MaxRunsCapsACheapCase) {
   ScriptedMachine m;
   PulseMonitor monitor;

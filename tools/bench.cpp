@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "args.hpp"
+#include "baseline.hpp"
 #include "bench.hpp"
 #include "cli.hpp"
 #include "core/memory.hpp"
@@ -107,6 +108,10 @@ JSON lines instead (`flashattn bench --compare --help`).
   --json FILE|-      also write one JSON object per line (- for stdout, then no table)
   --out DIR          results.csv, results.jsonl, plots and report.md; default bench-report;
                      "none" writes nothing
+  --baseline-lib SO  another build's libflashattn.so (e.g. main's), loaded into this process:
+                     every case also runs through it (impl "<impl>@baseline"), interleaved
+                     run by run on the same buffers, and each row of this build gets the
+                     time ratio this / baseline with a 95% interval from the paired runs
 
 JSON fields: impl, pass, batch, heads, heads_k, seqlen_q, seqlen_k, headdim, causal,
 dropout, threads, isa, ms (median), gflops, peak_bytes (bytes the call allocated at peak,
@@ -213,7 +218,8 @@ double mask_density(const harness::Case& c) {
 struct Check {
   double max_err, fraction;
 };
-Check validate(const Config& cfg, const harness::Case& full, Algorithm algorithm, const std::string& pass) {
+Check validate(const Config& cfg, const harness::Case& full, Algorithm algorithm, const std::string& pass,
+               const BaselineLibrary* baseline = nullptr) {
   harness::Case c = full;
   c.shape.batch = 1;
   c.shape.heads_k = 1;
@@ -239,11 +245,23 @@ Check validate(const Config& cfg, const harness::Case& full, Algorithm algorithm
   }
   const harness::Inputs in = harness::make_inputs(c);
   const harness::ReferenceOutputs ref = harness::run_reference(c, in, true);
-  auto errors_of = [&](Algorithm a) {
-    const harness::PathRun run = harness::run_path(c, in, ref, a);
-    return pass == "fwd" ? run.errors.forward_part() : pass == "bwd" ? run.errors.backward_part() : run.errors;
+  auto part = [&pass](const harness::Errors& e) {
+    return pass == "fwd" ? e.forward_part() : pass == "bwd" ? e.backward_part() : e;
   };
-  const harness::Errors err = errors_of(algorithm);
+  auto errors_of = [&](Algorithm a) { return part(harness::run_path(c, in, ref, a).errors); };
+  auto baseline_errors = [&] {  // the same as run_path, through the baseline's entry points
+    harness::ForwardOutputs fo = harness::make_forward_outputs(c);
+    harness::BackwardOutputs bo = harness::make_backward_outputs(c);
+    for (harness::HostTensor* t : {&fo.out, &fo.lse, &bo.dq, &bo.dk, &bo.dv}) t->poison();
+    baseline->forward(in.q.view(), in.k.view(), in.v.view(), fo.out.view(), fo.lse.view(), c.options, algorithm);
+    baseline->backward(in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fo.out.view(), fo.lse.view(),
+                       bo.dq.view(), bo.dk.view(), bo.dv.view(), c.options, algorithm);
+    harness::Errors e = harness::forward_errors(fo, ref);
+    const harness::Errors g = harness::backward_errors(bo, ref);
+    e.dq = g.dq, e.dk = g.dk, e.dv = g.dv;
+    return part(e);
+  };
+  const harness::Errors err = baseline ? baseline_errors() : errors_of(algorithm);
   if (algorithm == Algorithm::standard) return {err.max(), err.max() / harness::standard_error_limit(ref)};
   return {err.max(), harness::worst_fraction_of_allowed(err, errors_of(Algorithm::standard), ref)};
 }
@@ -358,6 +376,7 @@ int bench_main(int argc, char** argv) {
     cfg.mem_cap_bytes = args.integer("mem-cap-mib", ram / 2 >> 20, 1, i64{1} << 40) << 20;
     cfg.json = args.text("json", "");
     cfg.out = args.text("out", "bench-report");
+    cfg.baseline_lib = args.text("baseline-lib", "");
     if (args.has("isa")) {
       const std::string name = args.text("isa", "");
       cfg.isa = parse_isa(name);
@@ -408,6 +427,8 @@ int bench_main(int argc, char** argv) {
     }
   }
 
+  std::optional<BaselineLibrary> baseline;
+  if (!cfg.baseline_lib.empty()) baseline.emplace(cfg.baseline_lib);
   openblas_set_num_threads(cfg.threads);
   Stopwatch stopwatch;
   cfg.flush_bytes = stopwatch.flusher.bytes();
@@ -422,6 +443,7 @@ int bench_main(int argc, char** argv) {
                 static_cast<long long>(last_level_cache_bytes() >> 20), static_cast<long long>(cfg.flush_bytes >> 20),
                 openblas_get_corename());
     if (!blas_warning.empty()) std::printf("warning: %s\n", blas_warning.c_str());
+    if (baseline) std::printf("baseline: %s (%s)\n", baseline->path.c_str(), baseline->abi_note.c_str());
     std::printf("sgemm 2048^3 (the pulse): %.2f ms median of %zu, %.1f GFLOP/s; a run next to a pulse %.0f%% below "
                 "the session's median pulse is discarded and repeated\n",
                 pulse.ms.median, pulse.ms.n, pulse.gflops(), 100 * stopwatch.monitor.tolerance());
@@ -551,22 +573,65 @@ int bench_main(int argc, char** argv) {
       timed.push_back(group.size());
       group.push_back(r);
       runs.push_back(run);
+      if (!baseline) continue;
+      // The baseline's twin: same case and buffers through the other build, its own
+      // forward outputs, run next to this build's in every round.
+      Record twin = r;
+      twin.impl = pc.impl + "@baseline";
+      twin.peak_bytes = 0;  // the other build's allocations are its own counters'
+      if (cfg.check) {
+        const Check check = validate(cfg, ci, algorithm, pc.pass, &*baseline);
+        twin.err = check.max_err;
+        twin.err_fraction = check.fraction;
+        twin.ok = check.fraction <= cfg.err_limit;
+      }
+      const bool twin_fresh = !fwd.count(twin.impl);
+      if (twin_fresh) fwd.emplace(twin.impl, harness::make_forward_outputs(c));
+      harness::ForwardOutputs& tfo = fwd.at(twin.impl);
+      const BaselineLibrary& lib = *baseline;
+      auto twin_run = [&ci, &in, &tfo, &bwd, &lib, algorithm, pass = pc.pass] {
+        if (pass != "bwd") {
+          lib.forward(in->q.view(), in->k.view(), in->v.view(), tfo.out.view(), tfo.lse.view(), ci.options, algorithm);
+        }
+        if (pass != "fwd") {
+          lib.backward(in->dout.view(), in->q.view(), in->k.view(), in->v.view(), tfo.out.view(), tfo.lse.view(),
+                       bwd->dq.view(), bwd->dk.view(), bwd->dv.view(), ci.options, algorithm);
+        }
+      };
+      if (pc.pass == "bwd" && twin_fresh) {
+        lib.forward(in->q.view(), in->k.view(), in->v.view(), tfo.out.view(), tfo.lse.view(), ci.options, algorithm);
+      }
+      twin_run();  // its warm-up
+      timed.push_back(group.size());
+      group.push_back(twin);
+      runs.push_back(twin_run);
     }
 
     // Main loop: the group's cases in interleaved rounds.
-    const std::vector<CaseTiming> timings = stopwatch.time(cfg.policy, runs);
+    std::vector<int> partner;  // a case and its baseline twin run in the same rounds
+    for (std::size_t t = 0; t < runs.size(); ++t) partner.push_back(static_cast<int>(baseline ? t / 2 : t));
+    const std::vector<CaseTiming> timings = stopwatch.time(cfg.policy, runs, partner);
     for (std::size_t t = 0; t < timed.size(); ++t) {
       Record& r = group[timed[t]];
       r.timing = timings[t];
       r.gflops /= r.ms() * 1e6;
       r.sgemm_gflops = Sgemm::gflops(r.timing.pulse_median_ms);
     }
+    if (baseline) {  // each of this build's rows is followed by its twin
+      for (std::size_t t = 0; t + 1 < timed.size(); t += 2) {
+        Record& mine = group[timed[t]];
+        const CaseTiming& base = group[timed[t + 1]].timing;
+        const auto [base_ms, my_ms] = paired_runs(base, mine.timing);
+        // Too few rounds quiet for both (a disturbed stretch): the unpaired interval.
+        mine.vs_baseline = base_ms.size() >= 3 ? compare_paired(base_ms, my_ms)
+                                               : compare_samples(base.quiet_ms, mine.timing.quiet_ms);
+      }
+    }
     check_consistency(group);
+    for (const Record& r : group) emit(r);
     for (std::size_t i = first; i < last; ++i) {
-      const Record& r = group[i - first];
-      emit(r);
-      progress.step(weight(plan[i]), r.impl + " " + r.pass + " N=" + std::to_string(plan[i].seqlen) + " " + r.variant +
-                                         (r.skipped ? " (skipped)" : ""));
+      progress.step(weight(plan[i]), plan[i].impl + " " + plan[i].pass + " N=" + std::to_string(plan[i].seqlen) + " " +
+                                         plan[i].variant);
     }
     first = last;
   }
@@ -575,7 +640,10 @@ int bench_main(int argc, char** argv) {
 
   const std::string flagged = flagged_rows(records, false);
   const int failed = static_cast<int>(std::count_if(records.begin(), records.end(), [](const Record& r) { return !r.skipped && !r.ok; }));
-  if (table) std::printf("\n%s%s", runtime_tables(cfg, records, false).c_str(), flagged.c_str());
+  if (table) {
+    std::printf("\n%s%s%s", runtime_tables(cfg, records, false).c_str(), baseline_table(cfg, records, false).c_str(),
+                flagged.c_str());
+  }
   if (out_files) {
     std::ofstream jsonl(cfg.out + "/results.jsonl"), csv(cfg.out + "/results.csv");
     jsonl << json_pulse(pulse) << "\n";

@@ -31,6 +31,7 @@ struct Config {
   std::int64_t flush_bytes = 0;  // written between runs to evict the caches
   std::optional<Isa> isa;
   std::string json, out;
+  std::string baseline_lib;  // another build's libflashattn.so, timed beside this one
   std::string command_line;
 };
 
@@ -47,6 +48,9 @@ struct Record {
   std::int64_t peak_bytes = 0;  // measured; the estimate when skipped
   CaseTiming timing;
   std::string consistency;  // fwdbwd rows: "" when fwd + bwd agree with it, else what does not
+  // With --baseline-lib: this build's time over the baseline's, paired by round (on this
+  // build's rows); the baseline's own rows carry impl "<impl>@baseline".
+  std::optional<RatioEstimate> vs_baseline;
   TileConfig tiles;
   std::string isa, mask;
 
@@ -83,6 +87,9 @@ std::string runtime_tables(const Config& cfg, const std::vector<Record>& records
 // What the tables' markers mean, and the rows that carry one (accuracy failures, unstable
 // and noisy timings, inconsistent passes): "" when there is none.
 std::string flagged_rows(const std::vector<Record>& records, bool markdown);
+
+// This build against the --baseline-lib build, case by case: "" without a baseline.
+std::string baseline_table(const Config& cfg, const std::vector<Record>& records, bool markdown);
 
 // report.md under cfg.out: the machine, the tables, the plots, the paper's A100 figures
 // beside ours, the flags, and the IO model.

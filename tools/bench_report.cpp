@@ -82,6 +82,12 @@ std::string json_record(const Config& cfg, const Record& r) {
        << ",\"err_fraction\":" << (r.err_fraction < 0 ? "null" : json_number(r.err_fraction))
        << ",\"ok\":" << json_bool(r.ok);
     if (r.pass == "fwdbwd") os << ",\"consistent\":" << json_bool(r.consistency.empty());
+    if (r.vs_baseline) {
+      const RatioEstimate& b = *r.vs_baseline;
+      os << ",\"baseline_ratio\":" << json_number(b.ratio) << ",\"baseline_ratio_lo\":" << json_number(b.lo)
+         << ",\"baseline_ratio_hi\":" << json_number(b.hi) << ",\"baseline_significant\":" << json_bool(b.significant)
+         << ",\"baseline_pairs\":" << std::min(b.n_a, b.n_b);
+    }
   }
   os << ",\"variant\":\"" << r.variant << "\",\"key_padding\":" << json_bool(r.padding) << "}";
   return os.str();
@@ -224,6 +230,45 @@ std::string flagged_rows(const std::vector<Record>& records, bool markdown) {
   return os.str();
 }
 
+std::string baseline_table(const Config& cfg, const std::vector<Record>& records, bool markdown) {
+  std::vector<std::vector<std::string>> rows;
+  for (const Record& r : records) {
+    if (!r.vs_baseline) continue;
+    const RatioEstimate& b = *r.vs_baseline;
+    const auto base = std::find_if(records.begin(), records.end(), [&](const Record& x) {
+      return x.impl == r.impl + "@baseline" && x.pass == r.pass && x.variant == r.variant &&
+             x.shape.seqlen_q == r.shape.seqlen_q && x.shape.headdim == r.shape.headdim;
+    });
+    const std::string verdict = !b.has_interval  ? "no interval (fewer than 2 paired runs)"
+                                : !b.significant ? "no significant difference"
+                                : b.ratio > 1    ? format("slower by %.1f%%", 100 * (b.ratio - 1))
+                                                 : format("faster by %.1f%%", 100 * (1 - b.ratio));
+    rows.push_back({r.impl, r.pass, r.variant, std::to_string(r.shape.seqlen_q), std::to_string(r.shape.headdim),
+                    format("%.4g", base == records.end() ? 0.0 : base->ms()), format("%.4g", r.ms()),
+                    format("%.4f", b.ratio), format("[%.4f, %.4f]", b.lo, b.hi),
+                    std::to_string(std::min(b.n_a, b.n_b)), verdict});
+  }
+  if (rows.empty()) return "";
+  const std::vector<std::string> header{"impl", "pass", "variant", "N", "d", "baseline ms", "this ms", "this / baseline",
+                                        "95% interval", "pairs", "this build is"};
+  std::ostringstream os;
+  const std::string title = "This build against the baseline " + cfg.baseline_lib +
+                            " (same process, same buffers, interleaved run by run; the interval is Student's t on "
+                            "the paired runs' log ratios)";
+  if (markdown) {
+    os << "## " << title << "\n\n" << markdown_table(header, rows) << "\n";
+  } else {
+    os << title << "\n";
+    for (const auto& row : rows) {
+      os << format("  %-11s %-7s %-9s N=%-6s d=%-4s %10s ms %10s ms  %s %s  %s pairs  %s\n", row[0].c_str(), row[1].c_str(),
+                   row[2].c_str(), row[3].c_str(), row[4].c_str(), row[5].c_str(), row[6].c_str(), row[7].c_str(),
+                   row[8].c_str(), row[9].c_str(), row[10].c_str());
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
 void write_report(const Config& cfg, const std::vector<Record>& records, const PulseRecord& pulse, double seconds) {
   std::vector<i64> ns;
   for (const Record& r : records) {
@@ -262,7 +307,7 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
                cfg.policy.min_runs, cfg.policy.budget_ms / 1000, cfg.policy.max_runs,
                cfg.flush_bytes / 1048576.0, cfg.policy.max_retries);
 
-  md << "## Runtime\n\n" << runtime_tables(cfg, records, true);
+  md << "## Runtime\n\n" << runtime_tables(cfg, records, true) << baseline_table(cfg, records, true);
   const std::string flagged = flagged_rows(records, true);
   md << "## Flags\n\n" << (flagged.empty() ? "No row failed its accuracy check, none was unstable or noisy, and "
                                              "every fwdbwd agreed with fwd + bwd.\n\n"

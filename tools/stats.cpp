@@ -38,13 +38,14 @@ bool PulseMonitor::slow(double pulse_ms) const {
   return reference > 0 && pulse_ms * (1.0 - tolerance_) > reference;
 }
 
-void CaseTimer::record(double run_ms, double pulse_ms, bool quiet) {
+void CaseTimer::record(double run_ms, double pulse_ms, bool quiet, int round) {
   t_.all_ms.push_back(run_ms);
   t_.all_pulse_ms.push_back(pulse_ms);
   t_.spent_ms += run_ms + pulse_ms;
   if (quiet) {
     t_.quiet_ms.push_back(run_ms);
     t_.quiet_pulse_ms.push_back(pulse_ms);
+    t_.quiet_round.push_back(round);
   } else {
     ++t_.discarded;
   }
@@ -147,6 +148,40 @@ RatioEstimate compare_samples(const std::vector<double>& a, const std::vector<do
   r.hi = std::exp(diff + half);
   r.significant = r.lo > 1.0 || r.hi < 1.0;
   return r;
+}
+
+RatioEstimate compare_paired(const std::vector<double>& a, const std::vector<double>& b, double confidence) {
+  RatioEstimate r;
+  r.n_a = a.size();
+  r.n_b = b.size();
+  const std::size_t n = std::min(a.size(), b.size());
+  if (n == 0) return r;
+  double mean = 0;
+  for (std::size_t i = 0; i < n; ++i) mean += std::log(b[i] / a[i]);
+  mean /= static_cast<double>(n);
+  r.ratio = r.lo = r.hi = std::exp(mean);
+  if (n < 2) return r;
+  double var = 0;
+  for (std::size_t i = 0; i < n; ++i) var += (std::log(b[i] / a[i]) - mean) * (std::log(b[i] / a[i]) - mean);
+  var /= static_cast<double>(n - 1);
+  r.has_interval = true;
+  const double half = var > 0 ? t_quantile(confidence, static_cast<double>(n - 1)) * std::sqrt(var / static_cast<double>(n)) : 0.0;
+  r.lo = std::exp(mean - half);
+  r.hi = std::exp(mean + half);
+  r.significant = r.lo > 1.0 || r.hi < 1.0;
+  return r;
+}
+
+std::pair<std::vector<double>, std::vector<double>> paired_runs(const CaseTiming& a, const CaseTiming& b) {
+  std::pair<std::vector<double>, std::vector<double>> pairs;
+  for (std::size_t i = 0; i < a.quiet_ms.size(); ++i) {
+    for (std::size_t j = 0; j < b.quiet_ms.size(); ++j) {
+      if (a.quiet_round[i] != b.quiet_round[j]) continue;
+      pairs.first.push_back(a.quiet_ms[i]);
+      pairs.second.push_back(b.quiet_ms[j]);
+    }
+  }
+  return pairs;
 }
 
 }  // namespace flashattn::cli

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace flashattn::cli {
@@ -59,6 +60,7 @@ struct TimingPolicy {
 // every run (quiet or not), so the row still has a figure, flagged.
 struct CaseTiming {
   std::vector<double> quiet_ms, quiet_pulse_ms;  // quiet runs and the pulse that followed each
+  std::vector<int> quiet_round;                  // the round each quiet run ran in (for pairing)
   std::vector<double> all_ms, all_pulse_ms;      // every timed run, in order
   int discarded = 0;
   bool unstable = false;
@@ -72,7 +74,7 @@ struct CaseTiming {
 class CaseTimer {
  public:
   explicit CaseTimer(const TimingPolicy& policy) : policy_(policy) {}
-  void record(double run_ms, double pulse_ms, bool quiet);
+  void record(double run_ms, double pulse_ms, bool quiet, int round = 0);
   bool needs_more() const;
   CaseTiming finish() const;
 
@@ -103,5 +105,12 @@ struct RatioEstimate {
   std::size_t n_a = 0, n_b = 0;
 };
 RatioEstimate compare_samples(const std::vector<double>& a, const std::vector<double>& b, double confidence = 0.95);
+
+// The same for paired runs (B's run i was taken next to A's run i, in one round): the
+// interval of the mean log ratio by Student's t, which drift shared by a pair cannot widen.
+RatioEstimate compare_paired(const std::vector<double>& a, const std::vector<double>& b, double confidence = 0.95);
+
+// The quiet runs of two cases timed in the same rounds, paired by round: (a's, b's).
+std::pair<std::vector<double>, std::vector<double>> paired_runs(const CaseTiming& a, const CaseTiming& b);
 
 }  // namespace flashattn::cli

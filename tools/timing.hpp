@@ -6,11 +6,13 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "stats.hpp"
@@ -65,23 +67,44 @@ class Sgemm {
 // after it is slow for `monitor` (every pulse joins the monitor). `run_case[i]()` runs case
 // i once and returns its milliseconds (flushing first is its business); `pulse()` likewise
 // returns one pulse's milliseconds. Scripted functions make this testable without a clock.
+// Cases with the same `partner` id (default: each its own) run back to back in every round
+// while any of them needs more runs, and are quiet or disturbed together (any slow pulse
+// from before the first to after the last), so that their runs pair up round by round.
 inline std::vector<CaseTiming> time_interleaved(const TimingPolicy& policy, PulseMonitor& monitor,
                                                 const std::vector<std::function<double()>>& run_case,
-                                                const std::function<double()>& pulse) {
-  std::vector<CaseTimer> timers(run_case.size(), CaseTimer(policy));
+                                                const std::function<double()>& pulse,
+                                                std::vector<int> partner = {}) {
+  const std::size_t n = run_case.size();
+  if (partner.empty()) {
+    for (std::size_t i = 0; i < n; ++i) partner.push_back(static_cast<int>(i));
+  }
+  // The partner groups, each in index order, in the order of their first case.
+  std::vector<std::vector<std::size_t>> groups;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return partner[x[0]] == partner[i]; });
+    if (g == groups.end()) groups.push_back({i});
+    else g->push_back(i);
+  }
+  std::vector<CaseTimer> timers(n, CaseTimer(policy));
   double before = pulse();
   monitor.add(before);
-  for (bool any = true; any;) {
+  bool any = true;
+  for (int round = 0; any; ++round) {
     any = false;
-    for (std::size_t i = 0; i < run_case.size(); ++i) {
-      if (!timers[i].needs_more()) continue;
+    for (const std::vector<std::size_t>& group : groups) {
+      if (std::none_of(group.begin(), group.end(), [&](std::size_t i) { return timers[i].needs_more(); })) continue;
       any = true;
-      const double ms = run_case[i]();
-      const double after = pulse();
-      const bool quiet = !monitor.slow(before) && !monitor.slow(after);
-      monitor.add(after);
-      timers[i].record(ms, after, quiet);
-      before = after;
+      bool slow = monitor.slow(before);
+      std::vector<std::pair<double, double>> runs;  // (ms, pulse after) of each member
+      for (std::size_t i : group) {
+        const double ms = run_case[i]();
+        const double after = pulse();
+        slow = slow || monitor.slow(after);
+        monitor.add(after);
+        runs.push_back({ms, after});
+        before = after;
+      }
+      for (std::size_t k = 0; k < group.size(); ++k) timers[group[k]].record(runs[k].first, runs[k].second, !slow, round);
     }
   }
   std::vector<CaseTiming> out;
@@ -108,7 +131,8 @@ struct Stopwatch {
     flusher.flush();
     return sgemm.run_ms();
   }
-  std::vector<CaseTiming> time(const TimingPolicy& policy, const std::vector<std::function<void()>>& runs) {
+  std::vector<CaseTiming> time(const TimingPolicy& policy, const std::vector<std::function<void()>>& runs,
+                               std::vector<int> partner = {}) {
     std::vector<std::function<double()>> timed;
     for (const auto& run : runs) {
       timed.push_back([this, &run] {
@@ -118,7 +142,7 @@ struct Stopwatch {
         return milliseconds(t0);
       });
     }
-    return time_interleaved(policy, monitor, timed, [this] { return pulse(); });
+    return time_interleaved(policy, monitor, timed, [this] { return pulse(); }, std::move(partner));
   }
 };
 

@@ -162,3 +162,8 @@ bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_t b, std::int6
                   std::int64_t i, std::int64_t j);
 
 }  // namespace flashattn
+
+// A hash of the public structs' layout (their sizes and every member's offset): two builds
+// with the same fingerprint can share TensorView and AttentionOptions in one process. Tools
+// that load another build beside this one (flashattn bench --baseline-lib) check it.
+extern "C" std::uint64_t flashattn_abi_fingerprint();

@@ -215,3 +215,28 @@ execute_process(COMMAND ${FLASHATTN} bench --compare ${WORK_DIR}/a.jsonl ${WORK_
 if(NOT rc EQUAL 1 OR NOT err MATCHES "cannot read '.*missing.jsonl'")
   message(FATAL_ERROR "--compare with a missing file should say so, got ${rc}: ${err}")
 endif()
+
+# --baseline-lib: a copy of this build's library timed beside it (A/A): twin records
+# "<impl>@baseline", and this build's records carry the paired ratio with its interval.
+file(GLOB libs "${LIBRARY_DIR}/libflashattn.so.*.*.*")
+list(GET libs 0 lib)
+file(COPY_FILE "${lib}" "${WORK_DIR}/baseline_copy.so")
+run_json_lines(lines out ${FLASHATTN} bench --out none --impl flash --pass fwd,bwd --seqlen 96 --headdim 16 --heads 2
+               --variant plain --case-seconds 0 --baseline-lib ${WORK_DIR}/baseline_copy.so --json -)
+list(LENGTH lines count)
+if(NOT count EQUAL 5  # the pulse; flash fwd, its twin, flash bwd, its twin
+   OR NOT out MATCHES "\"impl\":\"flash@baseline\",\"pass\":\"bwd\"[^\n]*\"ok\":true"
+   OR NOT out MATCHES "\"impl\":\"flash\",\"pass\":\"fwd\"[^\n]*\"baseline_ratio\":[0-9.]+,\"baseline_ratio_lo\":[0-9.]+,\"baseline_ratio_hi\"")
+  message(FATAL_ERROR "--baseline-lib should add twin records and paired ratios:\n${out}")
+endif()
+execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash --pass fwd --seqlen 64 --repeat 1
+                        --baseline-lib ${WORK_DIR}/no_such_library.so
+                RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "--baseline-lib: cannot load '.*no_such_library.so'")
+  message(FATAL_ERROR "a missing --baseline-lib should say so, got ${rc}: ${err}")
+endif()
+execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash --pass fwd --seqlen 64 --repeat 1
+                        --baseline-lib ${lib} RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "is this build's own library")
+  message(FATAL_ERROR "this build's own library as the baseline should be refused, got ${rc}: ${err}")
+endif()

@@ -1,0 +1,54 @@
+// baseline.cpp — see baseline.hpp.
+#include "baseline.hpp"
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <stdexcept>
+
+namespace flashattn::cli {
+
+namespace {
+
+// The mangled name of one of this build's functions, from its address.
+std::string symbol_name(const void* address) {
+  Dl_info info{};
+  if (!dladdr(address, &info) || !info.dli_sname) throw std::runtime_error("cannot name this build's own symbol");
+  return info.dli_sname;
+}
+
+}  // namespace
+
+BaselineLibrary::BaselineLibrary(const std::string& library_path) : path(library_path) {
+  handle_ = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  if (!handle_) throw std::runtime_error("--baseline-lib: cannot load '" + path + "': " + dlerror());
+  auto find = [&](const void* own) {
+    const std::string name = symbol_name(own);
+    void* sym = dlsym(handle_, name.c_str());
+    if (!sym) throw std::runtime_error("--baseline-lib: '" + path + "' has no " + name);
+    if (sym == own) throw std::runtime_error("--baseline-lib: '" + path + "' is this build's own library");
+    return sym;
+  };
+  forward = reinterpret_cast<Forward>(find(reinterpret_cast<const void*>(
+      static_cast<void (*)(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
+                           const TensorView&, const AttentionOptions&, Algorithm)>(&flashattn::forward))));
+  backward = reinterpret_cast<Backward>(find(reinterpret_cast<const void*>(&flashattn::backward)));
+  using Fingerprint = std::uint64_t (*)();
+  if (auto theirs = reinterpret_cast<Fingerprint>(dlsym(handle_, "flashattn_abi_fingerprint"))) {
+    if (theirs() != flashattn_abi_fingerprint()) {
+      throw std::runtime_error("--baseline-lib: '" + path +
+                               "' lays out the public structs differently from this build (ABI fingerprint); "
+                               "compare the two with `flashattn bench --compare` instead");
+    }
+    abi_checked = true;
+    abi_note = "same public struct layout (ABI fingerprint checked)";
+  } else {
+    abi_note = "an older build without an ABI fingerprint: layout not checked, its accuracy check is the guard";
+  }
+}
+
+BaselineLibrary::~BaselineLibrary() {
+  if (handle_) dlclose(handle_);
+}
+
+}  // namespace flashattn::cli

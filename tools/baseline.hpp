@@ -1,0 +1,39 @@
+// baseline.hpp — another build of the library loaded into this process, so that
+// `flashattn bench --baseline-lib PATH` can time it interleaved with this build, run by run,
+// on the same buffers: the only comparison of two builds that the machine's per-process
+// state (memory placement, the host's load) cannot bias, since both share it.
+#pragma once
+
+#include <string>
+
+#include "flashattn/attention.hpp"
+
+namespace flashattn::cli {
+
+class BaselineLibrary {
+ public:
+  using Forward = void (*)(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
+                           const TensorView&, const AttentionOptions&, Algorithm);
+  using Backward = void (*)(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
+                            const TensorView&, const TensorView&, const TensorView&, const TensorView&,
+                            const TensorView&, const AttentionOptions&, Algorithm);
+
+  // Loads PATH (a libflashattn.so) with its own symbols (RTLD_LOCAL | RTLD_DEEPBIND) and finds
+  // forward and backward under this build's mangled names. Throws std::runtime_error naming
+  // the path and what failed. `abi_note` says whether the public structs' layout was checked
+  // (flashattn_abi_fingerprint) or could not be (an older build without it).
+  explicit BaselineLibrary(const std::string& path);
+  ~BaselineLibrary();
+  BaselineLibrary(const BaselineLibrary&) = delete;
+  BaselineLibrary& operator=(const BaselineLibrary&) = delete;
+
+  Forward forward = nullptr;
+  Backward backward = nullptr;
+  std::string path, abi_note;
+  bool abi_checked = false;
+
+ private:
+  void* handle_ = nullptr;
+};
+
+}  // namespace flashattn::cli
