@@ -39,6 +39,18 @@ TEST(BenchStats, PulseIsSlowOnlyBeyondTheTolerance) {
   EXPECT_FALSE(monitor.slow(50.0)) << "a fast pulse is not a disturbance";
 }
 
+TEST(BenchStats, AStretchOfSlowPulsesDoesNotBecomeTheReference) {
+  PulseMonitor monitor(0.15);
+  for (int i = 0; i < 5; ++i) monitor.add(160);  // the session starts in a slow stretch
+  EXPECT_FALSE(monitor.slow(160));
+  for (int i = 0; i < 20; ++i) monitor.add(100);  // then the machine runs at its speed
+  EXPECT_DOUBLE_EQ(monitor.reference_ms(), 100);
+  EXPECT_TRUE(monitor.slow(160)) << "the first runs, judged again at the end, were disturbed";
+  for (int i = 0; i < 20; ++i) monitor.add(160);  // even when slow pulses are the majority
+  EXPECT_DOUBLE_EQ(monitor.median_ms(), 160);
+  EXPECT_TRUE(monitor.slow(160));
+}
+
 // A scripted machine: case runs return fixed times, pulses follow a script (one value per
 // call, in order); the order of the calls is logged.
 struct ScriptedMachine {

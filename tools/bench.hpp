@@ -51,6 +51,7 @@ struct Record {
   // With --baseline-lib: this build's time over the baseline's, paired by round (on this
   // build's rows); the baseline's own rows carry impl "<impl>@baseline".
   std::optional<RatioEstimate> vs_baseline;
+  bool remeasured = false;  // measured again at the end, its first runs judged disturbed
   TileConfig tiles;
   std::string isa, mask;
 

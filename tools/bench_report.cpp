@@ -80,7 +80,7 @@ std::string json_record(const Config& cfg, const Record& r) {
        << ",\"run_ms\":" << json_list(t.unstable ? t.all_ms : t.quiet_ms)
        << ",\"run_sgemm_ms\":" << json_list(t.unstable ? t.all_pulse_ms : t.quiet_pulse_ms)
        << ",\"err_fraction\":" << (r.err_fraction < 0 ? "null" : json_number(r.err_fraction))
-       << ",\"ok\":" << json_bool(r.ok);
+       << ",\"ok\":" << json_bool(r.ok) << ",\"remeasured\":" << json_bool(r.remeasured);
     if (r.pass == "fwdbwd") os << ",\"consistent\":" << json_bool(r.consistency.empty());
     if (r.vs_baseline) {
       const RatioEstimate& b = *r.vs_baseline;
@@ -214,7 +214,7 @@ std::string flagged_rows(const std::vector<Record>& records, bool markdown) {
   const std::string legend =
       format("Markers: ! failed its accuracy check (error above FlashAttention's allowed error), ? unstable (fewer "
              "than the minimum of quiet runs: a pulse next to each other run was more than 15%% below the session's "
-             "median), ~ noisy (max/min of the quiet runs above %.2f); fwdbwd rows whose time disagrees with fwd + "
+             "reference), ~ noisy (max/min of the quiet runs above %.2f); fwdbwd rows whose time disagrees with fwd + "
              "bwd beyond their runs' spread are listed as inconsistent.",
              kNoisySpread);
   if (markdown) {
@@ -301,9 +301,10 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
                "%d), caches flushed (%.0f MiB written) before each run. The cases of one (N, d, variant) — every "
                "implementation and pass — run interleaved, one run each per round, so that a speedup compares "
                "runs taken in the same seconds. An SGEMM (the machine's pulse) follows every run; a run next to a "
-               "pulse more than 15%% below the session's median pulse is discarded and repeated (at most %d "
-               "times per case). Figures are medians of the quiet runs; the JSON lines carry min, max, quartiles "
-               "and every run.\n\n",
+               "pulse more than 15%% below the session's reference pulse (the first quartile of its pulses) is "
+               "discarded and repeated (at most %d times per case); at the end every group is judged again against "
+               "the final reference and measured once more if it falls short (`remeasured`). Figures are medians "
+               "of the quiet runs; the JSON lines carry min, max, quartiles and every run.\n\n",
                cfg.policy.min_runs, cfg.policy.budget_ms / 1000, cfg.policy.max_runs,
                cfg.flush_bytes / 1048576.0, cfg.policy.max_retries);
 

@@ -32,9 +32,10 @@ Summary summarize(std::vector<double> values) {
 }
 
 double PulseMonitor::median_ms() const { return pulses_.empty() ? 0.0 : median(pulses_); }
+double PulseMonitor::reference_ms() const { return pulses_.empty() ? 0.0 : quantile(pulses_, 0.25); }
 
 bool PulseMonitor::slow(double pulse_ms) const {
-  const double reference = median_ms();
+  const double reference = reference_ms();
   return reference > 0 && pulse_ms * (1.0 - tolerance_) > reference;
 }
 

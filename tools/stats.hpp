@@ -29,13 +29,17 @@ double median(std::vector<double> values);
 inline constexpr double kNoisySpread = 1.15;
 
 // The machine's pulse: SGEMM runs interleaved with the cases' runs. A run is disturbed
-// when a pulse next to it took more than 1 / (1 − tolerance) times the session's median
-// pulse, i.e. the machine ran more than `tolerance` below its median speed then.
+// when a pulse next to it took more than 1 / (1 − tolerance) times the session's reference
+// pulse, i.e. the machine ran more than `tolerance` below its reference speed then. The
+// reference is the session's first quartile of pulse times, not its median: a shared VM
+// measured here spent whole stretches 50% slower (pulses of 161 ms against 101), and a
+// session that starts in such a stretch has its median there.
 class PulseMonitor {
  public:
   explicit PulseMonitor(double tolerance = 0.15) : tolerance_(tolerance) {}
   void add(double pulse_ms) { pulses_.push_back(pulse_ms); }
-  double median_ms() const;  // 0 before any pulse
+  double median_ms() const;     // 0 before any pulse
+  double reference_ms() const;  // the first quartile; 0 before any pulse
   bool slow(double pulse_ms) const;
   double tolerance() const { return tolerance_; }
   std::size_t count() const { return pulses_.size(); }
