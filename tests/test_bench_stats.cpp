@@ -89,7 +89,7 @@ TEST(BenchTiming, ACaseThatNeverGetsAQuietRunIsUnstableAfterItsRetries) {
   for (int i = 0; i < 50; ++i) m.pulses.push_back(200);  // a competing process from the first run on
   PulseMonitor monitor;
   for (int i = 0; i < 101; ++i) monitor.add(100);  // a long quiet session so far
-  const TimingPolicy policy{3, 10, 4, 1e9};
+  const TimingPolicy policy{3, 10, 4, 0.0};  // no budget: the retries are counted alone
   int runs = 0;
   const auto t = time_interleaved(policy, monitor, {[&] { return 20.0 + runs++; }}, [&] { return m.pulse(); });
   EXPECT_TRUE(t[0].unstable);
@@ -98,6 +98,19 @@ TEST(BenchTiming, ACaseThatNeverGetsAQuietRunIsUnstableAfterItsRetries) {
   EXPECT_TRUE(t[0].quiet_ms.empty());
   EXPECT_EQ(t[0].summary.n, 4u) << "an unstable case still has a figure: every run's";
   EXPECT_DOUBLE_EQ(t[0].pulse_median_ms, 200);
+}
+
+TEST(BenchTiming, ACheapCaseOutwaitsASlowStretchWithinFiveBudgets) {
+  ScriptedMachine m;
+  m.pulses = {100};
+  for (int i = 0; i < 12; ++i) m.pulses.push_back(200);  // 12 slow pulses: 2.4 s of a slow stretch
+  PulseMonitor monitor;
+  for (int i = 0; i < 101; ++i) monitor.add(100);
+  const TimingPolicy policy{3, 3, 2, 1000.0};  // 2 retries by count, but 5 s of budget
+  const auto t = time_interleaved(policy, monitor, {[] { return 1.0; }}, [&] { return m.pulse(); });
+  EXPECT_FALSE(t[0].unstable);
+  EXPECT_EQ(t[0].quiet_ms.size(), 3u);
+  EXPECT_EQ(t[0].discarded, 13) << "12 runs after a slow pulse, and the one before the stretch ended";
 }
 
 TEST(BenchTiming, CasesRunInterleavedAndTheBudgetAddsRuns) {

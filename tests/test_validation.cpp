@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <functional>
+#include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -97,6 +99,16 @@ const BadInput kBadInputs[] = {
     {"dtype", [](Args& a) { a.v.dtype = DType::bf16; }, "v: dtype bf16 is not supported yet"},
     {"out_overlaps", [](Args& a) { a.out.stride[1] = 0; }, "out: output elements overlap", true},
     {"threads_negative", [](Args& a) { a.options.num_threads = -1; }, "options.num_threads"},
+    // Sizes and offsets near the 64-bit limit.
+    {"batch_count_overflows", [](Args& a) { a.q.shape[0] = std::int64_t{1} << 62; }, "q: the element count of shape"},
+    {"seqlen_count_overflows", [](Args& a) { a.q.shape[1] = std::int64_t{1} << 62; }, "q: the element count of shape"},
+    {"q_batch_stride_wraps", [](Args& a) { a.q.stride[0] = std::int64_t{1} << 62; }, "q: its last element lies beyond the 64-bit address space"},
+    {"k_seq_stride_overflows", [](Args& a) { a.k.stride[1] = std::int64_t{1} << 61; }, "k: the largest element offset"},
+    {"out_batch_stride_wraps", [](Args& a) { a.out.stride[0] = std::int64_t{1} << 62; }, "out: its last element lies beyond"},
+    {"lse_batch_stride_wraps", [](Args& a) { a.lse.stride[0] = std::int64_t{1} << 62; }, "lse: its last element lies beyond"},
+    // Outputs that alias inputs or each other (in the backward, out and lse are inputs).
+    {"out_is_q", [](Args& a) { a.out.data = a.q.data; }, "out: shares elements with q", true},
+    {"lse_inside_out", [](Args& a) { a.lse.data = static_cast<float*>(a.out.data) + 3; }, "out: overlaps the memory of lse", true},
     {"block_negative", [](Args& a) { a.options.block_k = -16; }, "options.block_q/block_k"},
 };
 
@@ -114,6 +126,11 @@ TEST(ValidationBackward, GradientArgumentsAreChecked) {
       {[](Args& a) { a.dv.stride[3] = 3; }, "dv: the last dimension"},
       {[](Args& a) { a.dout.data = nullptr; }, "dout: data is null"},
       {[](Args& a) { a.dk.stride[1] = 1; a.dk.stride[2] = 1; }, "dk: output elements overlap"},
+      {[](Args& a) { a.dq.stride[0] = std::int64_t{1} << 62; }, "dq: its last element lies beyond"},
+      {[](Args& a) { a.dq.data = a.dout.data; }, "dq: shares elements with dout"},
+      {[](Args& a) { a.dq.data = a.dk.data; }, "dq: overlaps the memory of dk"},
+      {[](Args& a) { a.dv.data = static_cast<float*>(a.v.data) + 5; }, "dv: shares elements with v"},
+      {[](Args& a) { a.dk.data = a.out.data; }, "dk: overlaps the memory of out"},
   };
   for (const auto& c : cases) {
     Args args;
@@ -129,6 +146,78 @@ TEST(ValidationBackward, GradientArgumentsAreChecked) {
         },
         Error);
     EXPECT_TRUE(args.nothing_written());
+  }
+}
+
+// Standard attention's seqlen_q × seqlen_k scores must have a representable size. The
+// tensors are views of no memory (stride 0 over the sequence for the inputs, addresses far
+// apart for the outputs): the call must refuse before touching any.
+TEST(ValidationStandard, ScoresBeyond64BitsAreAnError) {
+  const std::int64_t n = std::int64_t{1} << 32;
+  auto at = [](int slot) { return reinterpret_cast<float*>(std::uintptr_t{1} << 40 << slot); };
+  const TensorView q = TensorView::strided(at(0), {1, n, 1, 8}, {0, 0, 8, 1});
+  const TensorView out = TensorView::strided(at(1), {1, n, 1, 8}, {8 * n, 8, 8, 1});
+  const TensorView lse = TensorView::strided(at(2), {1, 1, n}, {n, n, 1});
+  const TensorView dq = TensorView::strided(at(3), {1, n, 1, 8}, {8 * n, 8, 8, 1});
+  const TensorView dk = TensorView::strided(at(4), {1, n, 1, 8}, {8 * n, 8, 8, 1});
+  const TensorView dv = TensorView::strided(at(5), {1, n, 1, 8}, {8 * n, 8, 8, 1});
+  try {
+    forward(q, q, q, out, lse, {}, Algorithm::standard);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("standard attention materializes seqlen_q x seqlen_k"));
+  }
+  try {
+    backward(q, q, q, q, q, lse, dq, dk, dv, {}, Algorithm::standard);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("standard attention materializes seqlen_q x seqlen_k"));
+  }
+}
+
+// q, k, v as slices of one packed (batch, seqlen, 3, heads, headdim) tensor, and dq, dk, dv
+// of a packed gradient: interleaved, not overlapping, so accepted — and computed as with
+// separate buffers.
+TEST(ValidationAliasing, PackedQkvAndItsGradientAreAccepted) {
+  const std::int64_t B = 2, N = 9, H = 2, D = 8, row = 3 * H * D;
+  harness::Case c;
+  c.shape = {B, N, N, H, H, D};
+  const harness::Inputs in = harness::make_inputs(c);
+  std::vector<float> qkv(static_cast<std::size_t>(B * N * row)), dqkv(qkv.size(), std::nanf(""));
+  auto packed = [&](std::vector<float>& buf, int which) {
+    return TensorView::strided(buf.data() + which * H * D, {B, N, H, D}, {N * row, row, D, 1});
+  };
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t n = 0; n < N; ++n) {
+      for (std::int64_t h = 0; h < H; ++h) {
+        for (std::int64_t d = 0; d < D; ++d) {
+          const std::int64_t at = b * N * row + n * row + h * D + d;
+          qkv[at] = in.q.at(b, n, h, d);
+          qkv[at + H * D] = in.k.at(b, n, h, d);
+          qkv[at + 2 * H * D] = in.v.at(b, n, h, d);
+        }
+      }
+    }
+  }
+  harness::ForwardOutputs separate = harness::make_forward_outputs(c), together = harness::make_forward_outputs(c);
+  harness::BackwardOutputs grads = harness::make_backward_outputs(c);
+  harness::run_forward(c, in, separate, Algorithm::flash);
+  harness::run_backward(c, in, separate, grads, Algorithm::flash);
+  forward(packed(qkv, 0), packed(qkv, 1), packed(qkv, 2), together.out.view(), together.lse.view());
+  backward(in.dout.view(), packed(qkv, 0), packed(qkv, 1), packed(qkv, 2), together.out.view(), together.lse.view(),
+           packed(dqkv, 0), packed(dqkv, 1), packed(dqkv, 2));
+  EXPECT_EQ(together.out.to_double(), separate.out.to_double());
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t n = 0; n < N; ++n) {
+      for (std::int64_t h = 0; h < H; ++h) {
+        for (std::int64_t d = 0; d < D; ++d) {
+          const std::int64_t at = b * N * row + n * row + h * D + d;
+          ASSERT_EQ(dqkv[at], grads.dq.at(b, n, h, d));
+          ASSERT_EQ(dqkv[at + H * D], grads.dk.at(b, n, h, d));
+          ASSERT_EQ(dqkv[at + 2 * H * D], grads.dv.at(b, n, h, d));
+        }
+      }
+    }
   }
 }
 

@@ -2,7 +2,9 @@
 // against the reference, the convention itself, and bad windows rejected.
 #include <gmock/gmock.h>
 
+#include <limits>
 #include <random>
+#include <tuple>
 
 #include "test_support.hpp"
 
@@ -169,6 +171,42 @@ TEST(WindowValidation, PrefixAndKeyLengthsAreChecked) {
   expect_forward_error(c, "options.key_lengths: entry 1 is 11, expected 0 .. seqlen_k (10)");
   c.set_key_lengths({-1, 3});
   expect_forward_error(c, "options.key_lengths: entry 0 is -1");
+}
+
+// A window (or prefix) beyond both sequences admits every key: INT64_MAX must give the
+// unbounded result exactly (it once masked every key, and window_left alone broke the
+// flash backward), on every path, forward and backward, in both alignments.
+TEST(WindowLimits, WindowsNearTheInt64LimitAreUnbounded) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  for (auto alignment : {AttentionOptions::Alignment::bottom_right, AttentionOptions::Alignment::top_left}) {
+    for (auto [left, right, prefix] : {std::tuple{kMax, std::int64_t{-1}, std::int64_t{0}},
+                                       std::tuple{std::int64_t{-1}, kMax, std::int64_t{0}},
+                                       std::tuple{kMax, kMax, std::int64_t{0}},
+                                       std::tuple{std::int64_t{-1}, std::int64_t{-1}, kMax}}) {
+      Case unbounded;
+      unbounded.shape = {2, 70, 45, 2, 1, 16};
+      unbounded.options.alignment = alignment;
+      Case limit = unbounded;
+      limit.options.window_left = left;
+      limit.options.window_right = right;
+      limit.options.prefix_length = prefix;
+      if (prefix > 0) unbounded.options.prefix_length = unbounded.shape.seqlen_k;
+      const harness::Inputs in = harness::make_inputs(unbounded);
+      const harness::ReferenceOutputs ref = harness::run_reference(unbounded, in, true);
+      for (Algorithm algorithm : {Algorithm::flash, Algorithm::standard}) {
+        const harness::PathRun want = harness::run_path(unbounded, in, ref, algorithm);
+        const harness::PathRun got = harness::run_path(limit, in, ref, algorithm);
+        SCOPED_TRACE(::testing::Message() << to_string(algorithm) << " left " << left << " right " << right
+                                          << " prefix " << prefix << " top_left "
+                                          << (alignment == AttentionOptions::Alignment::top_left));
+        EXPECT_EQ(got.fwd.out.to_double(), want.fwd.out.to_double());
+        EXPECT_EQ(got.fwd.lse.to_double(), want.fwd.lse.to_double());
+        EXPECT_EQ(got.bwd.dq.to_double(), want.bwd.dq.to_double());
+        EXPECT_EQ(got.bwd.dk.to_double(), want.bwd.dk.to_double());
+        EXPECT_EQ(got.bwd.dv.to_double(), want.bwd.dv.to_double());
+      }
+    }
+  }
 }
 
 TEST(WindowValidation, NegativeSizesOtherThanUnboundedAreRejected) {

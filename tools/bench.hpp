@@ -41,6 +41,7 @@ struct Record {
   harness::Shape shape;
   double dropout = 0;
   bool padding = false, skipped = false;
+  double flops = 0;  // FLOPs counted for one call (FlashAttention's rule; see bench.cpp)
   double gflops = 0, sgemm_gflops = 0, density = 1;
   double err = -1;           // max error on the small check; < 0: not checked
   double err_fraction = -1;  // err / allowed error (FlashAttention's rule); < 0: not checked

@@ -68,6 +68,7 @@ std::string json_record(const Config& cfg, const Record& r) {
   } else {
     const CaseTiming& t = r.timing;
     os << ",\"isa\":\"" << r.isa << "\",\"ms\":" << json_number(r.ms()) << ",\"gflops\":" << json_number(r.gflops)
+       << ",\"flops\":" << format("%.0f", r.flops)
        << ",\"peak_bytes\":" << r.peak_bytes << ",\"max_err\":" << (r.err < 0 ? "null" : json_number(r.err))
        << ",\"block_q\":" << r.tiles.block_q << ",\"block_k\":" << r.tiles.block_k
        << ",\"density\":" << json_number(r.density) << ",\"mask\":\"" << r.mask << "\""

@@ -54,7 +54,7 @@ void CaseTimer::record(double run_ms, double pulse_ms, bool quiet, int round) {
 
 bool CaseTimer::needs_more() const {
   const int quiet = static_cast<int>(t_.quiet_ms.size());
-  if (quiet < policy_.min_runs) return t_.discarded < policy_.max_retries;
+  if (quiet < policy_.min_runs) return t_.discarded < policy_.max_retries || t_.spent_ms < 5 * policy_.budget_ms;
   return quiet < policy_.max_runs && t_.spent_ms < policy_.budget_ms;
 }
 

@@ -49,9 +49,10 @@ class PulseMonitor {
   std::vector<double> pulses_;
 };
 
-// How many runs a case gets: at least `min_runs` quiet ones (a disturbed run is repeated,
-// at most `max_retries` times in all), then more while its runs and pulses add up to less
-// than `budget_ms`, at most `max_runs` quiet ones.
+// How many runs a case gets: at least `min_runs` quiet ones (a disturbed run is repeated
+// while fewer than `max_retries` were, or while its runs and pulses add up to less than
+// five budgets, so that a cheap case outwaits a slow stretch of a few seconds), then more
+// while they add up to less than `budget_ms`, at most `max_runs` quiet ones.
 struct TimingPolicy {
   int min_runs = 3;
   int max_runs = 25;

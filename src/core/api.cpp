@@ -141,7 +141,7 @@ void run(const Problem& p, Path path) {
 
 void forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
              const TensorView& lse, const AttentionOptions& options, Algorithm algorithm) {
-  const Problem p = make_forward_problem("flashattn::forward", q, k, v, out, lse, options);
+  const Problem p = make_forward_problem("flashattn::forward", q, k, v, out, lse, options, algorithm);
   run(p, algorithm == Algorithm::standard ? standard_forward : flash_forward);
 }
 
@@ -150,7 +150,7 @@ void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
               const TensorView& dq, const TensorView& dk, const TensorView& dv,
               const AttentionOptions& options, Algorithm algorithm) {
   const Problem p = make_backward_problem("flashattn::backward", dout, q, k, v, out, lse, dq, dk,
-                                          dv, options);
+                                          dv, options, algorithm);
   run(p, algorithm == Algorithm::standard ? standard_backward : flash_backward);
 }
 

@@ -2,6 +2,7 @@
 #include "core/memory.hpp"
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <new>
 #include <utility>
@@ -24,6 +25,7 @@ void count(std::int64_t delta) {
 
 Buffer::Buffer(std::size_t floats) : floats_(floats) {
   if (floats == 0) return;
+  if (floats > (SIZE_MAX - kAlignment) / sizeof(float)) throw std::bad_alloc();  // the size would wrap
   const std::size_t bytes = (floats * sizeof(float) + kAlignment - 1) / kAlignment * kAlignment;
   data_ = static_cast<float*>(std::aligned_alloc(kAlignment, bytes));
   if (data_ == nullptr) throw std::bad_alloc();

@@ -199,12 +199,13 @@ struct Problem {
 void apply_options(const char* fn, Problem& p, const AttentionOptions& options);
 
 // Validation at the API boundary; throw flashattn::Error naming the argument.
+// `algorithm` adds its own limits (standard's seqlen_q × seqlen_k matrices).
 Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,
                              const TensorView& v, const TensorView& out, const TensorView& lse,
-                             const AttentionOptions& options);
+                             const AttentionOptions& options, Algorithm algorithm);
 Problem make_backward_problem(const char* fn, const TensorView& dout, const TensorView& q,
                               const TensorView& k, const TensorView& v, const TensorView& out,
                               const TensorView& lse, const TensorView& dq, const TensorView& dk,
-                              const TensorView& dv, const AttentionOptions& options);
+                              const TensorView& dv, const AttentionOptions& options, Algorithm algorithm);
 
 }  // namespace flashattn

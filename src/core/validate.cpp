@@ -18,6 +18,16 @@
 namespace flashattn {
 namespace {
 
+std::int64_t element_bytes(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return 4;
+    case DType::f16:
+    case DType::bf16: return 2;
+    case DType::u8: return 1;
+  }
+  return 4;
+}
+
 std::string shape_string(const TensorView& t) {
   std::ostringstream s;
   s << "(";
@@ -47,7 +57,58 @@ class Checker {
       if (t.shape[d] < 0) fail(name, "negative size in shape " + shape_string(t));
       if (t.stride[d] < 0) fail(name, "negative stride in dimension " + std::to_string(d));
     }
+    extent(name, t);
     if (t.numel() > 0 && t.data == nullptr) fail(name, "data is null for a non-empty tensor");
+  }
+
+  // The element count, the largest element offset and the address past the last byte must
+  // be representable: a size or stride near the 64-bit limit would wrap an address and read
+  // or write another batch's memory. Returns the bytes the tensor spans (0 when empty).
+  std::int64_t extent(const char* name, const TensorView& t) const {
+    std::int64_t count = 1;
+    for (int d = 0; d < t.rank; ++d) {
+      if (__builtin_mul_overflow(count, t.shape[d], &count)) {
+        fail(name, "the element count of shape " + shape_string(t) + " overflows 64 bits");
+      }
+    }
+    if (count == 0) return 0;
+    std::int64_t last = 0;  // offset of the last element, in elements
+    for (int d = 0; d < t.rank; ++d) {
+      std::int64_t step = 0;
+      if (__builtin_mul_overflow(t.shape[d] - 1, t.stride[d], &step) || __builtin_add_overflow(last, step, &last)) {
+        fail(name, "the largest element offset of shape " + shape_string(t) + " with stride " +
+                       std::to_string(t.stride[d]) + " in dimension " + std::to_string(d) + " overflows 64 bits");
+      }
+    }
+    std::int64_t bytes = 0;
+    std::uintptr_t end = 0;
+    if (__builtin_add_overflow(last, 1, &bytes) || __builtin_mul_overflow(bytes, element_bytes(t.dtype), &bytes) ||
+        __builtin_add_overflow(reinterpret_cast<std::uintptr_t>(t.data), static_cast<std::uintptr_t>(bytes), &end)) {
+      fail(name, "its last element lies beyond the 64-bit address space (shape " + shape_string(t) + ")");
+    }
+    return bytes;
+  }
+
+  // An output that shares memory with an input or another output would be read after being
+  // written (or written twice). Views whose byte ranges are disjoint are fine; views with
+  // the same shape and strides whose elements interleave (q, k, v slices of a packed QKV
+  // tensor, or dq, dk, dv of a packed gradient) are told apart exactly; anything else whose
+  // ranges meet is refused.
+  void no_overlap(const char* out_name, const TensorView& out, const char* other_name, const TensorView& other) const {
+    if (out.numel() == 0 || other.numel() == 0) return;
+    const auto lo_a = reinterpret_cast<std::uintptr_t>(out.data), lo_b = reinterpret_cast<std::uintptr_t>(other.data);
+    const auto hi_a = lo_a + static_cast<std::uintptr_t>(extent(out_name, out));
+    const auto hi_b = lo_b + static_cast<std::uintptr_t>(extent(other_name, other));
+    if (hi_a <= lo_b || hi_b <= lo_a) return;  // disjoint byte ranges
+    const std::int64_t delta = static_cast<std::int64_t>(lo_b - lo_a);
+    if (same_layout(out, other) && delta % element_bytes(out.dtype) == 0) {
+      if (!elements_meet(out, delta / element_bytes(out.dtype))) return;  // interleaved, no element shared
+      fail(out_name, std::string("shares elements with ") + other_name +
+                         " (outputs must not overlap inputs or other outputs)");
+    }
+    fail(out_name, std::string("overlaps the memory of ") + other_name +
+                       " (outputs must not overlap inputs or other outputs; interleaved views are told apart only "
+                       "when both have the same shape and strides)");
   }
 
   // A BSHD tensor whose last dimension must be contiguous.
@@ -92,8 +153,21 @@ class Checker {
       if (m.stride[d] < 0) fail(name, "negative stride in dimension " + std::to_string(d));
       strides[d] = broadcast && want[d] != 1 ? 0 : m.stride[d];
     }
+    extent(name, m);
     if (m.numel() > 0 && m.data == nullptr) fail(name, "data is null for a non-empty tensor");
     return m.data;
+  }
+
+  // Standard attention holds `matrices` seqlen_q × seqlen_k float matrices: their size must
+  // be representable (beyond that the allocation would wrap; below it, a failed allocation
+  // throws std::bad_alloc before anything is written).
+  void standard_scores(const Problem& p, std::int64_t matrices) const {
+    std::int64_t scores = 0;
+    if (__builtin_mul_overflow(p.seqlen_q, p.seqlen_k, &scores) ||
+        __builtin_mul_overflow(scores, matrices * std::int64_t{sizeof(float)}, &scores)) {
+      fail("q", "standard attention materializes seqlen_q x seqlen_k = " + std::to_string(p.seqlen_q) + " x " +
+                    std::to_string(p.seqlen_k) + " scores: more bytes than 64 bits count (use Algorithm::flash)");
+    }
   }
 
   // Outputs must not overlap themselves, or two threads would write one element.
@@ -114,19 +188,64 @@ class Checker {
   }
 
  private:
+  static bool same_layout(const TensorView& a, const TensorView& b) {
+    if (a.rank != b.rank || a.dtype != b.dtype) return false;
+    for (int d = 0; d < a.rank; ++d) {
+      if (a.shape[d] != b.shape[d] || a.stride[d] != b.stride[d]) return false;
+    }
+    return true;
+  }
+
+  // Whether two views of one layout, the second `delta` elements after the first, share an
+  // element: delta = Σ i_d · stride_d with |i_d| < shape_d for some i. Dimensions are tried
+  // from the largest stride down, each digit one of the two nearest to what is left / stride:
+  // when the layout does not overlap itself the inner dimensions reach less than one stride,
+  // so no other digit can work.
+  static bool elements_meet(const TensorView& t, std::int64_t delta) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> dims;  // (stride, size), largest stride first
+    for (int d = 0; d < t.rank; ++d) {
+      if (t.shape[d] > 1 && t.stride[d] > 0) dims.emplace_back(t.stride[d], t.shape[d]);
+    }
+    std::sort(dims.rbegin(), dims.rend());
+    auto meet = [&](auto&& self, std::size_t d, std::int64_t rest) -> bool {
+      if (d == dims.size()) return rest == 0;
+      const auto [stride, size] = dims[d];
+      const std::int64_t near = rest / stride;
+      for (std::int64_t digit : {near, near + (rest >= 0 ? 1 : -1)}) {
+        if (digit > -size && digit < size && self(self, d + 1, rest - digit * stride)) return true;
+      }
+      return false;
+    };
+    return meet(meet, 0, delta);
+  }
+
   const char* fn_;
 };
+
+// The tensors a call reads, by argument name (the options' mask and bias included).
+std::vector<std::pair<const char*, const TensorView*>> inputs_of(const TensorView& q, const TensorView& k,
+                                                                 const TensorView& v, const AttentionOptions& o) {
+  std::vector<std::pair<const char*, const TensorView*>> inputs{{"q", &q}, {"k", &k}, {"v", &v}};
+  if (o.mask) inputs.emplace_back("options.mask", &*o.mask);
+  if (o.bias) inputs.emplace_back("options.bias", &*o.bias);
+  return inputs;
+}
 
 Bshd bshd(const TensorView& t) {
   return Bshd{static_cast<float*>(t.data), t.stride[0], t.stride[1], t.stride[2]};
 }
 
-// The window the options ask for: causal is (−1, 0), and narrows window_right to 0.
+// The window the options ask for: causal is (−1, 0), and narrows window_right to 0. A
+// window wider than both sequences together admits every key, so it is unbounded (−1), and
+// a prefix longer than the keys is all of them: clamped here, before any arithmetic, so that
+// i + offset ± window cannot overflow (window_right = INT64_MAX used to mask every key).
 void resolve_window(Problem& p, const AttentionOptions& o) {
-  p.window_left = o.window_left;
-  p.window_right = o.causal ? 0 : o.window_right;
+  const std::int64_t reach = p.seqlen_q + p.seqlen_k;  // both fit in 63 bits: validated tensors
+  auto unbounded_beyond_reach = [reach](std::int64_t w) { return w > reach ? -1 : w; };
+  p.window_left = unbounded_beyond_reach(o.window_left);
+  p.window_right = o.causal ? 0 : unbounded_beyond_reach(o.window_right);
   p.top_left = o.alignment == AttentionOptions::Alignment::top_left;
-  p.prefix_length = o.prefix_length;
+  p.prefix_length = std::min(o.prefix_length, p.seqlen_k);
   p.key_lengths = o.key_lengths;
 }
 
@@ -187,7 +306,7 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
     c.fail("options.alibi_slopes", "is null but alibi_batch_stride is set");
   }
   if (o.prefix_length < 0) c.fail("options.prefix_length", "must be >= 0");
-  if (o.prefix_length > 0 && o.window_left >= 0) {
+  if (o.prefix_length > 0 && o.window_left >= 0 && o.window_left <= p.seqlen_q + p.seqlen_k) {
     c.fail("options.prefix_length", "cannot be combined with window_left (the visible keys would not be one range)");
   }
   if (o.key_lengths != nullptr) {
@@ -330,18 +449,24 @@ void apply_options(const char* fn, Problem& p, const AttentionOptions& options) 
 
 Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,
                              const TensorView& v, const TensorView& out, const TensorView& lse,
-                             const AttentionOptions& options) {
+                             const AttentionOptions& options, Algorithm algorithm) {
   const Checker c(fn);
   Problem p = make_common(c, q, k, v, out, lse, options);
   c.no_self_overlap("out", out);
   c.no_self_overlap("lse", lse);
+  c.no_overlap("out", out, "lse", lse);
+  for (const auto& [name, input] : inputs_of(q, k, v, options)) {
+    c.no_overlap("out", out, name, *input);
+    c.no_overlap("lse", lse, name, *input);
+  }
+  if (algorithm == Algorithm::standard) c.standard_scores(p, 1);
   return p;
 }
 
 Problem make_backward_problem(const char* fn, const TensorView& dout, const TensorView& q,
                               const TensorView& k, const TensorView& v, const TensorView& out,
                               const TensorView& lse, const TensorView& dq, const TensorView& dk,
-                              const TensorView& dv, const AttentionOptions& options) {
+                              const TensorView& dv, const AttentionOptions& options, Algorithm algorithm) {
   const Checker c(fn);
   Problem p = make_common(c, q, k, v, out, lse, options);
   c.bshd("dout", dout);
@@ -372,6 +497,20 @@ Problem make_backward_problem(const char* fn, const TensorView& dout, const Tens
     p.dbias_heads = g.shape[1];
     c.no_self_overlap("options.dbias", g);
   }
+  // Every output against every other and against every input.
+  std::vector<std::pair<const char*, const TensorView*>> outputs{{"dq", &dq}, {"dk", &dk}, {"dv", &dv}};
+  if (options.dbias) outputs.emplace_back("options.dbias", &*options.dbias);
+  std::vector<std::pair<const char*, const TensorView*>> inputs = inputs_of(q, k, v, options);
+  for (const auto& named : {std::pair<const char*, const TensorView*>{"dout", &dout}, {"out", &out}, {"lse", &lse}}) {
+    inputs.push_back(named);
+  }
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    for (std::size_t j = i + 1; j < outputs.size(); ++j) {
+      c.no_overlap(outputs[i].first, *outputs[i].second, outputs[j].first, *outputs[j].second);
+    }
+    for (const auto& [name, input] : inputs) c.no_overlap(outputs[i].first, *outputs[i].second, name, *input);
+  }
+  if (algorithm == Algorithm::standard) c.standard_scores(p, 2);
   p.dout = bshd(dout);
   p.dq = bshd(dq);
   p.dk = bshd(dk);

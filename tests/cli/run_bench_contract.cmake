@@ -241,3 +241,17 @@ execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash --pass fwd --
 if(NOT rc EQUAL 1 OR NOT err MATCHES "is this build's own library")
   message(FATAL_ERROR "this build's own library as the baseline should be refused, got ${rc}: ${err}")
 endif()
+
+# FLOPs are counted once: causal written as a block mask under --causal computes the same
+# scores as causal alone (the mask's blocks hold every causal score), not half of them.
+run_json_lines(lines out ${FLASHATTN} bench --out none --impl flash,blocksparse --pass fwd --seqlen 256 --headdim 16
+               --heads 1 --batch 1 --causal --mask causal --mask-block 64 --variant plain --repeat 1 --json -)
+string(REGEX MATCH "\"impl\":\"flash\"[^\n]*\"flops\":([0-9]+)" m "${out}")
+set(flash_flops "${CMAKE_MATCH_1}")
+string(REGEX MATCH "\"impl\":\"blocksparse\"[^\n]*\"flops\":([0-9]+)" m "${out}")
+set(sparse_flops "${CMAKE_MATCH_1}")
+math(EXPR expected "4 * 256 * 256 * 16 / 2")
+if(NOT flash_flops EQUAL expected OR NOT sparse_flops EQUAL expected)
+  message(FATAL_ERROR "causal flops should be ${expected} for flash and the causal block mask, got "
+                      "${flash_flops} and ${sparse_flops}:\n${out}")
+endif()
