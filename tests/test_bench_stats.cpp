@@ -194,6 +194,23 @@ TEST(BenchStats, NoisyMarksAWideSpread) {
   EXPECT_TRUE(wide.finish().noisy());
 }
 
+TEST(BenchStats, PassesCombineIntoOneTiming) {
+  CaseTimer first(TimingPolicy{1, 1, 6, 0});
+  first.record(10, 100, true, 0);
+  first.record(30, 160, false, 1);
+  CaseTimer second(TimingPolicy{1, 1, 6, 0});
+  second.record(12, 101, true, 100000);
+  const CaseTiming both = combine(first.finish(), second.finish(), 3);
+  EXPECT_EQ(both.quiet_ms, (std::vector<double>{10, 12}));
+  EXPECT_EQ(both.quiet_round, (std::vector<int>{0, 100000}));
+  EXPECT_EQ(both.discarded, 1);
+  EXPECT_TRUE(both.unstable) << "two quiet runs of the three the session needs";
+  EXPECT_EQ(both.summary.n, 3u) << "an unstable timing is summarized over every run";
+  const CaseTiming enough = combine(both, second.finish(), 3);
+  EXPECT_FALSE(enough.unstable);
+  EXPECT_DOUBLE_EQ(enough.summary.median, 12);
+}
+
 TEST(BenchStats, PassConsistency) {
   const Summary fwd = summarize({10, 10.5, 11}), bwd = summarize({25, 26, 27});
   EXPECT_EQ(pass_consistency(fwd, bwd, summarize({35, 36, 37})), "");

@@ -90,8 +90,10 @@ JSON lines instead (`flashattn bench --compare --help`).
   --case-seconds S   more runs while a case's runs and pulses add up to under S seconds,
                      default 1
   --max-runs M       quiet runs per case at most, default 25
-  --retries K        disturbed runs a case may repeat before it is marked unstable,
-                     default 6
+  --retries K        disturbed runs a case may repeat in a sweep (more while its runs add up
+                     to under five budgets) before it is marked unstable, default 6
+  --sweeps S         sweeps over the whole suite, each taking its share of every case's
+                     runs (at most --repeat sweeps), default 3
   --isa NAME         force the flash kernels: portable, avx2, avx512
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
@@ -372,6 +374,7 @@ int bench_main(int argc, char** argv) {
     cfg.policy.max_runs = static_cast<int>(args.integer("max-runs", std::max(25, cfg.policy.min_runs), 1, 100000));
     if (cfg.policy.max_runs < cfg.policy.min_runs) throw UsageError("--max-runs must be at least --repeat");
     cfg.policy.max_retries = static_cast<int>(args.integer("retries", 6, 0, 1000));
+    cfg.sweeps = static_cast<int>(args.integer("sweeps", 3, 1, 1000));
     cfg.block_q = static_cast<int>(args.integer("block-q", 0, 1, 4096));
     cfg.block_k = static_cast<int>(args.integer("block-k", 0, 1, 4096));
     cfg.check = !args.flag("no-check");
@@ -486,7 +489,10 @@ int bench_main(int argc, char** argv) {
   // The cases plan[first, last) — one (headdim, seqlen, variant) — share their inputs and
   // are timed interleaved: checked, warmed up, timed; their records, in plan order, each of
   // this build's followed by its baseline twin.
-  auto measure_group = [&](std::size_t first, std::size_t last) {
+  // `earlier`: the group's records from the sweeps before, whose checks, peak memory and
+  // runs this sweep keeps (no check, no warm-up) and adds its runs to.
+  auto measure_group = [&](std::size_t first, std::size_t last, const TimingPolicy& policy, int round_base,
+                           const std::vector<Record>* earlier) {
     const harness::Case c = make_case(cfg, plan[first].seqlen, plan[first].headdim, plan[first].variant);
     // The batch as a dense case: what the sizes, FLOPs and records describe (varlen packs it).
     const harness::Case dense = make_case(cfg, plan[first].seqlen, plan[first].headdim, "plain");
@@ -538,79 +544,70 @@ int bench_main(int argc, char** argv) {
                : ci.options.score_mod   ? "score_mod relative"
                : ci.options.block_mask ? cfg.mask_pattern
                                         : "none";
-      if (cfg.check) {
-        const Check check = validate(cfg, ci, algorithm, pc.pass);
-        r.err = check.max_err;
-        r.err_fraction = check.fraction;
-        r.ok = check.fraction <= cfg.err_limit;
-      }
-      const bool fresh = !fwd.count(pc.impl);
-      if (fresh) fwd.emplace(pc.impl, harness::make_forward_outputs(c));
-      harness::ForwardOutputs& fo = fwd.at(pc.impl);
-      if (pc.pass == "bwd" && fresh) harness::run_forward(ci, *in, fo, algorithm);  // the backward's inputs
-      auto run = [&ci, &in, &fo, &bwd, algorithm, pass = pc.pass] {
-        if (pass != "bwd") {
-          forward(in->q.view(), in->k.view(), in->v.view(), fo.out.view(), fo.lse.view(), ci.options, algorithm);
-        }
-        if (pass != "fwd") {
-          backward(in->dout.view(), in->q.view(), in->k.view(), in->v.view(), fo.out.view(), fo.lse.view(),
-                   bwd->dq.view(), bwd->dk.view(), bwd->dv.view(), ci.options, algorithm);
-        }
-      };
-      const i64 before = allocated_bytes();
-      reset_peak_allocated_bytes();
-      run();  // the warm-up
-      r.peak_bytes = peak_allocated_bytes() - before;
       // Block-sparse counts the FLOPs of the scores it computes; maskmod's mask is causal
       // whether or not --causal halved fwd_flops.
       const double work = pc.impl == "blocksparse" ? computed_fraction(cfg, ci)
                           : pc.impl == "maskmod" && !cfg.causal ? 0.5
                                                                 : 1.0;
       r.flops = fwd_flops * work * pass_factor(pc.pass);
-      timed.push_back(group.size());
-      group.push_back(r);
-      runs.push_back(run);
-      if (!baseline) continue;
-      // The baseline's twin: same case and buffers through the other build, its own
-      // forward outputs, run next to this build's in every round.
-      Record twin = r;
-      twin.impl = pc.impl + "@baseline";
-      twin.peak_bytes = 0;  // the other build's allocations are its own counters'
-      if (cfg.check) {
-        const Check check = validate(cfg, ci, algorithm, pc.pass, &*baseline);
-        twin.err = check.max_err;
-        twin.err_fraction = check.fraction;
-        twin.ok = check.fraction <= cfg.err_limit;
-      }
-      const bool twin_fresh = !fwd.count(twin.impl);
-      if (twin_fresh) fwd.emplace(twin.impl, harness::make_forward_outputs(c));
-      harness::ForwardOutputs& tfo = fwd.at(twin.impl);
-      const BaselineLibrary& lib = *baseline;
-      auto twin_run = [&ci, &in, &tfo, &bwd, &lib, algorithm, pass = pc.pass] {
-        if (pass != "bwd") {
-          lib.forward(in->q.view(), in->k.view(), in->v.view(), tfo.out.view(), tfo.lse.view(), ci.options, algorithm);
+      // The case through one build's entry points (this one's, or --baseline-lib's, whose
+      // twin of every case has its own forward outputs and runs next to it in every round):
+      // checked, its backward's inputs made, warmed up (its peak memory: this build's counter
+      // sees only this build's allocations), and queued for timing.
+      auto add = [&](Record rec, const BaselineLibrary* other) {
+        const BaselineLibrary::Forward fwd_fn = other ? other->forward : &flashattn::forward;
+        const BaselineLibrary::Backward bwd_fn = other ? other->backward : &flashattn::backward;
+        if (cfg.check && !earlier) {
+          const Check check = validate(cfg, ci, algorithm, pc.pass, other);
+          rec.err = check.max_err;
+          rec.err_fraction = check.fraction;
+          rec.ok = check.fraction <= cfg.err_limit;
         }
-        if (pass != "fwd") {
-          lib.backward(in->dout.view(), in->q.view(), in->k.view(), in->v.view(), tfo.out.view(), tfo.lse.view(),
-                       bwd->dq.view(), bwd->dk.view(), bwd->dv.view(), ci.options, algorithm);
+        const bool fresh = !fwd.count(rec.impl);
+        if (fresh) fwd.emplace(rec.impl, harness::make_forward_outputs(c));
+        harness::ForwardOutputs& fo = fwd.at(rec.impl);
+        auto run_forward = [&ci, &in, &fo, fwd_fn, algorithm] {
+          fwd_fn(in->q.view(), in->k.view(), in->v.view(), fo.out.view(), fo.lse.view(), ci.options, algorithm);
+        };
+        if (pc.pass == "bwd" && fresh) run_forward();
+        auto run = [&ci, &in, &fo, &bwd, run_forward, bwd_fn, algorithm, pass = pc.pass] {
+          if (pass != "bwd") run_forward();
+          if (pass != "fwd") {
+            bwd_fn(in->dout.view(), in->q.view(), in->k.view(), in->v.view(), fo.out.view(), fo.lse.view(),
+                   bwd->dq.view(), bwd->dk.view(), bwd->dv.view(), ci.options, algorithm);
+          }
+        };
+        if (!earlier) {
+          const i64 before = allocated_bytes();
+          reset_peak_allocated_bytes();
+          run();  // the warm-up
+          rec.peak_bytes = other ? 0 : peak_allocated_bytes() - before;
         }
+        timed.push_back(group.size());
+        group.push_back(rec);
+        runs.push_back(run);
       };
-      if (pc.pass == "bwd" && twin_fresh) {
-        lib.forward(in->q.view(), in->k.view(), in->v.view(), tfo.out.view(), tfo.lse.view(), ci.options, algorithm);
+      add(r, nullptr);
+      if (baseline) {
+        Record twin = r;
+        twin.impl = pc.impl + "@baseline";
+        add(twin, &*baseline);
       }
-      twin_run();  // its warm-up
-      timed.push_back(group.size());
-      group.push_back(twin);
-      runs.push_back(twin_run);
     }
 
     // Main loop: the group's cases in interleaved rounds.
     std::vector<int> partner;  // a case and its baseline twin run in the same rounds
     for (std::size_t t = 0; t < runs.size(); ++t) partner.push_back(static_cast<int>(baseline ? t / 2 : t));
-    const std::vector<CaseTiming> timings = stopwatch.time(cfg.policy, runs, partner);
+    const std::vector<CaseTiming> timings = stopwatch.time(policy, runs, partner);
     for (std::size_t t = 0; t < timed.size(); ++t) {
       Record& r = group[timed[t]];
       r.timing = timings[t];
+      for (int& round : r.timing.quiet_round) round += round_base;
+      if (earlier) {  // this sweep's runs join the earlier sweeps'
+        const Record& e = (*earlier)[timed[t]];
+        r.err = e.err, r.err_fraction = e.err_fraction, r.ok = e.ok, r.peak_bytes = e.peak_bytes;
+        r.timing = combine(e.timing, r.timing, cfg.policy.min_runs);
+      }
       r.gflops = r.flops / (r.ms() * 1e6);
       r.sgemm_gflops = Sgemm::gflops(r.timing.pulse_median_ms);
     }
@@ -628,8 +625,8 @@ int bench_main(int argc, char** argv) {
     return group;
   };
 
+  // The groups of cases, each one (headdim, seqlen, variant).
   std::vector<std::pair<std::size_t, std::size_t>> group_ranges;
-  std::vector<std::vector<Record>> groups;
   for (std::size_t first = 0; first < plan.size();) {
     std::size_t last = first;
     while (last < plan.size() && plan[last].headdim == plan[first].headdim && plan[last].seqlen == plan[first].seqlen &&
@@ -637,43 +634,57 @@ int bench_main(int argc, char** argv) {
       ++last;
     }
     group_ranges.push_back({first, last});
-    groups.push_back(measure_group(first, last));
-    for (const Record& r : groups.back()) print_row(r);
-    for (std::size_t i = first; i < last; ++i) {
-      progress.step(weight(plan[i]), plan[i].impl + " " + plan[i].pass + " N=" + std::to_string(plan[i].seqlen) + " " +
-                                         plan[i].variant);
-    }
     first = last;
+  }
+  // Sweeps over the whole suite, each taking its share of every case's runs, so that a
+  // case's runs sample the machine across the session: this VM's speed moves in stretches
+  // of seconds to minutes that runs taken back to back would all fall into.
+  const int sweeps = cfg.sweep_count();
+  TimingPolicy per_sweep = cfg.policy;
+  per_sweep.min_runs = (cfg.policy.min_runs + sweeps - 1) / sweeps;
+  per_sweep.max_runs = std::max(per_sweep.min_runs, (cfg.policy.max_runs + sweeps - 1) / sweeps);
+  per_sweep.budget_ms = cfg.policy.budget_ms / sweeps;
+  std::vector<std::vector<Record>> groups(group_ranges.size());
+  for (int sweep = 0; sweep < sweeps; ++sweep) {
+    for (std::size_t g = 0; g < group_ranges.size(); ++g) {
+      const auto [first, last] = group_ranges[g];
+      groups[g] = measure_group(first, last, per_sweep, 100000 * sweep, sweep ? &groups[g] : nullptr);
+      if (sweep == sweeps - 1) {
+        for (const Record& r : groups[g]) print_row(r);
+      }
+      for (std::size_t i = first; i < last; ++i) {
+        progress.step(weight(plan[i]) / sweeps, plan[i].impl + " " + plan[i].pass + " N=" +
+                                                    std::to_string(plan[i].seqlen) + " " + plan[i].variant +
+                                                    format(" (sweep %d of %d)", sweep + 1, sweeps));
+      }
+    }
   }
   // The reference pulse settles as the session goes on (a machine slow at the start made
   // its first pulses look normal): each group is judged again against the final reference,
-  // and one whose cases no longer have their minimum of quiet runs is measured once more.
-  // An unstable group gets the same second chance; of the two measurements the one with
-  // fewer unstable cases is kept.
+  // and one with a case short of its quiet runs (or unstable) gets one more sweep.
   int remeasured = 0;
-  auto unstable_count = [](const std::vector<Record>& group) {
-    return std::count_if(group.begin(), group.end(), [](const Record& r) { return !r.skipped && r.timing.unstable; });
-  };
   for (std::size_t g = 0; g < groups.size(); ++g) {
-    const bool stale = std::any_of(groups[g].begin(), groups[g].end(), [&](const Record& r) {
+    const bool short_of_runs = std::any_of(groups[g].begin(), groups[g].end(), [&](const Record& r) {
       if (r.skipped) return false;
       const auto quiet = std::count_if(r.timing.quiet_pulse_ms.begin(), r.timing.quiet_pulse_ms.end(),
                                        [&](double p) { return !stopwatch.monitor.slow(p); });
       return r.timing.unstable || quiet < cfg.policy.min_runs;
     });
-    if (!stale) continue;
+    if (!short_of_runs) continue;
     ++remeasured;
+    const auto [first, last] = group_ranges[g];
     if (table) {
       progress.clear();
-      std::printf("re-measuring %s N=%lld d=%lld: unstable, or its runs ran next to pulses slower than the "
+      std::printf("one more sweep for %s N=%lld d=%lld: unstable, or its runs ran next to pulses slower than the "
                   "session's final reference (%.1f ms)\n",
-                  plan[group_ranges[g].first].variant.c_str(), (long long)plan[group_ranges[g].first].seqlen,
-                  (long long)plan[group_ranges[g].first].headdim, stopwatch.monitor.reference_ms());
+                  plan[first].variant.c_str(), (long long)plan[first].seqlen, (long long)plan[first].headdim,
+                  stopwatch.monitor.reference_ms());
     }
-    std::vector<Record> again = measure_group(group_ranges[g].first, group_ranges[g].second);
-    for (Record& r : again) r.remeasured = true;
-    if (unstable_count(again) <= unstable_count(groups[g])) groups[g] = std::move(again);
-    for (const Record& r : groups[g]) print_row(r);
+    groups[g] = measure_group(first, last, per_sweep, 100000 * sweeps, &groups[g]);
+    for (Record& r : groups[g]) {
+      r.remeasured = true;
+      print_row(r);
+    }
   }
   progress.finish();
   const double seconds = progress.seconds();
@@ -682,7 +693,7 @@ int bench_main(int argc, char** argv) {
   if (json) {
     for (const Record& r : records) *json << json_record(cfg, r) << std::endl;
   }
-  if (table && remeasured) std::printf("%d group(s) re-measured at the end\n", remeasured);
+  if (table && remeasured) std::printf("%d group(s) given one more sweep at the end\n", remeasured);
 
   const std::string flagged = flagged_rows(records, false);
   const int failed = static_cast<int>(std::count_if(records.begin(), records.end(), [](const Record& r) { return !r.skipped && !r.ok; }));

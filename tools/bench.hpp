@@ -27,7 +27,10 @@ struct Config {
   std::int64_t mask_block;   // blocksparse: block size (queries and keys)
   double dropout;
   int threads, block_q, block_k;
-  TimingPolicy policy;
+  TimingPolicy policy;  // for the whole session; each sweep takes its share
+  int sweeps = 3;
+  // The sweeps a session makes: --sweeps, but no more than the minimum of runs to share.
+  int sweep_count() const { return sweeps < policy.min_runs ? (sweeps < 1 ? 1 : sweeps) : policy.min_runs; }
   std::int64_t flush_bytes = 0;  // written between runs to evict the caches
   std::optional<Isa> isa;
   std::string json, out;
@@ -52,7 +55,7 @@ struct Record {
   // With --baseline-lib: this build's time over the baseline's, paired by round (on this
   // build's rows); the baseline's own rows carry impl "<impl>@baseline".
   std::optional<RatioEstimate> vs_baseline;
-  bool remeasured = false;  // measured again at the end, its first runs judged disturbed
+  bool remeasured = false;  // given one more sweep at the end (unstable, or short of quiet runs)
   TileConfig tiles;
   std::string isa, mask;
 

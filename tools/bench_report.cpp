@@ -299,7 +299,8 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
         "options (N ≤ 160).\n\n"
      << "## How the figures were taken\n\n"
      << format("Each case is timed by at least %d quiet runs (more while its runs add up to under %.1f s, at most "
-               "%d), caches flushed (%.0f MiB written) before each run. The cases of one (N, d, variant) — every "
+               "%d), taken in %d sweeps over the whole suite so that they sample the machine across the session, "
+               "caches flushed (%.0f MiB written) before each run. The cases of one (N, d, variant) — every "
                "implementation and pass — run interleaved, one run each per round, so that a speedup compares "
                "runs taken in the same seconds. An SGEMM (the machine's pulse) follows every run; a run next to a "
                "pulse more than 15%% below the session's reference pulse (the first quartile of its pulses) is "
@@ -307,7 +308,8 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
                "the final reference and measured once more if it falls short (`remeasured`). Figures are medians "
                "of the quiet runs; the JSON lines carry min, max, quartiles and every run.\n\n",
                cfg.policy.min_runs, cfg.policy.budget_ms / 1000, cfg.policy.max_runs,
-               cfg.flush_bytes / 1048576.0, cfg.policy.max_retries);
+               cfg.sweep_count(), cfg.flush_bytes / 1048576.0,
+               cfg.policy.max_retries);
 
   md << "## Runtime\n\n" << runtime_tables(cfg, records, true) << baseline_table(cfg, records, true);
   const std::string flagged = flagged_rows(records, true);

@@ -58,14 +58,37 @@ bool CaseTimer::needs_more() const {
   return quiet < policy_.max_runs && t_.spent_ms < policy_.budget_ms;
 }
 
-CaseTiming CaseTimer::finish() const {
-  CaseTiming t = t_;
-  t.unstable = static_cast<int>(t.quiet_ms.size()) < policy_.min_runs;
+namespace {
+
+// The figures of a timing from its runs: of the quiet ones, or of every run when fewer than
+// min_runs were quiet (unstable).
+CaseTiming& settle(CaseTiming& t, int min_runs) {
+  t.unstable = static_cast<int>(t.quiet_ms.size()) < min_runs;
   const std::vector<double>& runs = t.unstable ? t.all_ms : t.quiet_ms;
   const std::vector<double>& pulses = t.unstable ? t.all_pulse_ms : t.quiet_pulse_ms;
   t.summary = summarize(runs);
   t.pulse_median_ms = pulses.empty() ? 0.0 : median(pulses);
   return t;
+}
+
+}  // namespace
+
+CaseTiming CaseTimer::finish() const {
+  CaseTiming t = t_;
+  return settle(t, policy_.min_runs);
+}
+
+CaseTiming combine(const CaseTiming& a, const CaseTiming& b, int min_runs) {
+  CaseTiming t = a;
+  auto join = [](auto& into, const auto& more) { into.insert(into.end(), more.begin(), more.end()); };
+  join(t.quiet_ms, b.quiet_ms);
+  join(t.quiet_pulse_ms, b.quiet_pulse_ms);
+  join(t.quiet_round, b.quiet_round);
+  join(t.all_ms, b.all_ms);
+  join(t.all_pulse_ms, b.all_pulse_ms);
+  t.discarded += b.discarded;
+  t.spent_ms += b.spent_ms;
+  return settle(t, min_runs);
 }
 
 std::string pass_consistency(const Summary& fwd, const Summary& bwd, const Summary& fwdbwd, double slack) {

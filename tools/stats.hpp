@@ -75,6 +75,10 @@ struct CaseTiming {
   bool noisy() const { return summary.spread() > kNoisySpread; }
 };
 
+// Two measurements of one case (sweeps of a session) as one: runs, pulses and counts
+// joined; unstable when the joined quiet runs are fewer than `min_runs`.
+CaseTiming combine(const CaseTiming& a, const CaseTiming& b, int min_runs);
+
 // The bookkeeping of one case under a policy: record each run, say whether it needs more.
 class CaseTimer {
  public:

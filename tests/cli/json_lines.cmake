@@ -12,3 +12,13 @@ function(run_json_lines lines_var out_var)
   set(${out_var} "${out}" PARENT_SCOPE)
   set(ERR "${err}" PARENT_SCOPE)
 endfunction()
+
+# require_fields(LINE FIELD...): fails the test naming the first FIELD the JSON object LINE lacks.
+function(require_fields line)
+  foreach(field IN LISTS ARGN)
+    string(JSON value ERROR_VARIABLE missing GET "${line}" ${field})
+    if(missing)
+      message(FATAL_ERROR "field ${field} missing in ${line}")
+    endif()
+  endforeach()
+endfunction()
