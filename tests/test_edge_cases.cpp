@@ -139,5 +139,20 @@ TEST_P(EdgeCases, NaNPropagatesToExactlyTheRowsThatSeeIt) {
 
 INSTANTIATE_TEST_SUITE_P(Paths, EdgeCases, ::testing::ValuesIn(all_paths()), path_name);
 
+// The harness's tensors: a copy owns its storage (the implicit copy kept viewing the source).
+TEST(HarnessTensor, ACopyViewsItsOwnStorage) {
+  harness::HostTensor a(1, 3, 2, 4, true);
+  a.fill_uniform(5, -1.0f, 1.0f);
+  harness::HostTensor b = a;
+  EXPECT_NE(b.view().data, a.view().data);
+  EXPECT_EQ(b.to_double(), a.to_double());
+  b.at(0, 1, 1, 2) = 42.0f;
+  EXPECT_NE(a.at(0, 1, 1, 2), 42.0f);
+  harness::HostTensor c;
+  c = b;
+  EXPECT_NE(c.view().data, b.view().data);
+  EXPECT_EQ(c.at(0, 1, 1, 2), 42.0f);
+}
+
 }  // namespace
 }  // namespace flashattn::testing

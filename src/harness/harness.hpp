@@ -60,6 +60,16 @@ class HostTensor {
   HostTensor() = default;
   // (batch, seq, heads, dim), or (batch, heads, seq) for lse when dim == 0.
   HostTensor(std::int64_t n0, std::int64_t n1, std::int64_t n2, std::int64_t n3, bool padded);
+  // A copy owns its own storage and views it (the implicit copy viewed the source's).
+  HostTensor(const HostTensor& other) : storage_(other.storage_), view_(other.view_) { view_.data = storage_.data(); }
+  HostTensor& operator=(const HostTensor& other) {
+    storage_ = other.storage_;
+    view_ = other.view_;
+    view_.data = storage_.data();
+    return *this;
+  }
+  HostTensor(HostTensor&&) noexcept = default;  // the moved vector keeps its buffer
+  HostTensor& operator=(HostTensor&&) noexcept = default;
 
   const TensorView& view() const { return view_; }
   float& at(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3 = 0);
