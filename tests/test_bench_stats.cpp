@@ -291,7 +291,7 @@ TEST(BenchReport, WarnsWhenOpenBlasRunsNarrowerVectorsThanTheCpu) {
 TEST(BenchTiming, CacheFlushCoversTheLastLevelCaches) {
   const CacheFlusher flusher;
   EXPECT_GE(flusher.bytes(), std::int64_t{64} << 20);
-  EXPECT_GE(flusher.bytes(), 2 * last_level_cache_bytes());
+  EXPECT_GE(flusher.bytes(), 2 * cache_sizes().last_level_bytes);
 }
 
 }  // namespace

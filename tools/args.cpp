@@ -81,6 +81,8 @@ std::int64_t parse_integer(const std::string& flag, const std::string& s, std::i
   return v;
 }
 
+}  // namespace
+
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> parts;
   std::stringstream ss(s);
@@ -89,8 +91,6 @@ std::vector<std::string> split(const std::string& s) {
   if (parts.empty()) parts.push_back("");
   return parts;
 }
-
-}  // namespace
 
 std::int64_t Args::integer(const std::string& name, std::int64_t fallback, std::int64_t min, std::int64_t max) {
   return has(name) ? parse_integer(name, value_of(name), min, max) : fallback;

@@ -17,6 +17,9 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// "a,b,,c" → {"a", "b", "", "c"}; "" → {""}: the comma lists every list flag takes.
+std::vector<std::string> split(const std::string& s);
+
 class Args {
  public:
   Args(int argc, char** argv);  // argv[0] is the subcommand's name

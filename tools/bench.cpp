@@ -447,7 +447,7 @@ int bench_main(int argc, char** argv) {
                 "OpenBLAS core %s\n",
                 cfg.threads, static_cast<long long>(cache_sizes().l1d_bytes >> 10),
                 static_cast<long long>(cache_sizes().l2_bytes >> 10),
-                static_cast<long long>(last_level_cache_bytes() >> 20), static_cast<long long>(cfg.flush_bytes >> 20),
+                static_cast<long long>(cache_sizes().last_level_bytes >> 20), static_cast<long long>(cfg.flush_bytes >> 20),
                 openblas_get_corename());
     if (!blas_warning.empty()) std::printf("warning: %s\n", blas_warning.c_str());
     if (baseline) std::printf("baseline: %s (%s)\n", baseline->path.c_str(), baseline->abi_note.c_str());

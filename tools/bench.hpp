@@ -12,6 +12,7 @@
 #include "flashattn/isa.hpp"
 #include "harness/harness.hpp"
 #include "stats.hpp"
+#include "timing.hpp"
 
 namespace flashattn::cli {
 
@@ -67,7 +68,7 @@ struct PulseRecord {
   int threads = 0;
   std::string blas;
   Summary ms;
-  double gflops() const { return ms.median > 0 ? 2.0 * 2048 * 2048 * 2048 / (ms.median * 1e6) : 0.0; }
+  double gflops() const { return Sgemm::gflops(ms.median); }
 };
 
 // Forward FLOPs factor of a pass (FlashAttention's benchmark): bwd 2.5×, fwdbwd 3.5×.

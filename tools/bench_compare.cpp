@@ -13,7 +13,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <sstream>
 #include <stdexcept>
 
 #include "args.hpp"
@@ -65,17 +64,9 @@ struct Cases {
   std::map<std::string, Side> runs;
 };
 
-std::vector<std::string> split_commas(const std::string& list) {
-  std::vector<std::string> parts;
-  std::stringstream ss(list);
-  for (std::string part; std::getline(ss, part, ',');) {
-    if (!part.empty()) parts.push_back(part);
-  }
-  return parts;
-}
-
 void read_side(const std::string& list, Cases& cases) {
-  const std::vector<std::string> files = split_commas(list);
+  std::vector<std::string> files = split(list);
+  std::erase(files, "");
   if (files.empty()) throw UsageError("--compare needs two lists of JSON-lines files");
   for (const std::string& file : files) {
     std::ifstream in(file);

@@ -50,7 +50,9 @@ bool solid(const Record& r) { return !r.timing.unstable && !r.timing.noisy() && 
 }  // namespace
 
 std::string json_pulse(const PulseRecord& p) {
-  return "{\"impl\":\"sgemm\",\"pass\":\"gemm\",\"m\":2048,\"n\":2048,\"k\":2048,\"threads\":" + std::to_string(p.threads) +
+  const std::string n = std::to_string(Sgemm::kN);
+  return "{\"impl\":\"sgemm\",\"pass\":\"gemm\",\"m\":" + n + ",\"n\":" + n + ",\"k\":" + n +
+         ",\"threads\":" + std::to_string(p.threads) +
          ",\"isa\":\"" + p.blas + "\",\"ms\":" + json_number(p.ms.median) + ",\"gflops\":" + json_number(p.gflops()) +
          ",\"ms_min\":" + json_number(p.ms.min) + ",\"ms_max\":" + json_number(p.ms.max) +
          ",\"runs\":" + std::to_string(p.ms.n) + "}";
@@ -282,7 +284,7 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
      << " s.\n\n## Machine\n\n"
      << machine_description() << "- SGEMM 2048³ (OpenBLAS, " << cfg.threads << " threads): "
      << format("%.1f GFLOP/s (median of %zu runs, %.1f … %.1f)", pulse.gflops(), pulse.ms.n,
-               2.0 * 2048 * 2048 * 2048 / (pulse.ms.max * 1e6), 2.0 * 2048 * 2048 * 2048 / (pulse.ms.min * 1e6))
+               Sgemm::gflops(pulse.ms.max), Sgemm::gflops(pulse.ms.min))
      << "\n" << (blas_warning.empty() ? "" : "- **Warning**: " + blas_warning + "\n") << "\n"
      << "## Shape\n\n"
      << "d = " << cfg.headdims.front() << ", " << cfg.heads << " head(s), batch "

@@ -139,19 +139,34 @@ double t_quantile(double confidence, double df) {
   return std::sqrt(df) * std::tan(0.5 * (lo + hi));
 }
 
+namespace {
+
+// Mean and sample variance of log(x): times are positive and their noise multiplicative.
+std::pair<double, double> log_moments(const std::vector<double>& x) {
+  double mean = 0;
+  for (double v : x) mean += std::log(v);
+  mean /= static_cast<double>(x.size());
+  double var = 0;
+  for (double v : x) var += (std::log(v) - mean) * (std::log(v) - mean);
+  return {mean, x.size() > 1 ? var / static_cast<double>(x.size() - 1) : 0.0};
+}
+
+// exp(log_ratio ± t · se) at `df` degrees of freedom, and whether it excludes 1.
+void set_interval(RatioEstimate& r, double log_ratio, double se, double df, double confidence) {
+  const double half = se > 0 ? t_quantile(confidence, df) * se : 0.0;  // identical runs: the point
+  r.has_interval = true;
+  r.lo = std::exp(log_ratio - half);
+  r.hi = std::exp(log_ratio + half);
+  r.significant = r.lo > 1.0 || r.hi < 1.0;
+}
+
+}  // namespace
+
 RatioEstimate compare_samples(const std::vector<double>& a, const std::vector<double>& b, double confidence) {
   RatioEstimate r;
   r.n_a = a.size();
   r.n_b = b.size();
   if (a.empty() || b.empty()) return r;
-  auto log_moments = [](const std::vector<double>& x) {
-    double mean = 0;
-    for (double v : x) mean += std::log(v);
-    mean /= static_cast<double>(x.size());
-    double var = 0;
-    for (double v : x) var += (std::log(v) - mean) * (std::log(v) - mean);
-    return std::pair{mean, x.size() > 1 ? var / static_cast<double>(x.size() - 1) : 0.0};
-  };
   const auto [mean_a, var_a] = log_moments(a);
   const auto [mean_b, var_b] = log_moments(b);
   const double diff = mean_b - mean_a;
@@ -159,18 +174,11 @@ RatioEstimate compare_samples(const std::vector<double>& a, const std::vector<do
   if (a.size() < 2 || b.size() < 2) return r;
   const double se_a = var_a / static_cast<double>(a.size()), se_b = var_b / static_cast<double>(b.size());
   const double se = std::sqrt(se_a + se_b);
-  r.has_interval = true;
-  if (se == 0) {  // identical runs on each side: the interval is the point
-    r.significant = diff != 0;
-    return r;
-  }
   // Welch–Satterthwaite degrees of freedom.
-  const double df = (se_a + se_b) * (se_a + se_b) /
-                    (se_a * se_a / static_cast<double>(a.size() - 1) + se_b * se_b / static_cast<double>(b.size() - 1));
-  const double half = t_quantile(confidence, df) * se;
-  r.lo = std::exp(diff - half);
-  r.hi = std::exp(diff + half);
-  r.significant = r.lo > 1.0 || r.hi < 1.0;
+  const double df = se > 0 ? (se_a + se_b) * (se_a + se_b) / (se_a * se_a / static_cast<double>(a.size() - 1) +
+                                                               se_b * se_b / static_cast<double>(b.size() - 1))
+                           : 1.0;
+  set_interval(r, diff, se, df, confidence);
   return r;
 }
 
@@ -180,19 +188,12 @@ RatioEstimate compare_paired(const std::vector<double>& a, const std::vector<dou
   r.n_b = b.size();
   const std::size_t n = std::min(a.size(), b.size());
   if (n == 0) return r;
-  double mean = 0;
-  for (std::size_t i = 0; i < n; ++i) mean += std::log(b[i] / a[i]);
-  mean /= static_cast<double>(n);
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < n; ++i) ratios.push_back(b[i] / a[i]);
+  const auto [mean, var] = log_moments(ratios);
   r.ratio = r.lo = r.hi = std::exp(mean);
   if (n < 2) return r;
-  double var = 0;
-  for (std::size_t i = 0; i < n; ++i) var += (std::log(b[i] / a[i]) - mean) * (std::log(b[i] / a[i]) - mean);
-  var /= static_cast<double>(n - 1);
-  r.has_interval = true;
-  const double half = var > 0 ? t_quantile(confidence, static_cast<double>(n - 1)) * std::sqrt(var / static_cast<double>(n)) : 0.0;
-  r.lo = std::exp(mean - half);
-  r.hi = std::exp(mean + half);
-  r.significant = r.lo > 1.0 || r.hi < 1.0;
+  set_interval(r, mean, std::sqrt(var / static_cast<double>(n)), static_cast<double>(n - 1), confidence);
   return r;
 }
 

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/dispatch.hpp"
 #include "stats.hpp"
 
 namespace flashattn::cli {
@@ -25,15 +26,13 @@ inline double milliseconds(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// Bytes of last-level cache on the machine: each distinct LLC counted once (sysfs), 0 when
-// the OS does not say.
-std::int64_t last_level_cache_bytes();
-
 // Writing a buffer larger than the last-level caches between runs evicts the operands:
-// twice their total, at least 64 MiB.
+// twice their total (cache_sizes()), at least 64 MiB.
 class CacheFlusher {
  public:
-  CacheFlusher();
+  CacheFlusher()
+      : bytes_(std::max<std::int64_t>(std::int64_t{64} << 20, 2 * cache_sizes().last_level_bytes)),
+        buffer_(new char[bytes_]) {}
   void flush() { std::memset(buffer_.get(), static_cast<int>(++round_), bytes_); }
   std::int64_t bytes() const { return bytes_; }
 

@@ -7,8 +7,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include "flashattn/error.hpp"
@@ -62,6 +64,30 @@ std::int64_t sysfs_cache_size(int level, bool want_data) {
   return 0;
 }
 
+// The highest cache level cpu0 has, summed over every CPU's instance of it, each distinct
+// (shared_cpu_list) counted once.
+std::int64_t sysfs_last_level_bytes() {
+  const std::string root = "/sys/devices/system/cpu/cpu";
+  int top_index = -1, top_level = 0;
+  for (int index = 0; index < 16; ++index) {
+    std::ifstream level_file(root + "0/cache/index" + std::to_string(index) + "/level");
+    int level = 0;
+    if ((level_file >> level) && level > top_level) top_level = level, top_index = index;
+  }
+  if (top_index < 0) return 0;
+  std::set<std::string> seen;
+  std::int64_t total = 0;
+  for (long cpu = 0; cpu < std::max(1L, sysconf(_SC_NPROCESSORS_CONF)); ++cpu) {
+    const std::string dir = root + std::to_string(cpu) + "/cache/index" + std::to_string(top_index) + "/";
+    std::ifstream shared_file(dir + "shared_cpu_list"), size_file(dir + "size");
+    std::string shared, size;
+    shared_file >> shared;
+    if (!(size_file >> size) || !seen.insert(shared.empty() ? std::to_string(cpu) : shared).second) continue;
+    total += parse_cache_size(size);
+  }
+  return total;
+}
+
 CacheSizes detect_caches() {
   CacheSizes c;
   c.l1d_bytes = sysconf(_SC_LEVEL1_DCACHE_SIZE);
@@ -70,6 +96,7 @@ CacheSizes detect_caches() {
   if (c.l2_bytes <= 0) c.l2_bytes = sysfs_cache_size(2, true);
   if (c.l1d_bytes <= 0) c.l1d_bytes = 32 << 10;
   if (c.l2_bytes <= 0) c.l2_bytes = 512 << 10;
+  c.last_level_bytes = sysfs_last_level_bytes();
   return c;
 }
 

@@ -10,6 +10,7 @@ namespace flashattn {
 struct CacheSizes {
   std::int64_t l1d_bytes = 0;  // per core
   std::int64_t l2_bytes = 0;   // per core
+  std::int64_t last_level_bytes = 0;  // the machine's: each distinct last-level cache once; 0 when unknown
 };
 
 // Detected once; falls back to 32 KiB / 512 KiB where the OS does not say.
