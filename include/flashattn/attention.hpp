@@ -133,7 +133,24 @@ struct AttentionOptions {
   // applied first, to s = softmax_scale · q·k, before softcap, ALiBi and the bias; the
   // backward multiplies the score's gradient by its derivative.
   std::optional<ScoreMod> score_mod;
+  // Which forward kernel runs. Both compute the same attention; they differ in how they
+  // read K and V:
+  //   tiled:    query tiles against K and V tiles copied once per call into contiguous
+  //             rows (the paper's Algorithm 1): fastest when many queries share each key;
+  //   split_kv: flash-decoding: K and V read in place, once for all the query heads that
+  //             share a kv-head, the keys split into ranges whose partial outputs are
+  //             merged exactly by their log-sum-exp: for decoding (few queries, long caches).
+  //             Not with a block_mask.
+  //   automatic: split_kv when seqlen_q <= kSplitKvMaxQueries and there is no block_mask.
+  enum class ForwardKernel { automatic, tiled, split_kv } forward_kernel = ForwardKernel::automatic;
+  // split_kv: key ranges per (batch, kv-head, block of queries), FlashAttention-2's
+  // num_splits: 0 chooses from the problem's shape (never from the thread count, so the
+  // result is the same bits for any num_threads), 1 does not split.
+  int num_splits = 0;
 };
+
+// The automatic forward kernel is split_kv up to this many queries per call.
+inline constexpr std::int64_t kSplitKvMaxQueries = 16;
 
 enum class Algorithm {
   flash,     // tiled, fused, O(N) extra memory (the library's purpose)

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "flashattn/attention.hpp"
+#include "flashattn/kvcache.hpp"
 
 namespace flashattn {
 
@@ -125,6 +127,24 @@ struct Problem {
   // every tensor, its ALiBi slopes, its dropout batch index.
   Problem sequence(std::int64_t s) const;
 
+  // The forward kernel (AttentionOptions::forward_kernel) and split-KV's key ranges (0: chosen).
+  AttentionOptions::ForwardKernel forward_kernel = AttentionOptions::ForwardKernel::automatic;
+  int num_splits = 0;
+
+  // A paged K/V cache (forward_with_kvcache's block_table; null: k and v are plain tensors).
+  // A paged problem has batch 1 (one per sequence): key j lies in row j % page_size of page
+  // block_table[j / page_size], whose rows start stride_b apart. Only split-KV reads it.
+  const std::int32_t* block_table = nullptr;
+  std::int64_t page_size = 0;
+  // Where key j of batch b starts in k or v (head 0), in elements from t.data, paged or not.
+  std::int64_t kv_offset(const Bshd& t, std::int64_t b, std::int64_t j) const {
+    if (block_table == nullptr) return b * t.stride_b + j * t.stride_s;
+    return block_table[j / page_size] * t.stride_b + (j % page_size) * t.stride_s;
+  }
+  const float* kv_row(const Bshd& t, std::int64_t b, std::int64_t j, std::int64_t h) const {
+    return t.data + kv_offset(t, b, j) + h * t.stride_h;
+  }
+
   // Forward inputs and outputs (backward reads q, k, v, out, lse).
   Bshd q, k, v, out;
   Bhs lse;
@@ -193,6 +213,23 @@ struct Problem {
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }
 };
 
+// A validated forward_with_kvcache call: what to append, then one Problem per batch
+// (batch 1, seqlen_k = L_b, k and v that batch's cache rows or pages, q, out and lse that
+// batch's rows). kvcache.cpp appends and rotates; the forward kernels attend.
+struct KvCacheCall {
+  std::vector<Problem> batches;
+  const std::int32_t* cache_seqlens = nullptr;
+  std::int64_t seqlen_new = 0;
+  Bshd k_new, v_new;  // data null: nothing to append; new key i of batch b goes to
+                      // batches[b].kv_row(batches[b].k, 0, cache_seqlens[b] + i, h)
+  // Rotary embedding (rotary_dim 0: none): cos and sin rows of rotary_dim / 2 values.
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  std::int64_t cos_stride = 0, sin_stride = 0, rotary_dim = 0;
+  bool interleaved = false;
+  bool rotate_q_per_position = false;  // causal or windowed: query i at cache_seqlens + i
+};
+
 // Checks `options` against a problem whose shape fields are set and stores them in p;
 // throws flashattn::Error naming the option. The API boundary and the test harness both
 // turn options into a Problem through it.
@@ -207,5 +244,8 @@ Problem make_backward_problem(const char* fn, const TensorView& dout, const Tens
                               const TensorView& k, const TensorView& v, const TensorView& out,
                               const TensorView& lse, const TensorView& dq, const TensorView& dk,
                               const TensorView& dv, const AttentionOptions& options, Algorithm algorithm);
+KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorView& k_cache,
+                              const TensorView& v_cache, const TensorView& out, const TensorView& lse,
+                              const KvCache& cache, const AttentionOptions& options);
 
 }  // namespace flashattn

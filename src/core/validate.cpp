@@ -394,6 +394,12 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
   p.isa = isa;
   p.block_q = o.block_q;
   p.block_k = o.block_k;
+  if (o.num_splits < 0) c.fail("options.num_splits", "must be >= 0 (0: chosen from the shape, 1: no split)");
+  if (o.forward_kernel == AttentionOptions::ForwardKernel::split_kv && o.block_mask) {
+    c.fail("options.forward_kernel", "split_kv does not take a block_mask (use tiled or automatic)");
+  }
+  p.forward_kernel = o.forward_kernel;
+  p.num_splits = o.num_splits;
 }
 
 Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
@@ -440,7 +446,250 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   return p;
 }
 
+// What forward_with_kvcache takes from AttentionOptions; the rest describe inputs shaped by
+// seqlen_k (masks, biases, key padding, packed sequences) or training (dropout).
+void refuse_cache_options(const Checker& c, const AttentionOptions& o) {
+  auto refuse = [&c](bool set, const char* name, const char* why) {
+    if (set) c.fail(name, std::string("is not taken by forward_with_kvcache (") + why + ")");
+  };
+  const char* lengths = "cache_seqlens sets each batch's keys";
+  refuse(o.alignment != AttentionOptions::Alignment::bottom_right, "options.alignment",
+         "causal and windows align to the end of each cache");
+  refuse(o.prefix_length != 0, "options.prefix_length", "not supported with a cache");
+  refuse(o.key_lengths != nullptr, "options.key_lengths", lengths);
+  refuse(o.dropout_p != 0.0f, "options.dropout_p", "inference has no dropout");
+  refuse(o.block_mask.has_value(), "options.block_mask", lengths);
+  refuse(o.document_ids_q != nullptr || o.document_ids_k != nullptr, "options.document_ids_q", lengths);
+  refuse(o.mask.has_value(), "options.mask", lengths);
+  refuse(o.bias.has_value(), "options.bias", lengths);
+  refuse(o.dbias.has_value(), "options.dbias", "there is no backward");
+  refuse(o.varlen.has_value(), "options.varlen", "batches are the cache's");
+  refuse(o.score_mod.has_value(), "options.score_mod", "not supported with a cache");
+}
+
+// The pages batch b uses must exist and be distinct (a page used twice would be written twice
+// by an append and read as two different positions).
+void check_pages(const Checker& c, const std::int32_t* row, std::int64_t b, std::int64_t used, std::int64_t num_pages) {
+  std::vector<std::int32_t> pages(row, row + used);
+  for (std::int64_t n = 0; n < used; ++n) {
+    if (row[n] < 0 || row[n] >= num_pages) {
+      c.fail("cache.block_table", "entry (" + std::to_string(b) + ", " + std::to_string(n) + ") is " +
+                                      std::to_string(row[n]) + ", expected a page in 0 .. " +
+                                      std::to_string(num_pages - 1));
+    }
+  }
+  std::sort(pages.begin(), pages.end());
+  const auto twice = std::adjacent_find(pages.begin(), pages.end());
+  if (twice != pages.end()) {
+    c.fail("cache.block_table", "batch " + std::to_string(b) + " uses page " + std::to_string(*twice) +
+                                    " twice (its pages must be distinct)");
+  }
+}
+
 }  // namespace
+
+KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorView& k_cache,
+                              const TensorView& v_cache, const TensorView& out, const TensorView& lse,
+                              const KvCache& cache, const AttentionOptions& o) {
+  const Checker c(fn);
+  refuse_cache_options(c, o);
+  c.bshd("q", q);
+  c.bshd("k_cache", k_cache);
+  c.bshd("v_cache", v_cache);
+  c.bshd("out", out);
+  c.basic("lse", lse, 3);
+  const std::int64_t batch = q.shape[0], seqlen_q = q.shape[1], heads = q.shape[2], d = q.shape[3];
+  const std::int64_t heads_k = k_cache.shape[2];
+  if (d < 1 || d > kMaxHeadDim) {
+    c.fail("q", "unsupported headdim " + std::to_string(d) + " (supported: 1 .. " + std::to_string(kMaxHeadDim) + ")");
+  }
+  const bool paged = cache.block_table != nullptr;
+  const char* cache_dims = paged ? "(num_pages, page_size, heads_k, headdim)" : "(batch_cache, capacity, heads_k, headdim)";
+  c.shape("k_cache", k_cache, {k_cache.shape[0], k_cache.shape[1], heads_k, d}, cache_dims);
+  c.shape("v_cache", v_cache, {k_cache.shape[0], k_cache.shape[1], heads_k, d}, cache_dims);
+  if (heads_k < 1) c.fail("k_cache", "heads_k must be at least 1");
+  if (heads % heads_k != 0) {
+    c.fail("k_cache", "heads (" + std::to_string(heads) + ") must be a multiple of heads_k (" + std::to_string(heads_k) + ")");
+  }
+  c.shape("out", out, {batch, seqlen_q, heads, d}, "(batch, seqlen_q, heads, headdim) like q");
+  c.shape("lse", lse, {batch, heads, seqlen_q}, "(batch, heads, seqlen_q)");
+  if (cache.cache_seqlens == nullptr && batch > 0) c.fail("cache.cache_seqlens", "is null (one int32 per batch is required)");
+
+  // New tokens.
+  if (cache.k_new.has_value() != cache.v_new.has_value()) {
+    c.fail(cache.k_new ? "cache.v_new" : "cache.k_new", "is missing (give k_new and v_new together)");
+  }
+  const std::int64_t seqlen_new = cache.k_new ? cache.k_new->shape[1] : 0;
+  if (cache.k_new) {
+    c.bshd("cache.k_new", *cache.k_new);
+    c.bshd("cache.v_new", *cache.v_new);
+    c.shape("cache.k_new", *cache.k_new, {batch, seqlen_new, heads_k, d}, "(batch, seqlen_new, heads_k, headdim)");
+    c.shape("cache.v_new", *cache.v_new, {batch, seqlen_new, heads_k, d}, "(batch, seqlen_new, heads_k, headdim) like k_new");
+  }
+
+  // The cache's rows: a batch's own (contiguous) or its pages.
+  std::int64_t capacity = k_cache.shape[1];
+  const std::int64_t table_stride = cache.block_table_stride > 0 ? cache.block_table_stride : cache.max_pages;
+  if (paged) {
+    if (cache.cache_batch_idx != nullptr) {
+      c.fail("cache.cache_batch_idx", "cannot be combined with block_table (the table names each batch's pages)");
+    }
+    if (cache.max_pages < 1) c.fail("cache.max_pages", "must be >= 1 with a block_table");
+    if (cache.block_table_stride < 0 || table_stride < cache.max_pages) {
+      c.fail("cache.block_table_stride", "must be 0 (max_pages) or at least max_pages (" + std::to_string(cache.max_pages) + ")");
+    }
+    if (k_cache.shape[1] < 1) c.fail("k_cache", "page_size (dimension 1) must be at least 1");
+    std::int64_t table_end = 0;
+    if (__builtin_mul_overflow(cache.max_pages, k_cache.shape[1], &capacity) ||
+        __builtin_mul_overflow(batch, table_stride, &table_end)) {
+      c.fail("cache.max_pages", "max_pages x page_size or batch x block_table_stride overflows 64 bits");
+    }
+  } else {
+    if (cache.max_pages != 0 || cache.block_table_stride != 0) {
+      c.fail("cache.max_pages", "is set without a block_table");
+    }
+    const std::int64_t rows = k_cache.shape[0];
+    if (cache.cache_batch_idx == nullptr && rows < batch) {
+      c.fail("k_cache", "has " + std::to_string(rows) + " batch rows, fewer than q's batch " + std::to_string(batch) +
+                            " (give cache_batch_idx to choose rows)");
+    }
+    if (cache.cache_batch_idx != nullptr) {
+      std::vector<std::int32_t> used(cache.cache_batch_idx, cache.cache_batch_idx + batch);
+      for (std::int64_t b = 0; b < batch; ++b) {
+        if (used[b] < 0 || used[b] >= rows) {
+          c.fail("cache.cache_batch_idx", "entry " + std::to_string(b) + " is " + std::to_string(used[b]) +
+                                              ", expected 0 .. " + std::to_string(rows - 1));
+        }
+      }
+      std::sort(used.begin(), used.end());
+      if (cache.k_new && std::adjacent_find(used.begin(), used.end()) != used.end()) {
+        c.fail("cache.cache_batch_idx", "names one cache row twice while k_new is appended (both would write it)");
+      }
+    }
+  }
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const std::int64_t filled = cache.cache_seqlens[b];
+    if (filled < 0 || filled > capacity - seqlen_new) {
+      c.fail("cache.cache_seqlens", "entry " + std::to_string(b) + " is " + std::to_string(filled) + ": with " +
+                                        std::to_string(seqlen_new) + " new tokens the cache needs " +
+                                        std::to_string(filled + seqlen_new) + " rows, it has " +
+                                        std::to_string(capacity) + (filled < 0 ? " (and it must be >= 0)" : ""));
+    }
+    if (paged) {
+      const std::int64_t used = (filled + seqlen_new + k_cache.shape[1] - 1) / k_cache.shape[1];
+      check_pages(c, cache.block_table + b * table_stride, b, used, k_cache.shape[0]);
+    }
+  }
+
+  // Rotary embedding.
+  std::int64_t rotary_dim = 0;
+  if (cache.rotary_cos.has_value() != cache.rotary_sin.has_value()) {
+    c.fail(cache.rotary_cos ? "cache.rotary_sin" : "cache.rotary_cos", "is missing (give rotary_cos and rotary_sin together)");
+  }
+  const bool windowed = o.causal || o.window_left >= 0 || o.window_right >= 0;
+  if (cache.rotary_cos) {
+    if (!cache.k_new) c.fail("cache.rotary_cos", "needs k_new (the rotation applies to q and the new keys)");
+    c.basic("cache.rotary_cos", *cache.rotary_cos, 2);
+    c.basic("cache.rotary_sin", *cache.rotary_sin, 2);
+    const TensorView& cos = *cache.rotary_cos;
+    c.shape("cache.rotary_sin", *cache.rotary_sin, {cos.shape[0], cos.shape[1]}, "(seqlen_ro, rotary_dim / 2) like rotary_cos");
+    rotary_dim = 2 * cos.shape[1];
+    if (rotary_dim < 2 || rotary_dim > d) {
+      c.fail("cache.rotary_cos", "rotary_dim = 2 x " + std::to_string(cos.shape[1]) + " must be in 2 .. headdim (" +
+                                     std::to_string(d) + ")");
+    }
+    for (const auto& [name, t] : {std::pair{"cache.rotary_cos", &cos}, std::pair{"cache.rotary_sin", &*cache.rotary_sin}}) {
+      if (t->shape[1] > 1 && t->stride[1] != 1) c.fail(name, "the last dimension must be contiguous (stride 1)");
+    }
+    for (std::int64_t b = 0; b < batch; ++b) {
+      const std::int64_t last_k = cache.cache_seqlens[b] + seqlen_new - 1;
+      const std::int64_t last_q = cache.cache_seqlens[b] + (windowed ? seqlen_q - 1 : 0);
+      if (std::max(last_k, last_q) >= cos.shape[0]) {
+        c.fail("cache.rotary_cos", "batch " + std::to_string(b) + " needs position " + std::to_string(std::max(last_k, last_q)) +
+                                       ", beyond seqlen_ro = " + std::to_string(cos.shape[0]));
+      }
+    }
+  }
+
+  // Outputs against inputs; with an append the caches are outputs too.
+  std::vector<std::pair<const char*, const TensorView*>> inputs{{"q", &q}, {"k_cache", &k_cache}, {"v_cache", &v_cache}};
+  for (const auto& [name, t] : {std::pair{"cache.k_new", &cache.k_new}, std::pair{"cache.v_new", &cache.v_new},
+                                std::pair{"cache.rotary_cos", &cache.rotary_cos}, std::pair{"cache.rotary_sin", &cache.rotary_sin}}) {
+    if (t->has_value()) inputs.emplace_back(name, &**t);
+  }
+  c.no_self_overlap("out", out);
+  c.no_self_overlap("lse", lse);
+  c.no_overlap("out", out, "lse", lse);
+  for (const auto& [name, input] : inputs) {
+    c.no_overlap("out", out, name, *input);
+    c.no_overlap("lse", lse, name, *input);
+  }
+  if (cache.k_new) {
+    c.no_self_overlap("k_cache", k_cache);
+    c.no_self_overlap("v_cache", v_cache);
+    c.no_overlap("k_cache", k_cache, "v_cache", v_cache);
+    for (std::size_t n = 3; n < inputs.size(); ++n) {  // the inputs beside q and the caches
+      c.no_overlap("k_cache", k_cache, inputs[n].first, *inputs[n].second);
+      c.no_overlap("v_cache", v_cache, inputs[n].first, *inputs[n].second);
+    }
+    c.no_overlap("k_cache", k_cache, "q", q);
+    c.no_overlap("v_cache", v_cache, "q", q);
+  }
+
+  // One Problem per batch, its options checked once against the whole capacity.
+  Problem base;
+  base.batch = 1;
+  base.seqlen_q = seqlen_q;
+  base.seqlen_k = capacity;
+  base.heads = heads;
+  base.heads_k = heads_k;
+  base.headdim = d;
+  apply_options(c, base, o);
+  if (paged && o.forward_kernel == AttentionOptions::ForwardKernel::tiled) {
+    c.fail("options.forward_kernel", "tiled cannot read a paged cache (use split_kv or automatic)");
+  }
+  KvCacheCall call;
+  call.cache_seqlens = cache.cache_seqlens;
+  call.seqlen_new = seqlen_new;
+  if (cache.k_new) {
+    call.k_new = bshd(*cache.k_new);
+    call.v_new = bshd(*cache.v_new);
+  }
+  if (cache.rotary_cos) {
+    call.cos = static_cast<const float*>(cache.rotary_cos->data);
+    call.sin = static_cast<const float*>(cache.rotary_sin->data);
+    call.cos_stride = cache.rotary_cos->stride[0];
+    call.sin_stride = cache.rotary_sin->stride[0];
+    call.rotary_dim = rotary_dim;
+    call.interleaved = cache.rotary_interleaved;
+    call.rotate_q_per_position = windowed;
+  }
+  call.batches.reserve(static_cast<std::size_t>(batch));
+  for (std::int64_t b = 0; b < batch; ++b) {
+    Problem p = base;
+    p.seqlen_k = cache.cache_seqlens[b] + seqlen_new;
+    resolve_window(p, o);
+    p.batch_base = b;
+    if (p.alibi_slopes != nullptr) p.alibi_slopes += b * o.alibi_batch_stride;
+    p.q = bshd(q);
+    p.q.data += b * q.stride[0];
+    p.out = bshd(out);
+    p.out.data += b * out.stride[0];
+    p.lse = Bhs{static_cast<float*>(lse.data) + b * lse.stride[0], lse.stride[0], lse.stride[1], lse.stride[2]};
+    p.k = bshd(k_cache);
+    p.v = bshd(v_cache);
+    if (paged) {
+      p.block_table = cache.block_table + b * table_stride;
+      p.page_size = k_cache.shape[1];
+    } else {
+      const std::int64_t row = cache.cache_batch_idx != nullptr ? cache.cache_batch_idx[b] : b;
+      p.k.data += row * k_cache.stride[0];
+      p.v.data += row * v_cache.stride[0];
+    }
+    call.batches.push_back(p);
+  }
+  return call;
+}
 
 
 void apply_options(const char* fn, Problem& p, const AttentionOptions& options) {

@@ -1,8 +1,9 @@
 // flash.cpp — scheduling and scratch for the flash kernels (kernels run per tile).
 //
-// Forward: one task per (batch, head, query tile), dynamically scheduled, heaviest
+// Forward (tiled): one task per (batch, head, query tile), dynamically scheduled, heaviest
 // first under a causal mask (late query tiles see more keys). Tasks share nothing,
-// so the result does not depend on the thread count.
+// so the result does not depend on the thread count. Calls with few queries (decoding) take
+// the split-KV forward instead (split_kv.cpp), which reads K and V in place.
 //
 // Backward: one task per (batch, kv-head, chunk of key tiles). A task owns its rows of
 // dK and dV outright. dQ gets contributions from every chunk, so each chunk adds into
@@ -20,6 +21,7 @@
 
 #include "core/memory.hpp"
 #include "cpu/dispatch.hpp"
+#include "cpu/split_kv.hpp"
 
 namespace flashattn {
 namespace {
@@ -103,6 +105,7 @@ TileConfig choose_tiles(const Problem& p) {
 }
 
 void flash_forward(const Problem& p) {
+  if (uses_split_kv(p)) return split_kv_forward({&p, 1});  // decoding: K and V read in place
   if (p.batch == 0 || p.heads == 0 || p.seqlen_q == 0) return;
   const KernelSet& kernels = kernels_for(p.isa);
   const TileConfig tiles = choose_tiles(p);

@@ -39,6 +39,8 @@ struct KernelSet {
   // Scratch floats one thread needs for a forward or backward block.
   std::int64_t (*forward_workspace_floats)(const TileConfig& t, std::int64_t headdim);
   std::int64_t (*backward_workspace_floats)(const TileConfig& t, std::int64_t headdim);
+  // Scratch floats one thread needs for a split-KV block of `rows` rows.
+  std::int64_t (*split_kv_workspace_floats)(std::int64_t rows, std::int64_t headdim);
   // Output rows q0 .. q1 (q1 - q0 <= block_q) of head h in batch b: writes out and lse.
   void (*forward_block)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t h,
                         std::int64_t q0, std::int64_t q1, const PackedKv& kv, float* workspace);
@@ -48,6 +50,14 @@ struct KernelSet {
   void (*backward_block)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t hk,
                          std::int64_t kv0, std::int64_t kv1, const float* delta,
                          const Bshd& dq_target, float* workspace);
+  // Split-KV (split_kv_kernels.inc): queries i0 .. i1 of every query head of kv-heads
+  // hk0 .. hk1 in batch b (rows head-major, (hk1 − hk0) · group · (i1 − i0) of them) against
+  // keys j0 .. j1, K and V read in place through Problem::kv_row. Writes each row's O and LSE
+  // to out and lse, or, when partial_o is not null, to partial_o (rows × headdim) and
+  // partial_lse (rows).
+  void (*split_kv_block)(const Problem& p, std::int64_t b, std::int64_t hk0, std::int64_t hk1, std::int64_t i0,
+                         std::int64_t i1, std::int64_t j0, std::int64_t j1, float* partial_o, float* partial_lse,
+                         float* workspace);
   // y[i] = 2^x[i] with this build's vector exp2, for tests of its contract.
   void (*exp2_array)(const float* x, float* y, std::int64_t n);
   // z[c] = keep_scale where dropout keeps column j0 + c of row i (batch b, head h), else 0,

@@ -53,6 +53,13 @@ inline Vec pow2_from_rounded(Vec t) {
   return {_mm512_castsi512_ps(_mm512_slli_epi32(biased, 23))};
 }
 inline float reduce_add(Vec a) { return _mm512_reduce_add_ps(a.v); }
+// out[n] = the sum of the lanes of the n-th vector, four at once (dot products of four keys).
+inline void reduce_add4(Vec a, Vec b, Vec c, Vec d, float* out) {
+  auto halves = [](Vec x) { return _mm256_add_ps(_mm512_castps512_ps256(x.v), _mm512_extractf32x8_ps(x.v, 1)); };
+  const __m256 ab = _mm256_hadd_ps(halves(a), halves(b)), cd = _mm256_hadd_ps(halves(c), halves(d));
+  const __m256 abcd = _mm256_hadd_ps(ab, cd);  // lanes n and n + 4 hold halves of sum n
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
+}
 inline float reduce_max(Vec a) { return _mm512_reduce_max_ps(a.v); }
 
 #elif defined(__AVX2__)
@@ -87,6 +94,10 @@ inline float reduce_add(Vec a) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+inline void reduce_add4(Vec a, Vec b, Vec c, Vec d, float* out) {
+  const __m256 abcd = _mm256_hadd_ps(_mm256_hadd_ps(a.v, b.v), _mm256_hadd_ps(c.v, d.v));
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
 }
 inline float reduce_max(Vec a) {
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
@@ -142,6 +153,12 @@ inline float reduce_add(Vec a) {
   float s = 0.0f;
   for (int i = 0; i < kLanes; ++i) s += a.v[i];
   return s;
+}
+inline void reduce_add4(Vec a, Vec b, Vec c, Vec d, float* out) {
+  out[0] = reduce_add(a);
+  out[1] = reduce_add(b);
+  out[2] = reduce_add(c);
+  out[3] = reduce_add(d);
 }
 inline float reduce_max(Vec a) {
   float m = a.v[0];

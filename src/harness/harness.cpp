@@ -46,6 +46,9 @@ std::string Case::name() const {
   }
   if (options.dropout_p > 0) s << "_drop" << std::lround(options.dropout_p * 100) << "pct";
   if (options.block_q > 0 || options.block_k > 0) s << "_tile" << options.block_q << "x" << options.block_k;
+  if (options.forward_kernel == AttentionOptions::ForwardKernel::tiled) s << "_tiled";
+  if (options.forward_kernel == AttentionOptions::ForwardKernel::split_kv) s << "_splitkv";
+  if (options.num_splits > 0) s << "_splits" << options.num_splits;
   if (mod_mask) {
     s << "_maskmod" << options.block_mask->block_q << "x" << options.block_mask->block_k << "_e" << mod_mask->empty_blocks()
       << "f" << mod_mask->full_blocks() << "p" << mod_mask->partial_blocks();
