@@ -50,7 +50,8 @@ constexpr const char* kUsage = R"usage(usage: flashattn bench [flags]
 With no flags: the paper's runtime and memory benchmark (Section 4.3, Appendix E) scaled to
 this machine — N = 128 … 16384, d = 64, batch × N = 8192 tokens, 1 head; standard, flash and
 block-sparse flash; forward, backward and forward + backward, and forward + backward again
-with dropout 0.1 and with key padding (lengths N − 20 … N). A progress bar on stderr, each
+with dropout 0.1 and with key padding (lengths N − 20 … N); then decoding (--pass decode:
+one new query per head against KV caches of 1K … 128K keys). A progress bar on stderr, each
 case's row on stdout, then the tables; CSV, JSON lines, PNG plots and report.md under --out.
 Each case is validated against the reference on a small shape first (a case whose error
 exceeds FlashAttention's allowed error is marked FAIL and the command exits 1), warmed up,
@@ -64,24 +65,36 @@ the final reference, and one that falls short is measured once more.
 `flashattn bench --compare A.jsonl[,A2.jsonl...] B.jsonl[,B2.jsonl...]` compares two runs'
 JSON lines instead (`flashattn bench --compare --help`).
 
-  --impl LIST        flash,standard,blocksparse,maskmod (default: the first three);
+  --impl LIST        flash,standard,blocksparse,maskmod,scoremod,kvcache (default:
+                     flash,standard,blocksparse; decode: standard,flash,kvcache);
                      blocksparse is flash with a block mask (--mask, --density,
                      --mask-block); maskmod is flash with causal written as a mask_mod
                      callable, classified into blocks of --mask-block; scoremod is flash
-                     with a relative-position score_mod callable (s − 0.01 (q − kv))
-  --pass LIST        fwd,bwd,fwdbwd (default: all three)
+                     with a relative-position score_mod callable (s − 0.01 (q − kv));
+                     kvcache (decode only) is forward_with_kvcache appending the call's
+                     new tokens into the cache, then attending it
+  --pass LIST        fwd,bwd,fwdbwd,decode (default: all four). decode is its own suite:
+                     one call per generated token, --seqlen new queries per head (default
+                     1) against a KV cache of --seqlen-k keys (default 1K,8K,32K,128K) for
+                     each --batch (default 1,8; batch x seqlen_k at most 256K unless
+                     --long), --heads 32, --heads-k 8, --headdim 128 unless given; each row
+                     reports the K+V bytes the call reads per second against a streaming
+                     read of memory measured beside its runs. With other passes the decode
+                     suite keeps its defaults and the flags describe the paper's suite
+  --page-size LIST   decode, kvcache: 0 (contiguous cache) or keys per page of a paged
+                     cache (block table shuffled), default 0,16,256
   --variant LIST     plain,dropout,padding,dropout_padding,varlen (default: plain,dropout,
                      padding): dropout 0.1, key padding with random lengths in [N − 20, N],
                      both, or the batch packed as variable-length sequences (cu_seqlens)
   --variant-pass LIST  passes run for the variants other than plain (those also in
                      --pass), default fwdbwd
-  --batch B          default: max(1, --tokens / N)
+  --batch B          default: max(1, --tokens / N) (decode alone: a list)
   --tokens T         batch × N when --batch is not given, default 8192
   --heads H          default 1
   --heads-k HK       default: heads (a divisor of heads: grouped-query attention)
   --seqlen N[,N...]  query lengths, default 128,256,...,16384
   --long             extend the default lengths to 65536
-  --seqlen-k NK      key length, default: seqlen
+  --seqlen-k NK      key length, default: seqlen (decode alone: the cache lengths, a list)
   --headdim D[,D...] default 64
   --causal           causal mask (bottom-right aligned)
   --dropout P        dropout probability of the plain variant in [0, 1), default 0
@@ -130,7 +143,10 @@ pulse after it), discarded (disturbed runs dropped), spread (ms_max / ms_min), n
 run), remeasured (measured again at the end), err_fraction (max_err / allowed error, null
 when not checked), ok (false when the check failed); on fwdbwd rows consistent (false when
 fwd + bwd disagree with it beyond their spread); with --baseline-lib, baseline_ratio,
-baseline_ratio_lo, baseline_ratio_hi, baseline_significant, baseline_pairs. The first
+baseline_ratio_lo, baseline_ratio_hi, baseline_significant, baseline_pairs; on decode rows
+(pass "decode", variant contiguous or pagedP) page_size, bytes_read (the K and V bytes the
+call must read), gbps (bytes_read per second), bandwidth_gbps (the streaming read measured
+beside the case's runs, same threads) and bandwidth_ratio (gbps / bandwidth_gbps). The first
 record has impl "sgemm", pass "gemm", m, n, k, and ms, ms_min, ms_max, runs of the
 session's five reference pulses.
 )usage";
@@ -348,24 +364,80 @@ int bench_main(int argc, char** argv) {
       return 0;
     }
     for (int i = 0; i < argc; ++i) cfg.command_line += (i ? " " : "flashattn ") + std::string(argv[i]);
-    cfg.impls = args.words("impl", {"flash", "standard", "blocksparse"}, {"flash", "standard", "blocksparse", "maskmod", "scoremod"});
+    const std::vector<std::string> impls =
+        args.words("impl", {"flash", "standard", "blocksparse"}, {"flash", "standard", "blocksparse", "maskmod", "scoremod", "kvcache"});
+    for (const std::string& impl : impls) {
+      if (impl != "kvcache") cfg.impls.push_back(impl);
+    }
     cfg.density = args.real("density", 0.25, 0.0, 1.0);
     cfg.mask_pattern = args.words("mask", {"random"}, {"random", "local", "fixed", "butterfly", "causal"}).front();
     cfg.mask_block = args.integer("mask-block", 128, 1, 4096);
-    cfg.passes = args.words("pass", {"fwd", "bwd", "fwdbwd"}, {"fwd", "bwd", "fwdbwd"});
+    const std::vector<std::string> passes =
+        args.words("pass", {"fwd", "bwd", "fwdbwd", "decode"}, {"fwd", "bwd", "fwdbwd", "decode"});
+    for (const std::string& pass : passes) {
+      if (pass == "decode") {
+        cfg.decode.enabled = true;
+      } else {
+        cfg.passes.push_back(pass);
+      }
+    }
+    cfg.training = !cfg.passes.empty();
+    const bool decode_only = !cfg.training;
     cfg.variants = args.words("variant", {"plain", "dropout", "padding"},
                               {"plain", "dropout", "padding", "dropout_padding", "varlen"});
     cfg.variant_passes = args.words("variant-pass", {"fwdbwd"}, {"fwd", "bwd", "fwdbwd"});
-    cfg.batch = args.integer("batch", 0, 1, 1 << 20);
+    const bool long_suite = args.flag("long");
+    // Lists where the decode suite sweeps them; the paper's suite takes one value.
+    auto one = [&](const char* name, const std::vector<i64>& values) {
+      if (cfg.training && values.size() > 1) {
+        throw UsageError(std::string("--") + name + " takes one value unless --pass is decode");
+      }
+      return values.empty() ? i64{0} : values.front();
+    };
+    const std::vector<i64> batches = args.integers("batch", {}, 1, 1 << 20);
+    cfg.batch = one("batch", batches);
     cfg.tokens = args.integer("tokens", 8192, 1, i64{1} << 30);
-    cfg.heads = args.integer("heads", 1, 1, 1 << 16);
-    cfg.heads_k = args.integer("heads-k", cfg.heads, 1, 1 << 16);
+    cfg.heads = args.integer("heads", decode_only ? 32 : 1, 1, 1 << 16);
+    cfg.heads_k = args.integer("heads-k", decode_only ? std::min<i64>(8, cfg.heads) : cfg.heads, 1, 1 << 16);
     if (cfg.heads % cfg.heads_k != 0) throw UsageError("--heads-k must divide --heads");
     std::vector<i64> lengths;
-    for (i64 n = 128; n <= (args.flag("long") ? 65536 : 16384); n *= 2) lengths.push_back(n);
-    cfg.seqlens = args.integers("seqlen", lengths, 1, i64{1} << 24);
-    cfg.seqlen_k = args.integer("seqlen-k", 0, 1, i64{1} << 24);
-    cfg.headdims = args.integers("headdim", {64}, 1, kMaxHeadDim);
+    for (i64 n = 128; n <= (long_suite ? 65536 : 16384); n *= 2) lengths.push_back(n);
+    cfg.seqlens = args.integers("seqlen", decode_only ? std::vector<i64>{1} : lengths, 1, i64{1} << 24);
+    const std::vector<i64> seqlen_ks = args.integers("seqlen-k", {}, 1, i64{1} << 24);
+    cfg.seqlen_k = one("seqlen-k", seqlen_ks);
+    cfg.headdims = args.integers("headdim", {decode_only ? 128 : 64}, 1, kMaxHeadDim);
+    // The decode suite: its own shape unless it runs alone (then the flags above are its).
+    DecodeConfig& dc = cfg.decode;
+    dc.page_sizes = args.integers("page-size", {0, 16, 256}, 0, 1 << 20);
+    for (const std::string& impl : impls) {
+      if (impl == "flash" || impl == "standard" || impl == "kvcache") dc.impls.push_back(impl);
+    }
+    if (!args.has("impl")) dc.impls = {"standard", "flash", "kvcache"};
+    if (decode_only) {
+      if (cfg.seqlens.size() > 1 || cfg.headdims.size() > 1) {
+        throw UsageError("--pass decode takes one --seqlen (new queries) and one --headdim");
+      }
+      dc.heads = cfg.heads, dc.heads_k = cfg.heads_k, dc.headdim = cfg.headdims.front(), dc.seqlen_q = cfg.seqlens.front();
+    }
+    const std::vector<i64> decode_batches = decode_only && !batches.empty() ? batches : std::vector<i64>{1, 8};
+    const std::vector<i64> decode_lengths =
+        decode_only && !seqlen_ks.empty() ? seqlen_ks : std::vector<i64>{1024, 8192, 32768, 131072};
+    for (i64 b : decode_batches) {
+      for (i64 n : decode_lengths) {
+        // The default suite keeps batch × seqlen_k to 256K tokens (2 GiB of K and V) unless --long.
+        const bool explicit_shape = decode_only && (!batches.empty() || !seqlen_ks.empty());
+        if (explicit_shape || long_suite || b * n <= 262144) dc.shapes.push_back({b, n});
+      }
+    }
+    if (dc.enabled && dc.impls.empty()) throw UsageError("--pass decode times flash, standard or kvcache");
+    for (const auto& [b, n] : dc.shapes) {
+      for (i64 page : dc.page_sizes) {
+        if (page > 0 && n % page != 0) {
+          throw UsageError("--page-size " + std::to_string(page) + " must divide every --seqlen-k (" + std::to_string(n) + ")");
+        }
+      }
+    }
+    if (decode_only && cfg.seqlens.front() > 1 << 16) throw UsageError("--pass decode: --seqlen is the new queries per call");
     cfg.causal = args.flag("causal");
     cfg.dropout = args.real("dropout", 0.0, 0.0, 0.999);
     cfg.threads = static_cast<int>(args.integer("threads", omp_get_max_threads(), 1, 1024));
@@ -416,7 +488,7 @@ int bench_main(int argc, char** argv) {
     const double flops = 4.0 * batch_for(cfg, c.seqlen) * cfg.heads * n * n * c.headdim * pass_factor(c.pass);
     return flops * (c.impl == "standard" ? 2.0 : c.impl == "blocksparse" ? 0.5 : 1.0) + 2e9;  // + SGEMM, check
   };
-  for (i64 headdim : cfg.headdims) {
+  for (i64 headdim : cfg.training ? cfg.headdims : std::vector<i64>{}) {
     for (i64 seqlen : cfg.seqlens) {
       for (const std::string& variant : cfg.variants) {
         for (const std::string& impl : cfg.impls) {
@@ -454,10 +526,20 @@ int bench_main(int argc, char** argv) {
     std::printf("sgemm 2048^3 (the pulse): %.2f ms median of %zu, %.1f GFLOP/s; a run next to a pulse %.0f%% below "
                 "the session's reference (first quartile of its pulses) is discarded and repeated\n",
                 pulse.ms.median, pulse.ms.n, pulse.gflops(), 100 * stopwatch.monitor.tolerance());
-    std::printf("%zu cases; batch %s, %lld head(s); each case at least %d quiet runs, interleaved per (N, d, variant)\n\n",
-                plan.size(),
-                cfg.batch > 0 ? std::to_string(cfg.batch).c_str() : ("max(1, " + std::to_string(cfg.tokens) + "/N)").c_str(),
-                static_cast<long long>(cfg.heads), cfg.policy.min_runs);
+    if (cfg.training) {
+      std::printf("%zu cases; batch %s, %lld head(s); each case at least %d quiet runs, interleaved per (N, d, variant)\n",
+                  plan.size(),
+                  cfg.batch > 0 ? std::to_string(cfg.batch).c_str() : ("max(1, " + std::to_string(cfg.tokens) + "/N)").c_str(),
+                  static_cast<long long>(cfg.heads), cfg.policy.min_runs);
+    }
+    if (cfg.decode.enabled) {
+      std::printf("then decode: %zu (batch, seqlen_k), %lld heads, %lld kv-heads, d = %lld, %lld new quer%s per call; "
+                  "each row's GB/s against a streaming read measured beside it\n",
+                  cfg.decode.shapes.size(), static_cast<long long>(cfg.decode.heads),
+                  static_cast<long long>(cfg.decode.heads_k), static_cast<long long>(cfg.decode.headdim),
+                  static_cast<long long>(cfg.decode.seqlen_q), cfg.decode.seqlen_q == 1 ? "y" : "ies");
+    }
+    std::printf("\n");
     std::printf("%-11s %-7s %-9s %7s %7s %5s %7s %10s %7s %9s %7s %10s %9s %6s %s\n", "impl", "pass", "variant", "seqlen",
                 "seqlen_k", "d", "tiles", "ms(med)", "spread", "GFLOP/s", "/sgemm", "peak_MiB", "max_err", "runs",
                 "flags");
@@ -687,9 +769,13 @@ int bench_main(int argc, char** argv) {
     }
   }
   progress.finish();
-  const double seconds = progress.seconds();
   std::vector<Record> records;
   for (const auto& group : groups) records.insert(records.end(), group.begin(), group.end());
+  if (cfg.decode.enabled) {
+    const std::vector<Record> decode = run_decode_suite(cfg, stopwatch, print_row);
+    records.insert(records.end(), decode.begin(), decode.end());
+  }
+  const double seconds = progress.seconds();
   if (json) {
     for (const Record& r : records) *json << json_record(cfg, r) << std::endl;
   }
@@ -698,7 +784,8 @@ int bench_main(int argc, char** argv) {
   const std::string flagged = flagged_rows(records, false);
   const int failed = static_cast<int>(std::count_if(records.begin(), records.end(), [](const Record& r) { return !r.skipped && !r.ok; }));
   if (table) {
-    std::printf("\n%s%s%s", runtime_tables(cfg, records, false).c_str(), baseline_table(cfg, records, false).c_str(),
+    std::printf("\n%s%s%s%s", runtime_tables(cfg, records, false).c_str(), decode_table(records, false).c_str(),
+                baseline_table(cfg, records, false).c_str(),
                 flagged.c_str());
   }
   if (out_files) {

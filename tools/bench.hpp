@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cpu/flash.hpp"
@@ -15,6 +17,16 @@
 #include "timing.hpp"
 
 namespace flashattn::cli {
+
+// The decode suite (--pass decode): one call per generated token, seqlen_q new queries per
+// head against a KV cache of seqlen_k keys, K and V read from memory.
+struct DecodeConfig {
+  bool enabled = false;
+  std::vector<std::pair<std::int64_t, std::int64_t>> shapes;  // (batch, seqlen_k), in order
+  std::vector<std::int64_t> page_sizes;                      // kvcache's; 0: contiguous
+  std::int64_t heads = 32, heads_k = 8, headdim = 128, seqlen_q = 1;
+  std::vector<std::string> impls;  // flash (forward, split-KV), standard, kvcache (forward_with_kvcache)
+};
 
 struct Config {
   std::vector<std::string> impls, passes, variants, variant_passes;
@@ -37,6 +49,8 @@ struct Config {
   std::string json, out;
   std::string baseline_lib;  // another build's libflashattn.so, timed beside this one
   std::string command_line;
+  DecodeConfig decode;
+  bool training = true;  // the paper's suite (fwd, bwd, fwdbwd passes)
 };
 
 // One row of the results: a timed case, or one skipped for the memory cap.
@@ -59,6 +73,11 @@ struct Record {
   bool remeasured = false;  // given one more sweep at the end (unstable, or short of quiet runs)
   TileConfig tiles;
   std::string isa, mask;
+  // Decode rows: the K and V bytes the call must read, the cache's page size (0: contiguous)
+  // and the streaming-read bandwidth measured beside the case's runs.
+  double bytes_read = 0, bandwidth_gbps = 0;
+  std::int64_t page_size = 0;
+  double gbps() const { return ms() > 0 ? bytes_read / (ms() * 1e6) : 0.0; }
 
   double ms() const { return timing.summary.median; }
 };
@@ -104,5 +123,15 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
 
 // `flashattn bench --compare A B`: per case, the ratio B / A with its confidence interval.
 int compare_main(int argc, char** argv);
+
+// The decode suite (bench_decode.cpp): every (batch, seqlen_k) of cfg.decode, its cases
+// interleaved, checked against the reference on a small cache first, swept cfg.sweeps
+// times; each finished row goes to `row` as it is final.
+std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
+                                     const std::function<void(const Record&)>& row);
+
+// The decode table: per (batch, seqlen_k), each implementation's ms and GB/s of K and V, and
+// the fraction of the measured read bandwidth; "" without decode rows.
+std::string decode_table(const std::vector<Record>& records, bool markdown);
 
 }  // namespace flashattn::cli

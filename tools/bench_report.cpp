@@ -63,7 +63,7 @@ std::string json_record(const Config& cfg, const Record& r) {
   os << "{\"impl\":\"" << r.impl << "\",\"pass\":\"" << r.pass << "\",\"batch\":" << r.shape.batch
      << ",\"heads\":" << r.shape.heads << ",\"heads_k\":" << r.shape.heads_k << ",\"seqlen_q\":" << r.shape.seqlen_q
      << ",\"seqlen_k\":" << r.shape.seqlen_k << ",\"headdim\":" << r.shape.headdim
-     << ",\"causal\":" << json_bool(cfg.causal) << ",\"dropout\":" << json_number(r.dropout)
+     << ",\"causal\":" << json_bool(cfg.causal || r.pass == "decode") << ",\"dropout\":" << json_number(r.dropout)
      << ",\"threads\":" << cfg.threads;
   if (r.skipped) {
     os << ",\"peak_bytes\":" << r.peak_bytes << ",\"skipped\":\"memory cap\"";
@@ -85,6 +85,11 @@ std::string json_record(const Config& cfg, const Record& r) {
        << ",\"err_fraction\":" << (r.err_fraction < 0 ? "null" : json_number(r.err_fraction))
        << ",\"ok\":" << json_bool(r.ok) << ",\"remeasured\":" << json_bool(r.remeasured);
     if (r.pass == "fwdbwd") os << ",\"consistent\":" << json_bool(r.consistency.empty());
+    if (r.pass == "decode") {
+      os << ",\"page_size\":" << r.page_size << ",\"bytes_read\":" << format("%.0f", r.bytes_read)
+         << ",\"gbps\":" << json_number(r.gbps()) << ",\"bandwidth_gbps\":" << json_number(r.bandwidth_gbps)
+         << ",\"bandwidth_ratio\":" << json_number(r.bandwidth_gbps > 0 ? r.gbps() / r.bandwidth_gbps : 0.0);
+    }
     if (r.vs_baseline) {
       const RatioEstimate& b = *r.vs_baseline;
       os << ",\"baseline_ratio\":" << json_number(b.ratio) << ",\"baseline_ratio_lo\":" << json_number(b.lo)
@@ -147,6 +152,7 @@ std::string runtime_tables(const Config& cfg, const std::vector<Record>& records
   std::ostringstream os;
   std::vector<i64> ns;
   for (const Record& r : records) {
+    if (r.pass == "decode") continue;  // decode_table's
     if (std::find(ns.begin(), ns.end(), r.shape.seqlen_q) == ns.end()) ns.push_back(r.shape.seqlen_q);
   }
   for (const std::string& variant : cfg.variants) {
@@ -275,6 +281,7 @@ std::string baseline_table(const Config& cfg, const std::vector<Record>& records
 void write_report(const Config& cfg, const std::vector<Record>& records, const PulseRecord& pulse, double seconds) {
   std::vector<i64> ns;
   for (const Record& r : records) {
+    if (r.pass == "decode") continue;
     if (std::find(ns.begin(), ns.end(), r.shape.seqlen_q) == ns.end()) ns.push_back(r.shape.seqlen_q);
   }
   std::ostringstream md;
@@ -314,6 +321,17 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
                cfg.policy.max_retries);
 
   md << "## Runtime\n\n" << runtime_tables(cfg, records, true) << baseline_table(cfg, records, true);
+  const std::string decode = decode_table(records, true);
+  if (!decode.empty()) {
+    md << "## Decode\n\n"
+       << "One call per generated token against a KV cache: the call does little arithmetic, so its speed is the "
+          "bytes of K and V it must read per second, here against a streaming read of memory measured in the same "
+          "process on the same threads beside each (batch, seqlen_k)'s runs. standard materializes the scores "
+          "(BLAS GEMMs); flash is the ordinary forward (split-KV kernel, K and V read in place); kvcache is "
+          "forward_with_kvcache appending the call's new tokens into the cache first, contiguous or in pages of "
+          "P keys under a shuffled block table. Markers as in the runtime tables.\n\n"
+       << decode;
+  }
   const std::string flagged = flagged_rows(records, true);
   md << "## Flags\n\n" << (flagged.empty() ? "No row failed its accuracy check, none was unstable or noisy, and "
                                              "every fwdbwd agreed with fwd + bwd.\n\n"

@@ -61,6 +61,44 @@ class Sgemm {
   std::vector<float> a_, b_, c_;
 };
 
+// A streaming read of a buffer four times the last-level caches (at least 256 MiB) on the
+// benchmark's threads: the bandwidth a call that reads its operands once from memory can
+// reach, the decode suite's anchor. Sixteen independent sums per thread keep the adds off
+// the critical path, so the loads are all that is measured.
+class ReadBandwidth {
+ public:
+  explicit ReadBandwidth(int threads)
+      : threads_(threads),
+        buffer_(static_cast<std::size_t>(std::max<std::int64_t>(std::int64_t{256} << 20, 4 * cache_sizes().last_level_bytes) /
+                                         sizeof(float)),
+                1.0f) {}
+  double gbps() {
+    constexpr std::int64_t kBlock = 4096;
+    const std::int64_t blocks = static_cast<std::int64_t>(buffer_.size()) / kBlock;
+    const float* data = buffer_.data();
+    float total = 0.0f;
+    const auto t0 = Clock::now();
+#pragma omp parallel for num_threads(threads_) reduction(+ : total) schedule(static)
+    for (std::int64_t block = 0; block < blocks; ++block) {
+      float acc[16] = {};
+      const float* p = data + block * kBlock;
+      for (std::int64_t i = 0; i < kBlock; i += 16) {
+        for (int lane = 0; lane < 16; ++lane) acc[lane] += p[i + lane];
+      }
+      for (float a : acc) total += a;
+    }
+    const double ms = milliseconds(t0);
+    sink_ = total;
+    return static_cast<double>(blocks * kBlock * sizeof(float)) / (ms * 1e6);
+  }
+  std::int64_t bytes() const { return static_cast<std::int64_t>(buffer_.size() * sizeof(float)); }
+
+ private:
+  int threads_;
+  std::vector<float> buffer_;
+  volatile float sink_ = 0.0f;
+};
+
 // Times a group of cases in rounds: each round runs every case that still needs runs once,
 // each run followed by a pulse. A run is quiet when neither the pulse before it nor the one
 // after it is slow for `monitor` (every pulse joins the monitor). `run_case[i]()` runs case

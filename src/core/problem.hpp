@@ -144,6 +144,18 @@ struct Problem {
   const float* kv_row(const Bshd& t, std::int64_t b, std::int64_t j, std::int64_t h) const {
     return t.data + kv_offset(t, b, j) + h * t.stride_h;
   }
+  // kv_offset of keys j0 .. j0 + n − 1 into at[0 .. n), walking the pages (one division).
+  void kv_offsets(const Bshd& t, std::int64_t b, std::int64_t j0, std::int64_t n, std::int64_t* at) const {
+    if (block_table == nullptr) {
+      for (std::int64_t c = 0; c < n; ++c) at[c] = b * t.stride_b + (j0 + c) * t.stride_s;
+      return;
+    }
+    std::int64_t page = j0 / page_size, slot = j0 % page_size;
+    for (std::int64_t c = 0; c < n; ++c) {
+      at[c] = block_table[page] * t.stride_b + slot * t.stride_s;
+      if (++slot == page_size) slot = 0, ++page;
+    }
+  }
 
   // Forward inputs and outputs (backward reads q, k, v, out, lse).
   Bshd q, k, v, out;

@@ -89,7 +89,8 @@ void merge_partials(const RowBlock& blk, const float* partials) {
 bool uses_split_kv(const Problem& p) {
   using Kernel = AttentionOptions::ForwardKernel;
   if (p.forward_kernel == Kernel::split_kv || p.block_table != nullptr) return true;
-  return p.forward_kernel == Kernel::automatic && p.mask_blocks == nullptr && p.seqlen_q <= kSplitKvMaxQueries;
+  return p.forward_kernel == Kernel::automatic && p.mask_blocks == nullptr && p.block_q == 0 && p.block_k == 0 &&
+         p.seqlen_q <= kSplitKvMaxQueries;
 }
 
 i64 split_kv_splits(const Problem& p, i64 keys, i64 blocks) {

@@ -8,7 +8,7 @@
 namespace flashattn {
 
 // Whether the forward of p runs split-KV: asked for, a paged cache (only split-KV reads one),
-// or automatic with seqlen_q <= kSplitKvMaxQueries and no block mask.
+// or automatic with seqlen_q <= kSplitKvMaxQueries, no block mask and no tile sizes forced.
 bool uses_split_kv(const Problem& p);
 
 // The key ranges a row block of `keys` keys is split into, among `blocks` row blocks in the

@@ -36,6 +36,39 @@ foreach(bad "--bogus" "--seqlen;abc" "--headdim;300" "--heads;6;--heads-k;4" "--
   endif()
 endforeach()
 
+# The decode suite: every (batch, seqlen_k) with standard, flash and kvcache (contiguous and
+# paged), each record with the K+V bytes read, its GB/s and the bandwidth measured beside it.
+run_json_lines(lines out ${FLASHATTN} bench --out none --pass decode --batch 1,2 --seqlen-k 256,512 --heads 4
+                        --heads-k 2 --headdim 32 --page-size 0,16 --threads 2 --repeat 1 --json -)
+list(LENGTH lines count)
+if(NOT count EQUAL 17)  # the sgemm record, then 2 batches x 2 lengths x (standard, flash, kvcache x 2 pages)
+  message(FATAL_ERROR "expected 17 JSON lines, got ${count}:\n${out}")
+endif()
+list(REMOVE_AT lines 0)
+foreach(line IN LISTS lines)
+  require_fields("${line}" impl pass batch heads heads_k seqlen_q seqlen_k headdim ms gflops peak_bytes max_err
+                 err_fraction ok variant page_size bytes_read gbps bandwidth_gbps bandwidth_ratio)
+  string(JSON pass GET "${line}" pass)
+  string(JSON seqlen_q GET "${line}" seqlen_q)
+  string(JSON bytes GET "${line}" bytes_read)
+  string(JSON batch GET "${line}" batch)
+  string(JSON seqlen_k GET "${line}" seqlen_k)
+  string(JSON ratio GET "${line}" bandwidth_ratio)
+  string(JSON ok GET "${line}" ok)
+  math(EXPR want "2 * ${batch} * ${seqlen_k} * 2 * 32 * 4")
+  if(NOT pass STREQUAL "decode" OR NOT seqlen_q EQUAL 1 OR NOT bytes EQUAL want OR NOT ratio GREATER 0 OR NOT ok STREQUAL "ON")
+    message(FATAL_ERROR "decode record does not describe its case (bytes_read ${want} expected) or failed: ${line}")
+  endif()
+endforeach()
+if(NOT out MATCHES "\"impl\":\"kvcache\"[^\n]*\"page_size\":16[^\n]*\"variant\":\"paged16\"")
+  message(FATAL_ERROR "no paged kvcache record:\n${out}")
+endif()
+execute_process(COMMAND ${FLASHATTN} bench --pass decode --seqlen-k 100 --page-size 16
+                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "--page-size 16 must divide every --seqlen-k")
+  message(FATAL_ERROR "a page size that does not divide the cache should be a usage error, got ${rc}: ${err}")
+endif()
+
 # Block-sparse records carry the mask's density and pattern.
 execute_process(COMMAND ${FLASHATTN} bench --out none --impl blocksparse --pass fwd,bwd --seqlen 300 --headdim 32
                         --heads 2 --mask-block 64 --density 0.4 --repeat 1 --json -

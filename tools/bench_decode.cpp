@@ -1,0 +1,336 @@
+// bench_decode.cpp — `flashattn bench`'s decode suite: one call per generated token,
+// seqlen_q new queries per head against a KV cache of seqlen_k keys. Such a call does little
+// arithmetic; its speed is how fast it reads K and V, so each row reports the K and V bytes
+// the call must read per second against a streaming read of memory measured in the same
+// process, on the same threads, beside the case's runs (bandwidth_ratio).
+//
+// Cases of one (batch, seqlen_k) share one cache and run interleaved, caches flushed before
+// each run, with the suite's pulse and sweep rules (timing.hpp, stats.hpp):
+//   standard  forward(..., Algorithm::standard): S and P materialized, BLAS GEMMs;
+//   flash     forward(...): the split-KV kernel reads K and V in place;
+//   kvcache   forward_with_kvcache: the cache holds seqlen_k − seqlen_q keys and the call
+//             appends seqlen_q new ones, then attends all seqlen_k; contiguous, or paged
+//             (variant pagedP: pages of P keys, the block table a shuffle of the same memory).
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <numeric>
+#include <random>
+
+#include "bench.hpp"
+#include "core/memory.hpp"
+#include "flashattn/kvcache.hpp"
+#include "report.hpp"
+
+namespace flashattn::cli {
+namespace {
+
+using i64 = std::int64_t;
+
+std::string variant_of(i64 page_size) { return page_size == 0 ? "contiguous" : "paged" + std::to_string(page_size); }
+
+// forward_with_kvcache's call for a case: a cache of capacity seqlen_k filled to
+// seqlen_k − seqlen_q, the new keys (copies of k and v's last seqlen_q rows) appended, then
+// all seqlen_k attended — the ordinary forward's keys. Contiguous: the cache is k and v as
+// they are. Paged: pages of page_size keys under a shuffled block table, either laid over k
+// and v's own memory (`faithful` false: for timing, the scattered reads of a real paged
+// cache, whatever the keys are) or copied so that each sequence's keys stay its own (for
+// the check against the reference).
+struct DecodeCall {
+  TensorView k_cache, v_cache;
+  std::vector<float> k_pages, v_pages, k_new, v_new;
+  std::vector<std::int32_t> table, filled;
+  KvCache kv;
+
+  DecodeCall(const harness::Case& c, const harness::Inputs& in, i64 page_size, bool faithful) {
+    const harness::Shape& s = c.shape;
+    const i64 token = s.heads_k * s.headdim, fill = s.seqlen_k - s.seqlen_q;
+    filled.assign(static_cast<std::size_t>(s.batch), static_cast<std::int32_t>(fill));
+    for (i64 b = 0; b < s.batch; ++b) {
+      for (i64 i = 0; i < s.seqlen_q; ++i) {
+        for (i64 h = 0; h < s.heads_k; ++h) {
+          for (i64 x = 0; x < s.headdim; ++x) {
+            k_new.push_back(in.k.at(b, fill + i, h, x));
+            v_new.push_back(in.v.at(b, fill + i, h, x));
+          }
+        }
+      }
+    }
+    k_cache = in.k.view();
+    v_cache = in.v.view();
+    if (page_size > 0) {
+      const i64 pages = s.seqlen_k / page_size;
+      table.resize(static_cast<std::size_t>(s.batch * pages));
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), std::mt19937(12345));
+      if (faithful) {  // page table[b · pages + p] holds keys p · page_size … of sequence b
+        k_pages.resize(static_cast<std::size_t>(s.batch * s.seqlen_k * token));
+        v_pages.resize(k_pages.size());
+        for (i64 b = 0; b < s.batch; ++b) {
+          for (i64 j = 0; j < s.seqlen_k; ++j) {
+            const i64 at = (table[b * pages + j / page_size] * page_size + j % page_size) * token;
+            for (i64 h = 0; h < s.heads_k; ++h) {
+              for (i64 x = 0; x < s.headdim; ++x) {
+                k_pages[at + h * s.headdim + x] = in.k.at(b, j, h, x);
+                v_pages[at + h * s.headdim + x] = in.v.at(b, j, h, x);
+              }
+            }
+          }
+        }
+        k_cache = TensorView::contiguous(k_pages.data(), {s.batch * pages, page_size, s.heads_k, s.headdim});
+        v_cache = TensorView::contiguous(v_pages.data(), {s.batch * pages, page_size, s.heads_k, s.headdim});
+      } else {  // (batch · pages, page_size, heads_k, d) over k and v's rows
+        for (TensorView* t : {&k_cache, &v_cache}) {
+          t->shape[0] = s.batch * pages;
+          t->shape[1] = page_size;
+          t->stride[0] = page_size * t->stride[1];
+        }
+      }
+      kv.block_table = table.data();
+      kv.max_pages = pages;
+    }
+    kv.cache_seqlens = filled.data();
+    kv.k_new = TensorView::contiguous(k_new.data(), {s.batch, s.seqlen_q, s.heads_k, s.headdim});
+    kv.v_new = TensorView::contiguous(v_new.data(), {s.batch, s.seqlen_q, s.heads_k, s.headdim});
+  }
+  DecodeCall(const DecodeCall&) = delete;  // kv points into the vectors
+
+  void run(const harness::Case& c, const harness::Inputs& in, harness::ForwardOutputs& out) const {
+    forward_with_kvcache(in.q.view(), k_cache, v_cache, out.out.view(), out.lse.view(), kv, c.options);
+  }
+};
+
+harness::Case decode_case(const Config& cfg, i64 batch, i64 seqlen_k) {
+  const DecodeConfig& d = cfg.decode;
+  harness::Case c;
+  c.shape = {batch, d.seqlen_q, seqlen_k, d.heads, d.heads_k, d.headdim};
+  c.options.causal = true;  // no effect on the last query; the new queries of a chunk see what they precede
+  c.options.num_threads = cfg.threads;
+  c.options.isa = cfg.isa;
+  return c;
+}
+
+// One case on a small cache (two sequences of 301 keys, the case's heads and queries) against
+// the reference: its max error and that error over FlashAttention's allowed error (standard's
+// own limit for standard).
+std::pair<double, double> check(const Config& cfg, const std::string& impl, i64 page_size) {
+  harness::Case c = decode_case(cfg, 2, 301);
+  if (page_size > 0) c.shape.seqlen_k = (301 + page_size - 1) / page_size * page_size;
+  const harness::Inputs in = harness::make_inputs(c);
+  const harness::ReferenceOutputs ref = harness::run_reference(c, in, false);
+  auto errors_of = [&](const std::string& which) {
+    harness::ForwardOutputs out = harness::make_forward_outputs(c);
+    out.out.poison();
+    out.lse.poison();
+    if (which == "kvcache") {
+      DecodeCall(c, in, page_size, true).run(c, in, out);
+    } else {
+      harness::run_forward(c, in, out, which == "standard" ? Algorithm::standard : Algorithm::flash);
+    }
+    return harness::forward_errors(out, ref);
+  };
+  const harness::Errors standard = errors_of("standard");
+  if (impl == "standard") return {standard.max(), standard.max() / harness::standard_error_limit(ref)};
+  const harness::Errors fast = errors_of(impl);
+  return {fast.max(), harness::worst_fraction_of_allowed(fast, standard, ref)};
+}
+
+}  // namespace
+
+std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
+                                     const std::function<void(const Record&)>& row) {
+  const DecodeConfig& d = cfg.decode;
+  ReadBandwidth bandwidth(cfg.threads);
+  bandwidth.gbps();  // its pages faulted in before anything is timed
+
+  struct Planned {
+    std::string impl;
+    i64 page_size;
+  };
+  std::vector<Planned> cases;
+  for (const std::string& impl : d.impls) {
+    if (impl != "kvcache") {
+      cases.push_back({impl, 0});
+      continue;
+    }
+    for (i64 page : d.page_sizes) cases.push_back({impl, page});
+  }
+  struct Group {
+    i64 batch, seqlen_k;
+    std::vector<Record> records;
+    std::vector<double> bandwidths;
+  };
+  std::vector<Group> groups;
+  for (const auto& [batch, seqlen_k] : d.shapes) groups.push_back({batch, seqlen_k, {}, {}});
+  const std::string isa_name = to_string(cfg.isa.value_or(default_isa()));
+  const std::string blas_name = std::string("openblas-") + openblas_get_corename();
+
+  // A group: its cache made, every case checked (first sweep) and warmed up, then timed
+  // interleaved; the streaming read measured three times before and once after.
+  auto measure = [&](Group& g, const TimingPolicy& policy, int round_base, bool first_sweep) {
+    harness::Case c = decode_case(cfg, g.batch, g.seqlen_k);
+    const harness::Shape& s = c.shape;
+    const double kv_bytes = 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * sizeof(float);
+    const double q_bytes = 3.0 * s.batch * s.seqlen_q * s.heads * s.headdim * sizeof(float);
+    std::vector<Record> fresh;
+    for (const Planned& p : cases) {
+      Record r;
+      r.impl = p.impl;
+      r.pass = "decode";
+      r.variant = variant_of(p.page_size);
+      r.page_size = p.page_size;
+      r.shape = s;
+      r.flops = 4.0 * s.batch * s.heads * s.seqlen_q * s.seqlen_k * s.headdim;
+      r.bytes_read = kv_bytes;
+      r.isa = p.impl == "standard" ? blas_name : isa_name;
+      r.mask = "none";
+      r.skipped = kv_bytes + q_bytes + (p.impl == "standard" ? 8.0 * s.batch * s.heads * s.seqlen_q * s.seqlen_k : 0) >
+                  static_cast<double>(cfg.mem_cap_bytes);
+      if (r.skipped) r.peak_bytes = static_cast<i64>(kv_bytes);
+      fresh.push_back(r);
+    }
+    const bool any = std::any_of(fresh.begin(), fresh.end(), [](const Record& r) { return !r.skipped; });
+    if (!any) {
+      g.records = fresh;
+      return;
+    }
+    const harness::Inputs in = harness::make_inputs(c);
+    std::vector<harness::ForwardOutputs> outs;
+    std::vector<std::unique_ptr<DecodeCall>> calls;
+    for (std::size_t n = 0; n < cases.size(); ++n) {
+      outs.push_back(harness::make_forward_outputs(c));
+      const bool kvcache = cases[n].impl == "kvcache" && !fresh[n].skipped;
+      calls.push_back(kvcache ? std::make_unique<DecodeCall>(c, in, cases[n].page_size, false) : nullptr);
+    }
+    std::vector<std::function<void()>> runs;
+    std::vector<std::size_t> timed;
+    for (std::size_t n = 0; n < cases.size(); ++n) {
+      if (fresh[n].skipped) continue;
+      const Planned& p = cases[n];
+      harness::ForwardOutputs* out = &outs[n];
+      const DecodeCall* call = calls[n].get();
+      std::function<void()> run = [&c, &in, out, call, impl = p.impl] {
+        if (call != nullptr) {
+          call->run(c, in, *out);
+        } else {
+          forward(in.q.view(), in.k.view(), in.v.view(), out->out.view(), out->lse.view(), c.options,
+                  impl == "standard" ? Algorithm::standard : Algorithm::flash);
+        }
+      };
+      if (first_sweep) {
+        if (cfg.check) {
+          const auto [err, fraction] = check(cfg, p.impl, p.page_size);
+          fresh[n].err = err;
+          fresh[n].err_fraction = fraction;
+          fresh[n].ok = fraction <= cfg.err_limit;
+        }
+        const i64 before = allocated_bytes();
+        reset_peak_allocated_bytes();
+        run();  // the warm-up, and the call's own allocations at peak
+        fresh[n].peak_bytes = peak_allocated_bytes() - before;
+      }
+      timed.push_back(n);
+      runs.push_back(run);
+    }
+    for (int i = 0; i < 3; ++i) g.bandwidths.push_back(bandwidth.gbps());
+    const std::vector<CaseTiming> timings = stopwatch.time(policy, runs);
+    g.bandwidths.push_back(bandwidth.gbps());
+    const double gbps = summarize(g.bandwidths).median;
+    for (std::size_t t = 0; t < timed.size(); ++t) {
+      Record& r = fresh[timed[t]];
+      r.timing = timings[t];
+      for (int& round : r.timing.quiet_round) round += round_base;
+      if (!first_sweep) {
+        const Record& e = g.records[timed[t]];
+        r.err = e.err, r.err_fraction = e.err_fraction, r.ok = e.ok, r.peak_bytes = e.peak_bytes;
+        r.timing = combine(e.timing, r.timing, cfg.policy.min_runs);
+      }
+    }
+    for (Record& r : fresh) {
+      if (r.skipped) continue;
+      r.gflops = r.flops / (r.ms() * 1e6);
+      r.sgemm_gflops = Sgemm::gflops(r.timing.pulse_median_ms);
+      r.bandwidth_gbps = gbps;
+    }
+    g.records = fresh;
+  };
+
+  const int sweeps = cfg.sweep_count();
+  TimingPolicy per_sweep = cfg.policy;
+  per_sweep.min_runs = (cfg.policy.min_runs + sweeps - 1) / sweeps;
+  per_sweep.max_runs = std::max(per_sweep.min_runs, (cfg.policy.max_runs + sweeps - 1) / sweeps);
+  per_sweep.budget_ms = cfg.policy.budget_ms / sweeps;
+  for (int sweep = 0; sweep < sweeps; ++sweep) {
+    for (Group& g : groups) {
+      std::fprintf(stderr, "decode: batch %lld, seqlen_k %lld (sweep %d of %d)\n", static_cast<long long>(g.batch),
+                   static_cast<long long>(g.seqlen_k), sweep + 1, sweeps);
+      measure(g, per_sweep, 100000 * sweep, sweep == 0);
+    }
+  }
+  std::vector<Record> records;
+  for (const Group& g : groups) {
+    for (const Record& r : g.records) {
+      row(r);
+      records.push_back(r);
+    }
+  }
+  return records;
+}
+
+std::string decode_table(const std::vector<Record>& records, bool markdown) {
+  std::vector<std::string> columns;  // impl/variant, in the order met
+  std::vector<std::pair<i64, i64>> shapes;
+  for (const Record& r : records) {
+    if (r.pass != "decode") continue;
+    const std::string col = r.impl == "kvcache" ? "kvcache " + r.variant : r.impl;
+    if (std::find(columns.begin(), columns.end(), col) == columns.end()) columns.push_back(col);
+    const std::pair<i64, i64> shape{r.shape.batch, r.shape.seqlen_k};
+    if (std::find(shapes.begin(), shapes.end(), shape) == shapes.end()) shapes.push_back(shape);
+  }
+  if (shapes.empty()) return "";
+  std::vector<std::string> header{"batch", "seqlen_k", "K+V MiB", "read GB/s"};
+  for (const std::string& col : columns) header.push_back(col + " ms (GB/s, of read)");
+  std::vector<std::vector<std::string>> rows;
+  const Record* any = nullptr;
+  for (const auto& [batch, seqlen_k] : shapes) {
+    std::vector<std::string> row{std::to_string(batch), std::to_string(seqlen_k)};
+    std::string mib = "-", read = "-";
+    for (const std::string& col : columns) {
+      std::string cell = "-";
+      for (const Record& r : records) {
+        if (r.pass != "decode" || r.shape.batch != batch || r.shape.seqlen_k != seqlen_k) continue;
+        if ((r.impl == "kvcache" ? "kvcache " + r.variant : r.impl) != col) continue;
+        any = &r;
+        mib = format("%.0f", r.bytes_read / 1048576.0);
+        if (r.skipped) {
+          cell = "skipped";
+          continue;
+        }
+        read = format("%.1f", r.bandwidth_gbps);
+        cell = format(r.ms() < 10 ? "%.2f" : "%.0f", r.ms()) + (r.ok ? "" : "!") + (r.timing.unstable ? "?" : "") +
+               (r.timing.noisy() ? "~" : "") + format(" (%.1f, %.2f)", r.gbps(), r.gbps() / r.bandwidth_gbps);
+      }
+      row.push_back(cell);
+    }
+    row.insert(row.begin() + 2, {mib, read});
+    rows.push_back(row);
+  }
+  const harness::Shape& s = any->shape;
+  const std::string title = format("Decode: %lld new quer%s per head, %lld heads, %lld kv-heads, d = %lld, fp32 cache; "
+                                   "ms (median), the K+V bytes read per second (GB/s) and that over the streaming read "
+                                   "measured beside it",
+                                   static_cast<long long>(s.seqlen_q), s.seqlen_q == 1 ? "y" : "ies",
+                                   static_cast<long long>(s.heads), static_cast<long long>(s.heads_k),
+                                   static_cast<long long>(s.headdim));
+  if (markdown) return "### " + title + "\n\n" + markdown_table(header, rows) + "\n";
+  std::string out = title + "\n";
+  for (std::size_t c = 0; c < header.size(); ++c) out += format(c < 4 ? "%-10s" : "%-30s", c < 4 ? header[c].c_str() : header[c].substr(0, 29).c_str());
+  out += "\n";
+  for (const auto& row : rows) {
+    for (std::size_t c = 0; c < row.size(); ++c) out += format(c < 4 ? "%-10s" : "%-30s", row[c].c_str());
+    out += "\n";
+  }
+  return out + "\n";
+}
+
+}  // namespace flashattn::cli
