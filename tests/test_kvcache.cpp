@@ -527,6 +527,13 @@ TEST(KvCacheErrors, RefusedBeforeAnythingIsWritten) {
     expect_refused(c, plain, "cache.block_table: batch 1 uses page");
   }
   {
+    Spec s = small_spec(4);  // batch 1's pages at batch 0's: both append into one row
+    s.filled = {5, 5};
+    Call c(s);
+    for (i64 n = 0; n < c.cache.max_pages; ++n) c.cache.table[c.cache.max_pages + n] = c.cache.table[n];
+    expect_refused(c, plain, "cache.block_table: batches 0 and 1 append into the same row of page");
+  }
+  {
     Call c(small_spec(0));
     c.kv.cache_seqlens = nullptr;
     expect_refused(c, plain, "cache.cache_seqlens: is null");

@@ -1,8 +1,7 @@
 // test_split_kv.cpp — the split-KV forward (flash-decoding) through the ordinary API: against
 // the reference on decoding shapes (few queries, awkward cache lengths, grouped heads, every
-// mask and modifier), the same bits for every thread count, memory that does not grow with
-// the keys, and the tiled kernel on the same shapes.
-#include <cstring>
+// mask and modifier), memory that does not grow with the keys, and the tiled kernel on the same
+// shapes (the same bits for every thread count: test_determinism.cpp).
 #include <random>
 
 #include "core/memory.hpp"
@@ -91,31 +90,6 @@ class SplitKv : public ::testing::TestWithParam<PathCase> {};
 TEST_P(SplitKv, MatchesTheReference) { expect_matches_reference(GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(Decode, SplitKv, ::testing::ValuesIn(for_every_isa(split_kv_cases())), path_case_name);
-
-// The key ranges depend on the problem only: every thread count gives the same bits.
-TEST(SplitKvDeterminism, SameBitsForEveryThreadCount) {
-  for (Isa isa : isas_to_test()) {
-    Case c;
-    c.shape = {2, 2, 3001, 8, 2, 64};
-    c.options.causal = true;
-    c.options.isa = isa;
-    const harness::Inputs in = harness::make_inputs(c);
-    std::vector<float> first_out, first_lse;
-    for (int threads : {1, 2, 3, 4, 7}) {
-      c.options.num_threads = threads;
-      harness::ForwardOutputs fwd = harness::make_forward_outputs(c);
-      harness::run_forward(c, in, fwd, Algorithm::flash);
-      std::vector<double> out = fwd.out.to_double(), lse = fwd.lse.to_double();
-      std::vector<float> o(out.begin(), out.end()), l(lse.begin(), lse.end());
-      if (threads == 1) {
-        first_out = o, first_lse = l;
-        continue;
-      }
-      EXPECT_EQ(0, std::memcmp(o.data(), first_out.data(), o.size() * sizeof(float))) << to_string(isa) << " threads " << threads;
-      EXPECT_EQ(0, std::memcmp(l.data(), first_lse.data(), l.size() * sizeof(float))) << to_string(isa) << " threads " << threads;
-    }
-  }
-}
 
 // A decode call's extra memory is scratch per thread and the partial outputs, bounded
 // whatever the cache's length: the same at 32K and 128K keys, and far below the cache.

@@ -110,6 +110,8 @@ JSON lines instead (`flashattn bench --compare --help`).
   --isa NAME         force the flash kernels: portable, avx2, avx512
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
+  --forward-kernel K automatic (default), tiled or split_kv: the flash forward's kernel
+                     (AttentionOptions::forward_kernel); split_kv refuses block masks
   --mask NAME        blocksparse pattern: random (default), local (window 1, 1 global
                      block), fixed (stride 4), butterfly, causal (the blocks a causal mask
                      touches; add --causal for the element mask on the diagonal)
@@ -131,7 +133,7 @@ JSON lines instead (`flashattn bench --compare --help`).
                      time ratio this / baseline with a 95% interval from the paired runs
 
 JSON fields: impl, pass, batch, heads, heads_k, seqlen_q, seqlen_k, headdim, causal,
-dropout, threads, isa, ms (median), gflops, flops (counted for one call), peak_bytes (bytes
+dropout, threads, forward_kernel (--forward-kernel), isa, ms (median), gflops, flops (counted for one call), peak_bytes (bytes
 the call allocated at peak, measured), max_err (null when not checked), block_q, block_k,
 density (fraction of the block mask's blocks on; 1 without one), mask (none, or the
 pattern), skipped (present only on a case skipped for the memory cap, with peak_bytes the
@@ -178,6 +180,7 @@ harness::Case make_case(const Config& cfg, i64 seqlen, i64 headdim, const std::s
   c.options.isa = cfg.isa;
   c.options.block_q = cfg.block_q;
   c.options.block_k = cfg.block_k;
+  c.options.forward_kernel = cfg.forward_kernel;
   return c;
 }
 
@@ -430,6 +433,11 @@ int bench_main(int argc, char** argv) {
       }
     }
     if (dc.enabled && dc.impls.empty()) throw UsageError("--pass decode times flash, standard or kvcache");
+    const bool paged = std::any_of(dc.page_sizes.begin(), dc.page_sizes.end(), [](i64 p) { return p > 0; });
+    if (dc.enabled && paged && cfg.forward_kernel == AttentionOptions::ForwardKernel::tiled &&
+        std::find(dc.impls.begin(), dc.impls.end(), "kvcache") != dc.impls.end()) {
+      throw UsageError("--forward-kernel tiled cannot read a paged cache: give --page-size 0 or leave kvcache out");
+    }
     for (const auto& [b, n] : dc.shapes) {
       for (i64 page : dc.page_sizes) {
         if (page > 0 && n % page != 0) {
@@ -449,6 +457,10 @@ int bench_main(int argc, char** argv) {
     cfg.sweeps = static_cast<int>(args.integer("sweeps", 3, 1, 1000));
     cfg.block_q = static_cast<int>(args.integer("block-q", 0, 1, 4096));
     cfg.block_k = static_cast<int>(args.integer("block-k", 0, 1, 4096));
+    const std::string kernel = args.words("forward-kernel", {"automatic"}, {"automatic", "tiled", "split_kv"}).front();
+    cfg.forward_kernel = kernel == "tiled"      ? AttentionOptions::ForwardKernel::tiled
+                         : kernel == "split_kv" ? AttentionOptions::ForwardKernel::split_kv
+                                                : AttentionOptions::ForwardKernel::automatic;
     cfg.check = !args.flag("no-check");
     cfg.err_limit = args.real("err-limit", 1.0, 0.0, 1e6);
     const i64 ram = static_cast<i64>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);

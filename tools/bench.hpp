@@ -40,6 +40,7 @@ struct Config {
   std::int64_t mask_block;   // blocksparse: block size (queries and keys)
   double dropout;
   int threads, block_q, block_k;
+  AttentionOptions::ForwardKernel forward_kernel = AttentionOptions::ForwardKernel::automatic;
   TimingPolicy policy;  // for the whole session; each sweep takes its share
   int sweeps = 3;
   // The sweeps a session makes: --sweeps, but no more than the minimum of runs to share.

@@ -107,6 +107,7 @@ harness::Case decode_case(const Config& cfg, i64 batch, i64 seqlen_k) {
   c.options.causal = true;  // no effect on the last query; the new queries of a chunk see what they precede
   c.options.num_threads = cfg.threads;
   c.options.isa = cfg.isa;
+  c.options.forward_kernel = cfg.forward_kernel;
   return c;
 }
 

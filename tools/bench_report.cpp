@@ -64,7 +64,11 @@ std::string json_record(const Config& cfg, const Record& r) {
      << ",\"heads\":" << r.shape.heads << ",\"heads_k\":" << r.shape.heads_k << ",\"seqlen_q\":" << r.shape.seqlen_q
      << ",\"seqlen_k\":" << r.shape.seqlen_k << ",\"headdim\":" << r.shape.headdim
      << ",\"causal\":" << json_bool(cfg.causal || r.pass == "decode") << ",\"dropout\":" << json_number(r.dropout)
-     << ",\"threads\":" << cfg.threads;
+     << ",\"threads\":" << cfg.threads << ",\"forward_kernel\":\""
+     << (cfg.forward_kernel == AttentionOptions::ForwardKernel::tiled      ? "tiled"
+         : cfg.forward_kernel == AttentionOptions::ForwardKernel::split_kv ? "split_kv"
+                                                                            : "automatic")
+     << "\"";
   if (r.skipped) {
     os << ",\"peak_bytes\":" << r.peak_bytes << ",\"skipped\":\"memory cap\"";
   } else {

@@ -1,7 +1,8 @@
 // check.cpp — `flashattn check`: a quick correctness sweep of every path.
 //
 // For each case: the reference (double), standard attention (BLAS, fp32) and the flash
-// kernels of every ISA this CPU runs, forward and backward. A path passes when its max
+// kernels of every ISA this CPU runs (the tiled forward, or split-KV for few queries),
+// forward and backward. A path passes when its max
 // error is within harness::allowed_error of standard's (FlashAttention's own rule).
 #include <algorithm>
 #include <cstdio>
@@ -35,6 +36,8 @@ std::vector<Case> sweep() {
       {1, 128, 255, 4, 1, 64, true, 0.0f, false}, {2, 65, 97, 2, 2, 80, false, 0.1f, true},
       {1, 255, 128, 2, 1, 96, true, 0.0f, false}, {1, 129, 129, 1, 1, 111, false, 0.0f, false},
       {1, 300, 257, 2, 2, 128, true, 0.2f, true}, {1, 70, 90, 1, 1, 256, false, 0.0f, false},
+      // Decoding shapes (the split-KV forward): one and four queries against long caches.
+      {2, 1, 4097, 8, 2, 128, true, 0.0f, false}, {1, 4, 1000, 8, 1, 64, true, 0.0f, true},
   };
   std::vector<Case> cases;
   std::uint64_t seed = 1;

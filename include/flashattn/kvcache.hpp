@@ -40,7 +40,8 @@ struct KvCache {
   // Paged caches (vLLM's and FlashAttention's layout): key j of batch b is row j % page_size
   // of page block_table[b · block_table_stride + j / page_size]. int32, max_pages entries per
   // batch; block_table_stride 0 means max_pages. The pages a batch uses (those holding keys
-  // 0 .. L_b − 1) must exist and be distinct within the batch; batches may share pages.
+  // 0 .. L_b − 1) must exist and be distinct within the batch; batches may share pages
+  // (a common prefix), but no two may append into one row.
   const std::int32_t* block_table = nullptr;
   std::int64_t max_pages = 0;
   std::int64_t block_table_stride = 0;

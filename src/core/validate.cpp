@@ -567,6 +567,7 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
       }
     }
   }
+  std::vector<std::pair<std::int64_t, std::int64_t>> appended;  // paged: (page · page_size + row, batch)
   for (std::int64_t b = 0; b < batch; ++b) {
     const std::int64_t filled = cache.cache_seqlens[b];
     if (filled < 0 || filled > capacity - seqlen_new) {
@@ -576,8 +577,21 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
                                         std::to_string(capacity) + (filled < 0 ? " (and it must be >= 0)" : ""));
     }
     if (paged) {
-      const std::int64_t used = (filled + seqlen_new + k_cache.shape[1] - 1) / k_cache.shape[1];
-      check_pages(c, cache.block_table + b * table_stride, b, used, k_cache.shape[0]);
+      const std::int64_t page_size = k_cache.shape[1];
+      const std::int32_t* row = cache.block_table + b * table_stride;
+      check_pages(c, row, b, (filled + seqlen_new + page_size - 1) / page_size, k_cache.shape[0]);
+      for (std::int64_t j = filled; j < filled + seqlen_new; ++j) {
+        appended.emplace_back(row[j / page_size] * page_size + j % page_size, b);
+      }
+    }
+  }
+  // Batches may share pages (a common prefix), but not the rows an append writes.
+  std::sort(appended.begin(), appended.end());
+  for (std::size_t n = 1; n < appended.size(); ++n) {
+    if (appended[n].first == appended[n - 1].first) {
+      c.fail("cache.block_table", "batches " + std::to_string(appended[n - 1].second) + " and " +
+                                      std::to_string(appended[n].second) + " append into the same row of page " +
+                                      std::to_string(appended[n].first / k_cache.shape[1]));
     }
   }
 

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""PyTorch's scaled_dot_product_attention on the decode shapes of `flashattn bench --pass
+decode`, anchored the same way: the K and V bytes the call reads per second over a streaming
+read of memory measured in the same process, same threads (torch.sum over a buffer four times
+the last-level cache, at least 256 MiB). Comparing the two programs' bandwidth_ratio compares
+ratios each measured within one run, not absolute times taken at different moments.
+
+    python3 tools/peer_decode_torch.py [--threads 2] [--batch 1,8] [--seqlen-k 1024,...]
+
+Prints one JSON object per shape: impl "torch_sdpa", batch, heads, heads_k, seqlen_k, headdim,
+ms (median), runs, gbps, bandwidth_gbps, bandwidth_ratio, torch (its version).
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--batch", default="1,8")
+    parser.add_argument("--seqlen-k", default="1024,8192,32768,131072")
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--heads-k", type=int, default=8)
+    parser.add_argument("--headdim", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--max-tokens", type=int, default=262144, help="batch x seqlen_k at most (flashattn bench's default)")
+    args = parser.parse_args()
+
+    import torch  # imported here so that --help works without it
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    llc = 32 << 20
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            text = f.read().strip()
+            llc = int(text[:-1]) << (10 if text.endswith("K") else 20)
+    except (OSError, ValueError):
+        pass
+    stream = torch.ones(max(256 << 20, 4 * llc) // 4, dtype=torch.float32)
+    flush = torch.zeros(max(64 << 20, 2 * llc) // 4, dtype=torch.float32)
+
+    def read_gbps() -> float:
+        start = time.perf_counter()
+        stream.sum()
+        return stream.numel() * 4 / (time.perf_counter() - start) / 1e9
+
+    read_gbps()
+    for batch in (int(x) for x in args.batch.split(",")):
+        for seqlen_k in (int(x) for x in args.seqlen_k.split(",")):
+            if batch * seqlen_k > args.max_tokens:
+                continue
+            q = torch.randn(batch, args.heads, 1, args.headdim)
+            k = torch.randn(batch, args.heads_k, seqlen_k, args.headdim)
+            v = torch.randn(batch, args.heads_k, seqlen_k, args.headdim)
+
+            def call():
+                return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+            call()  # warm-up
+            times, reads = [], []
+            for _ in range(args.runs):
+                reads.append(read_gbps())
+                flush.add_(1.0)  # evict the caches, as the bench does before each run
+                start = time.perf_counter()
+                call()
+                times.append((time.perf_counter() - start) * 1e3)
+            ms = statistics.median(times)
+            read = statistics.median(reads)
+            kv_bytes = 2 * batch * seqlen_k * args.heads_k * args.headdim * 4
+            gbps = kv_bytes / (ms * 1e6)
+            print(json.dumps({"impl": "torch_sdpa", "batch": batch, "heads": args.heads, "heads_k": args.heads_k,
+                              "seqlen_k": seqlen_k, "headdim": args.headdim, "threads": args.threads,
+                              "ms": round(ms, 4), "runs": args.runs, "gbps": round(gbps, 3),
+                              "bandwidth_gbps": round(read, 3), "bandwidth_ratio": round(gbps / read, 4),
+                              "torch": torch.__version__}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
