@@ -13,12 +13,14 @@ function(run_json_lines lines_var out_var)
   set(ERR "${err}" PARENT_SCOPE)
 endfunction()
 
-# require_fields(LINE FIELD...): fails the test naming the first FIELD the JSON object LINE lacks.
+# require_fields(LINE FIELD...): fails the test naming the first FIELD the JSON object LINE
+# lacks; sets a variable named after each FIELD to its value.
 function(require_fields line)
   foreach(field IN LISTS ARGN)
     string(JSON value ERROR_VARIABLE missing GET "${line}" ${field})
     if(missing)
       message(FATAL_ERROR "field ${field} missing in ${line}")
     endif()
+    set(${field} "${value}" PARENT_SCOPE)
   endforeach()
 endfunction()
