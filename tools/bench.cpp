@@ -357,6 +357,16 @@ class Progress {
 
 }  // namespace
 
+void add_sweep(Record& r, const CaseTiming& timing, int round_base, const Record* earlier, int min_runs) {
+  r.timing = timing;
+  for (int& round : r.timing.quiet_round) round += round_base;
+  if (earlier) {  // this sweep's runs join the earlier sweeps'
+    r.err = earlier->err, r.err_fraction = earlier->err_fraction, r.ok = earlier->ok;
+    r.peak_bytes = earlier->peak_bytes;
+    r.timing = combine(earlier->timing, r.timing, min_runs);
+  }
+}
+
 int bench_main(int argc, char** argv) {
   if (argc >= 2 && std::string(argv[1]) == "--compare") return compare_main(argc - 1, argv + 1);
   Config cfg;
@@ -695,13 +705,7 @@ int bench_main(int argc, char** argv) {
     const std::vector<CaseTiming> timings = stopwatch.time(policy, runs, partner);
     for (std::size_t t = 0; t < timed.size(); ++t) {
       Record& r = group[timed[t]];
-      r.timing = timings[t];
-      for (int& round : r.timing.quiet_round) round += round_base;
-      if (earlier) {  // this sweep's runs join the earlier sweeps'
-        const Record& e = (*earlier)[timed[t]];
-        r.err = e.err, r.err_fraction = e.err_fraction, r.ok = e.ok, r.peak_bytes = e.peak_bytes;
-        r.timing = combine(e.timing, r.timing, cfg.policy.min_runs);
-      }
+      add_sweep(r, timings[t], round_base, earlier ? &(*earlier)[timed[t]] : nullptr, cfg.policy.min_runs);
       r.gflops = r.flops / (r.ms() * 1e6);
       r.sgemm_gflops = Sgemm::gflops(r.timing.pulse_median_ms);
     }
@@ -734,10 +738,7 @@ int bench_main(int argc, char** argv) {
   // case's runs sample the machine across the session: this VM's speed moves in stretches
   // of seconds to minutes that runs taken back to back would all fall into.
   const int sweeps = cfg.sweep_count();
-  TimingPolicy per_sweep = cfg.policy;
-  per_sweep.min_runs = (cfg.policy.min_runs + sweeps - 1) / sweeps;
-  per_sweep.max_runs = std::max(per_sweep.min_runs, (cfg.policy.max_runs + sweeps - 1) / sweeps);
-  per_sweep.budget_ms = cfg.policy.budget_ms / sweeps;
+  const TimingPolicy per_sweep = cfg.sweep_policy();
   std::vector<std::vector<Record>> groups(group_ranges.size());
   for (int sweep = 0; sweep < sweeps; ++sweep) {
     for (std::size_t g = 0; g < group_ranges.size(); ++g) {

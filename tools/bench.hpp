@@ -3,6 +3,7 @@
 // (bench_compare.cpp).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -45,6 +46,15 @@ struct Config {
   int sweeps = 3;
   // The sweeps a session makes: --sweeps, but no more than the minimum of runs to share.
   int sweep_count() const { return sweeps < policy.min_runs ? (sweeps < 1 ? 1 : sweeps) : policy.min_runs; }
+  // One sweep's share of the session's policy: its part of the runs and of the budget.
+  TimingPolicy sweep_policy() const {
+    const int n = sweep_count();
+    TimingPolicy p = policy;
+    p.min_runs = (policy.min_runs + n - 1) / n;
+    p.max_runs = std::max(p.min_runs, (policy.max_runs + n - 1) / n);
+    p.budget_ms = policy.budget_ms / n;
+    return p;
+  }
   std::int64_t flush_bytes = 0;  // written between runs to evict the caches
   std::optional<Isa> isa;
   std::string json, out;
@@ -90,6 +100,10 @@ struct PulseRecord {
   Summary ms;
   double gflops() const { return Sgemm::gflops(ms.median); }
 };
+
+// A sweep's timing of a case into its record: rounds numbered from round_base; with `earlier`
+// (the record from the sweeps before) its check and peak memory kept and its runs joined.
+void add_sweep(Record& r, const CaseTiming& timing, int round_base, const Record* earlier, int min_runs);
 
 // Forward FLOPs factor of a pass (FlashAttention's benchmark): bwd 2.5×, fwdbwd 3.5×.
 double pass_factor(const std::string& pass);

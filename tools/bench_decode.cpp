@@ -238,14 +238,8 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
     g.bandwidths.push_back(bandwidth.gbps());
     const double gbps = summarize(g.bandwidths).median;
     for (std::size_t t = 0; t < timed.size(); ++t) {
-      Record& r = fresh[timed[t]];
-      r.timing = timings[t];
-      for (int& round : r.timing.quiet_round) round += round_base;
-      if (!first_sweep) {
-        const Record& e = g.records[timed[t]];
-        r.err = e.err, r.err_fraction = e.err_fraction, r.ok = e.ok, r.peak_bytes = e.peak_bytes;
-        r.timing = combine(e.timing, r.timing, cfg.policy.min_runs);
-      }
+      add_sweep(fresh[timed[t]], timings[t], round_base, first_sweep ? nullptr : &g.records[timed[t]],
+                cfg.policy.min_runs);
     }
     for (Record& r : fresh) {
       if (r.skipped) continue;
@@ -257,10 +251,7 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
   };
 
   const int sweeps = cfg.sweep_count();
-  TimingPolicy per_sweep = cfg.policy;
-  per_sweep.min_runs = (cfg.policy.min_runs + sweeps - 1) / sweeps;
-  per_sweep.max_runs = std::max(per_sweep.min_runs, (cfg.policy.max_runs + sweeps - 1) / sweeps);
-  per_sweep.budget_ms = cfg.policy.budget_ms / sweeps;
+  const TimingPolicy per_sweep = cfg.sweep_policy();
   for (int sweep = 0; sweep < sweeps; ++sweep) {
     for (Group& g : groups) {
       std::fprintf(stderr, "decode: batch %lld, seqlen_k %lld (sweep %d of %d)\n", static_cast<long long>(g.batch),

@@ -11,8 +11,6 @@ namespace {
 
 using i64 = std::int64_t;
 
-i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
-
 }  // namespace
 
 // standard_forward: per (batch, head) S = QKᵀ, softmax in place, O = PV.

@@ -35,9 +35,9 @@ void rotate(float* x, const float* cos, const float* sin, i64 rotary_dim, bool i
 void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const TensorView& v_cache,
                           const TensorView& out, const TensorView& lse, const KvCache& cache,
                           const AttentionOptions& options) {
-  const KvCacheCall call = make_kvcache_call("flashattn::forward_with_kvcache", q, k_cache, v_cache, out, lse,
-                                             cache, options);
-  std::vector<Problem> batches = call.batches;
+  KvCacheCall call = make_kvcache_call("flashattn::forward_with_kvcache", q, k_cache, v_cache, out, lse, cache,
+                                       options);
+  std::vector<Problem>& batches = call.batches;
   if (batches.empty()) return;
   const Problem& first = batches.front();
   const i64 batch = static_cast<i64>(batches.size()), seqlen_q = first.seqlen_q, heads = first.heads,

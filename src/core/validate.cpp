@@ -170,6 +170,33 @@ class Checker {
     }
   }
 
+  // q's headdim within what the paths take.
+  void headdim(std::int64_t d) const {
+    if (d < 1 || d > kMaxHeadDim) {
+      fail("q", "unsupported headdim " + std::to_string(d) + " (supported: 1 .. " + std::to_string(kMaxHeadDim) + ")");
+    }
+  }
+
+  // Query heads in whole groups of kv-heads (`kv` names the tensor that gives heads_k).
+  void groups(const char* kv, std::int64_t heads, std::int64_t heads_k) const {
+    if (heads_k < 1) fail(kv, "heads_k must be at least 1");
+    if (heads % heads_k != 0) {
+      fail(kv, "heads (" + std::to_string(heads) + ") must be a multiple of heads_k (" + std::to_string(heads_k) + ")");
+    }
+  }
+
+  // A forward's out and lse: neither overlaps itself, the other, or any input it reads.
+  void forward_outputs(const TensorView& out, const TensorView& lse,
+                       const std::vector<std::pair<const char*, const TensorView*>>& inputs) const {
+    no_self_overlap("out", out);
+    no_self_overlap("lse", lse);
+    no_overlap("out", out, "lse", lse);
+    for (const auto& [name, input] : inputs) {
+      no_overlap("out", out, name, *input);
+      no_overlap("lse", lse, name, *input);
+    }
+  }
+
   // Outputs must not overlap themselves, or two threads would write one element.
   void no_self_overlap(const char* name, const TensorView& t) const {
     if (t.numel() == 0) return;
@@ -419,19 +446,12 @@ Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
   p.seqlen_k = k.shape[1];
   p.heads_k = k.shape[2];
 
-  if (p.headdim < 1 || p.headdim > kMaxHeadDim) {
-    c.fail("q", "unsupported headdim " + std::to_string(p.headdim) + " (supported: 1 .. " +
-                    std::to_string(kMaxHeadDim) + ")");
-  }
+  c.headdim(p.headdim);
   c.shape("k", k, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
           "(batch, seqlen_k, heads_k, headdim)");
   c.shape("v", v, {p.batch, p.seqlen_k, p.heads_k, p.headdim},
           "(batch, seqlen_k, heads_k, headdim) like k");
-  if (p.heads_k < 1) c.fail("k", "heads_k must be at least 1");
-  if (p.heads % p.heads_k != 0) {
-    c.fail("k", "heads (" + std::to_string(p.heads) + ") must be a multiple of heads_k (" +
-                    std::to_string(p.heads_k) + ")");
-  }
+  c.groups("k", p.heads, p.heads_k);
   c.shape("out", out, {p.batch, p.seqlen_q, p.heads, p.headdim},
           "(batch, seqlen_q, heads, headdim) like q");
   c.shape("lse", lse, {p.batch, p.heads, p.seqlen_q}, "(batch, heads, seqlen_q)");
@@ -500,17 +520,12 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
   c.basic("lse", lse, 3);
   const std::int64_t batch = q.shape[0], seqlen_q = q.shape[1], heads = q.shape[2], d = q.shape[3];
   const std::int64_t heads_k = k_cache.shape[2];
-  if (d < 1 || d > kMaxHeadDim) {
-    c.fail("q", "unsupported headdim " + std::to_string(d) + " (supported: 1 .. " + std::to_string(kMaxHeadDim) + ")");
-  }
+  c.headdim(d);
   const bool paged = cache.block_table != nullptr;
   const char* cache_dims = paged ? "(num_pages, page_size, heads_k, headdim)" : "(batch_cache, capacity, heads_k, headdim)";
   c.shape("k_cache", k_cache, {k_cache.shape[0], k_cache.shape[1], heads_k, d}, cache_dims);
   c.shape("v_cache", v_cache, {k_cache.shape[0], k_cache.shape[1], heads_k, d}, cache_dims);
-  if (heads_k < 1) c.fail("k_cache", "heads_k must be at least 1");
-  if (heads % heads_k != 0) {
-    c.fail("k_cache", "heads (" + std::to_string(heads) + ") must be a multiple of heads_k (" + std::to_string(heads_k) + ")");
-  }
+  c.groups("k_cache", heads, heads_k);
   c.shape("out", out, {batch, seqlen_q, heads, d}, "(batch, seqlen_q, heads, headdim) like q");
   c.shape("lse", lse, {batch, heads, seqlen_q}, "(batch, heads, seqlen_q)");
   if (cache.cache_seqlens == nullptr && batch > 0) c.fail("cache.cache_seqlens", "is null (one int32 per batch is required)");
@@ -631,13 +646,7 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
                                 std::pair{"cache.rotary_cos", &cache.rotary_cos}, std::pair{"cache.rotary_sin", &cache.rotary_sin}}) {
     if (t->has_value()) inputs.emplace_back(name, &**t);
   }
-  c.no_self_overlap("out", out);
-  c.no_self_overlap("lse", lse);
-  c.no_overlap("out", out, "lse", lse);
-  for (const auto& [name, input] : inputs) {
-    c.no_overlap("out", out, name, *input);
-    c.no_overlap("lse", lse, name, *input);
-  }
+  c.forward_outputs(out, lse, inputs);
   if (cache.k_new) {
     c.no_self_overlap("k_cache", k_cache);
     c.no_self_overlap("v_cache", v_cache);
@@ -715,13 +724,7 @@ Problem make_forward_problem(const char* fn, const TensorView& q, const TensorVi
                              const AttentionOptions& options, Algorithm algorithm) {
   const Checker c(fn);
   Problem p = make_common(c, q, k, v, out, lse, options);
-  c.no_self_overlap("out", out);
-  c.no_self_overlap("lse", lse);
-  c.no_overlap("out", out, "lse", lse);
-  for (const auto& [name, input] : inputs_of(q, k, v, options)) {
-    c.no_overlap("out", out, name, *input);
-    c.no_overlap("lse", lse, name, *input);
-  }
+  c.forward_outputs(out, lse, inputs_of(q, k, v, options));
   if (algorithm == Algorithm::standard) c.standard_scores(p, 1);
   return p;
 }

@@ -28,8 +28,6 @@ namespace {
 
 using i64 = std::int64_t;
 
-i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
-
 void zero_rows(const Bshd& t, i64 batch, i64 seqlen, i64 heads, i64 d, int threads) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (i64 b = 0; b < batch; ++b) {

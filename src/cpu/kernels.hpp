@@ -12,6 +12,8 @@
 
 namespace flashattn {
 
+inline constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
 // Tile sizes: block_q query rows (the paper's Br) by block_k keys (Bc).
 struct TileConfig {
   int block_q = 0;

@@ -28,8 +28,6 @@ namespace {
 
 using i64 = std::int64_t;
 
-i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
-
 // Rows per block: the block's Q, scores and accumulator (rows × headdim each) stay in the L2.
 constexpr i64 kSplitRows = 64;
 // A range's fixed cost (loading Q, its epilogue, its share of the merge) stays small against
@@ -84,6 +82,16 @@ void merge_partials(const RowBlock& blk, const float* partials) {
   }
 }
 
+// The key ranges a row block of `keys` keys is split into, among `blocks` row blocks in the
+// call: p.num_splits when set (at most kMaxSplits, at most one per key), else enough ranges
+// for kTargetTasks tasks over the call, each of at least kMinSplitKeys keys.
+i64 split_kv_splits(const Problem& p, i64 keys, i64 blocks) {
+  if (keys <= 1) return 1;
+  if (p.num_splits > 0) return std::min<i64>({p.num_splits, kMaxSplits, keys});
+  const i64 wanted = ceil_div(kTargetTasks, std::max<i64>(blocks, 1));
+  return std::clamp<i64>(std::min(ceil_div(keys, kMinSplitKeys), wanted), 1, kMaxSplits);
+}
+
 }  // namespace
 
 bool uses_split_kv(const Problem& p) {
@@ -93,12 +101,6 @@ bool uses_split_kv(const Problem& p) {
          p.seqlen_q <= kSplitKvMaxQueries;
 }
 
-i64 split_kv_splits(const Problem& p, i64 keys, i64 blocks) {
-  if (keys <= 1) return 1;
-  if (p.num_splits > 0) return std::min<i64>({p.num_splits, kMaxSplits, keys});
-  const i64 wanted = ceil_div(kTargetTasks, std::max<i64>(blocks, 1));
-  return std::clamp<i64>(std::min(ceil_div(keys, kMinSplitKeys), wanted), 1, kMaxSplits);
-}
 
 void split_kv_forward(std::span<const Problem> problems) {
   if (problems.empty()) return;
