@@ -27,3 +27,22 @@ if ((${#missing[@]})); then
 else
   echo "setup: all packages present"
 fi
+
+# Python: the package's build (scikit-build-core, nanobind), its tests (pytest) and PyTorch.
+# torch's PyPI wheel is several GB with its CUDA libraries: it is installed only when
+# `import torch` fails, never upgraded or replaced.
+python=${PYTHON:-python3}
+if ! command -v "$python" >/dev/null 2>&1; then
+  echo "setup: $python not found; install Python 3.9 or later with pip" >&2
+  exit 1
+fi
+py_missing=()
+for requirement in torch:torch numpy:numpy pytest:pytest nanobind:nanobind scikit_build_core:scikit-build-core; do
+  "$python" -c "import ${requirement%%:*}" 2>/dev/null || py_missing+=("${requirement#*:}")
+done
+if ((${#py_missing[@]})); then
+  echo "setup: pip installing ${py_missing[*]}"
+  "$python" -m pip install --quiet --root-user-action=ignore "${py_missing[@]}"
+else
+  echo "setup: Python packages present"
+fi

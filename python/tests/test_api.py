@@ -1,0 +1,215 @@
+"""FlashAttention-2's functions, PyTorch's SDPA signature, dropout, the KV cache, inputs
+read in place, and the errors bad inputs get."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import flashattn
+from conftest import assert_close_by_rule, attention_reference, randn, visible
+
+
+def both_precisions(fn):
+    """fn(dtype) in float64 (the oracle) and float32 (the rule's baseline)."""
+    return fn(torch.float64), fn(torch.float32)
+
+
+class RecordOps(TorchDispatchMode):
+    """Records every operator called, with its arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, args))
+        return func(*args, **(kwargs or {}))
+
+
+def flash_inputs(call):
+    return [args for func, args in call.calls if func is torch.ops.flashattn.forward.default]
+
+
+def test_packed_inputs_are_read_in_place():
+    qkv = torch.randn(2, 65, 3, 4, 32)
+    with RecordOps() as rec:
+        out = flashattn.flash_attn_qkvpacked_func(qkv, causal=True)
+    (args,) = flash_inputs(rec)
+    assert [a.data_ptr() for a in args[:3]] == [qkv[:, :, i].data_ptr() for i in range(3)]
+    assert not any("copy" in str(f) or "clone" in str(f) or "contiguous" in str(f) for f, _ in rec.calls)
+    q, k, v = qkv.unbind(2)
+    torch.testing.assert_close(out, flashattn.flash_attn_func(q.contiguous(), k.contiguous(), v.contiguous(),
+                                                              causal=True), rtol=0, atol=0)
+    q = torch.randn(2, 65, 4, 32)
+    kv = torch.randn(2, 70, 2, 2, 32)
+    with RecordOps() as rec:
+        out = flashattn.flash_attn_kvpacked_func(q, kv)
+    (args,) = flash_inputs(rec)
+    assert args[1].data_ptr() == kv.data_ptr() and args[2].data_ptr() == kv[:, :, 1].data_ptr()
+
+
+def test_bhsd_view_is_read_in_place():
+    q, k, v = (torch.randn(2, 4, 50, 16) for _ in range(3))  # BHSD, as SDPA takes it
+    with RecordOps() as rec:
+        flashattn.scaled_dot_product_attention(q, k, v)
+    (args,) = flash_inputs(rec)
+    assert args[0].data_ptr() == q.data_ptr() and args[0].stride() == q.transpose(1, 2).stride()
+
+
+@pytest.mark.parametrize("L,S", [(37, 37), (20, 45), (45, 20)])
+def test_sdpa_matches_pytorch(L, S):
+    q, k, v = randn(2, 4, L, 24, seed=1), randn(2, 2, S, 24, seed=2), randn(2, 2, S, 24, seed=3)
+    bool_mask = torch.rand(L, S) > 0.2
+    float_mask = randn(2, 1, L, S, seed=4)
+    for kwargs in ({"is_causal": True}, {"attn_mask": bool_mask}, {"attn_mask": float_mask}, {"scale": 0.2}):
+        for t in (q, k, v, float_mask):
+            t.grad = None
+        got = flashattn.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kwargs)
+        dout = torch.randn_like(got)
+        (got * dout).sum().backward()
+        got_grads = [t.grad for t in (q, k, v)]
+        if "attn_mask" in kwargs and kwargs["attn_mask"] is float_mask:
+            got_grads.append(float_mask.grad)
+
+        def pytorch(dtype):
+            leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+            kw = dict(kwargs)
+            if "attn_mask" in kw and kw["attn_mask"].dtype != torch.bool:
+                kw["attn_mask"] = kw["attn_mask"].detach().to(dtype).requires_grad_()
+                leaves.append(kw["attn_mask"])
+            with sdpa_kernel(SDPBackend.MATH):
+                out = F.scaled_dot_product_attention(*leaves[:3], enable_gqa=True, **kw)
+            (out * dout.to(dtype)).sum().backward()
+            return out, [t.grad for t in leaves]
+
+        (ref, ref_grads), (fp32, fp32_grads) = both_precisions(pytorch)
+        assert got.shape == ref.shape
+        assert_close_by_rule(f"out {kwargs.keys()}", got, fp32, ref)
+        for name, g, f, r in zip(("dq", "dk", "dv", "dmask"), got_grads, fp32_grads, ref_grads):
+            assert_close_by_rule(name, g, f, r)
+
+
+def test_sdpa_gqa_needs_enable_gqa():
+    q, k = torch.randn(1, 4, 8, 16), torch.randn(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="enable_gqa"):
+        flashattn.scaled_dot_product_attention(q, k, k)
+
+
+def test_fa2_return_conventions():
+    q, k, v = torch.randn(2, 9, 4, 16), torch.randn(2, 11, 2, 16), torch.randn(2, 11, 2, 16)
+    out = flashattn.flash_attn_func(q, k, v)
+    assert isinstance(out, torch.Tensor) and out.shape == q.shape
+    out2, lse, probs = flashattn.flash_attn_func(q, k, v, return_attn_probs=True)
+    assert torch.equal(out, out2) and lse.shape == (2, 4, 9) and lse.dtype == torch.float32 and probs is None
+
+
+def test_varlen_matches_each_sequence():
+    lengths_q, lengths_k = [5, 0, 40, 17], [9, 3, 40, 1]
+    cu_q = torch.tensor([0] + torch.tensor(lengths_q).cumsum(0).tolist(), dtype=torch.int32)
+    cu_k = torch.tensor([0] + torch.tensor(lengths_k).cumsum(0).tolist(), dtype=torch.int32)
+    q, k, v = randn(sum(lengths_q), 4, 32, seed=1), randn(sum(lengths_k), 2, 32, seed=2), randn(sum(lengths_k), 2, 32, seed=3)
+    out, lse, _ = flashattn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lengths_q), max(lengths_k), causal=True,
+                                                   return_attn_probs=True)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    assert out.shape == q.shape and lse.shape == (4, q.shape[0])
+    for b in range(len(lengths_q)):
+        rq, rk = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        keep = visible(1, 4, lengths_q[b], lengths_k[b], causal=True)
+
+        def reference(dtype):
+            leaves = [t.detach()[r].to(dtype).unsqueeze(0).requires_grad_() for t, r in ((q, rq), (k, rk), (v, rk))]
+            o, l = attention_reference(*leaves, keep)
+            (o * dout[rq].to(dtype).unsqueeze(0)).sum().backward()
+            return [o[0], l[0]] + [t.grad[0] for t in leaves]
+
+        ref, fp32 = both_precisions(reference)
+        got = [out[rq], lse[:, rq], q.grad[rq], k.grad[rk], v.grad[rk]]
+        for name, g, f, r in zip(("out", "lse", "dq", "dk", "dv"), got, fp32, ref):
+            assert_close_by_rule(f"{name} of sequence {b}", g, f, r)
+
+
+def test_dropout_mask_rebuilt_from_dropout_keep():
+    q, k, v = randn(2, 33, 4, 16, seed=1), randn(2, 47, 2, 16, seed=2), randn(2, 47, 2, 16, seed=3)
+    p, seed = 0.3, 2**63 + 12345
+    out, lse = flashattn.attention(q, k, v, dropout_p=p, dropout_seed=seed, causal=True, return_lse=True)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    keep = flashattn.dropout_mask(seed, p, 2, 4, 33, 47)
+    assert 0.6 < keep.float().mean() < 0.8
+
+    def reference(dtype):
+        leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+        o, l = attention_reference(*leaves, visible(2, 4, 33, 47, causal=True), dropout=keep.to(dtype), dropout_p=p)
+        (o * dout.to(dtype)).sum().backward()
+        return [o, l] + [t.grad for t in leaves]
+
+    ref, fp32 = both_precisions(reference)
+    for name, g, f, r in zip(("out", "lse", "dq", "dk", "dv"), [out, lse, q.grad, k.grad, v.grad], fp32, ref):
+        assert_close_by_rule(name, g, f, r)
+
+
+def test_dropout_seed_follows_torch_generator():
+    q, k, v = (torch.randn(1, 40, 2, 16) for _ in range(3))
+    torch.manual_seed(7)
+    a = flashattn.flash_attn_func(q, k, v, dropout_p=0.5)
+    torch.manual_seed(7)
+    b = flashattn.flash_attn_func(q, k, v, dropout_p=0.5)
+    c = flashattn.flash_attn_func(q, k, v, dropout_p=0.5)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_kvcache_appends_and_attends(paged):
+    batch, capacity, heads, heads_k, d = 2, 64, 4, 2, 32
+    lengths = torch.tensor([10, 30], dtype=torch.int32)
+    k_all, v_all = torch.randn(batch, capacity, heads_k, d), torch.randn(batch, capacity, heads_k, d)
+    k_new, v_new = torch.randn(batch, 3, heads_k, d), torch.randn(batch, 3, heads_k, d)
+    q = torch.randn(batch, 3, heads, d)
+    if paged:  # pages of 16 tokens, batch b's pages in reverse order
+        page = 16
+        table = torch.tensor([[3, 2, 1, 0], [7, 6, 5, 4]], dtype=torch.int32)
+        k_cache = torch.empty(8, page, heads_k, d)
+        v_cache = torch.empty(8, page, heads_k, d)
+        for b in range(batch):
+            for p in range(4):
+                k_cache[table[b, p]] = k_all[b, p * page:(p + 1) * page]
+                v_cache[table[b, p]] = v_all[b, p * page:(p + 1) * page]
+    else:
+        table, k_cache, v_cache = None, k_all.clone(), v_all.clone()
+    out = flashattn.flash_attn_with_kvcache(q, k_cache, v_cache, k_new, v_new, cache_seqlens=lengths,
+                                            block_table=table, causal=True)
+    for b in range(batch):
+        n = int(lengths[b])
+        keys = torch.cat([k_all[b, :n], k_new[b]]).unsqueeze(0)
+        values = torch.cat([v_all[b, :n], v_new[b]]).unsqueeze(0)
+        expected = flashattn.flash_attn_func(q[b:b + 1], keys, values, causal=True)
+        torch.testing.assert_close(out[b:b + 1], expected, rtol=1e-5, atol=1e-5)
+        stored = k_cache[table[b, n // 16], n % 16] if paged else k_cache[b, n]
+        assert torch.equal(stored, k_new[b, 0])  # appended in place
+
+
+def test_bad_inputs_raise_clear_errors():
+    q, k, v = torch.randn(2, 8, 4, 16), torch.randn(2, 8, 2, 16), torch.randn(2, 8, 2, 16)
+    with pytest.raises(ValueError, match="q: expected 4 dimensions"):
+        flashattn.flash_attn_func(q[0], k, v)
+    with pytest.raises(TypeError, match=r"k: dtype torch.bfloat16 is not supported \(supported: torch.float32\)"):
+        flashattn.flash_attn_func(q, k.bfloat16(), v)
+    with pytest.raises(TypeError, match="CPU only"):
+        flashattn.flash_attn_func(q, k, v.to("meta"))
+    with pytest.raises(ValueError, match="k"):  # shape disagreement, named by the C++ library
+        flashattn.flash_attn_func(q, k[:, :, :, :8], v)
+    with pytest.raises(ValueError, match="q.*stride"):
+        flashattn.flash_attn_func(q.transpose(2, 3).contiguous().transpose(2, 3), k, v)
+    with pytest.raises(ValueError, match="heads"):
+        flashattn.flash_attn_func(torch.randn(2, 8, 3, 16), k, v)
+    with pytest.raises(TypeError, match="cu_seqlens_q"):
+        flashattn.flash_attn_varlen_func(q[0], k[0], v[0], torch.tensor([0, 8]), torch.tensor([0, 8], dtype=torch.int32), 8, 8)
+    with pytest.raises(ValueError, match="key_lengths"):
+        flashattn.attention(q, k, v, key_lengths=torch.tensor([3], dtype=torch.int32))
+    with pytest.raises(ValueError, match="algorithm"):
+        flashattn.attention(q, k, v, algorithm="fast")
+    with pytest.raises(ValueError, match="dropout"):
+        flashattn.flash_attn_func(q, k, v, dropout_p=1.5)
