@@ -12,6 +12,7 @@ import torch  # first: the operators register into torch.library
 
 from . import _C, _ops  # noqa: F401  (registers torch.ops.flashattn.*)
 from .functional import (
+    Algorithm,
     BlockMask,
     SUPPORTED_DTYPES,
     attention,
@@ -28,7 +29,7 @@ supported_isas = _C.supported_isas
 default_isa = _C.default_isa
 
 __all__ = [
-    "BlockMask", "SUPPORTED_DTYPES", "attention", "default_isa", "dropout_mask", "flash_attn_func",
+    "Algorithm", "BlockMask", "SUPPORTED_DTYPES", "attention", "default_isa", "dropout_mask", "flash_attn_func",
     "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func", "flash_attn_varlen_func", "flash_attn_with_kvcache",
     "scaled_dot_product_attention", "supported_isas",
 ]

@@ -10,6 +10,7 @@ alignment="top_left"; a row that sees no key gives 0 and lse −inf.
 """
 
 from dataclasses import dataclass
+from enum import Enum
 
 import torch
 
@@ -45,6 +46,14 @@ def _check_optional(name, t, dtypes):
 
 _INT32 = (torch.int32,)
 _MASK_DTYPES = (torch.bool, torch.uint8)
+
+
+class Algorithm(str, Enum):
+    """flash: tiled, fused, O(N) extra memory. standard: S and P materialized with BLAS
+    GEMMs, the paper's baseline, for comparisons."""
+
+    flash = "flash"
+    standard = "standard"
 
 
 @dataclass(frozen=True)
@@ -126,14 +135,15 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
     of int32 (batch, seqlen_q) and (batch, seqlen_k); a query sees keys of its own document.
     mask: bool/uint8 broadcastable to (batch, heads, seqlen_q, seqlen_k), True keeps.
     bias: float32 broadcastable likewise, added to the scores; differentiable.
-    block_mask: a BlockMask. algorithm: "flash" or "standard" (S and P materialized, the
-    paper's baseline). num_threads: default torch.get_num_threads().
+    block_mask: a BlockMask. algorithm: Algorithm.flash or Algorithm.standard (or their
+    names). num_threads: default torch.get_num_threads().
     """
     _check("q", q, 4)
     _check("k", k, 4)
     _check("v", v, 4)
     if algorithm not in ("flash", "standard"):
         raise ValueError(f"flashattn: algorithm: expected 'flash' or 'standard', got {algorithm!r}")
+    algorithm = Algorithm(algorithm).value
     if alignment not in ("bottom_right", "top_left"):
         raise ValueError(f"flashattn: alignment: expected 'bottom_right' or 'top_left', got {alignment!r}")
     _check_optional("alibi_slopes", alibi_slopes, (torch.float32,))
