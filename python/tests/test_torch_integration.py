@@ -170,11 +170,9 @@ def test_one_openmp_runtime_shared_with_pytorch():
     assert len(loaded_openmp_runtimes()) == 1, loaded_openmp_runtimes()
 
 
-def test_gil_released_while_kernels_run():
-    q = torch.randn(1, 2048, 8, 64)
-    start = time.perf_counter()
-    flashattn.flash_attn_func(q, q, q)
-    call = time.perf_counter() - start
+def longest_pause_during_call(q):
+    """The longest stretch during one call in a second thread in which this thread could
+    not run, and the call's own duration."""
     done = threading.Event()
 
     def work():
@@ -187,6 +185,12 @@ def test_gil_released_while_kernels_run():
     while not done.is_set():
         ticks.append(time.perf_counter())
     worker.join()
-    longest_pause = max(b - a for a, b in zip(ticks, ticks[1:]))
-    # Holding the GIL for the call would stop this loop for the whole call.
-    assert longest_pause < call / 2, f"the loop stopped for {longest_pause * 1e3:.1f} ms of a {call * 1e3:.1f} ms call"
+    return max(b - a for a, b in zip(ticks, ticks[1:])), ticks[-1] - ticks[0]
+
+
+def test_gil_released_while_kernels_run():
+    # Holding the GIL for the call would stop this thread's loop for the whole call; a
+    # preemption of the machine can stop it once, so any of three tries may show it ran.
+    q = torch.randn(1, 2048, 8, 64)
+    tries = [longest_pause_during_call(q) for _ in range(3)]
+    assert any(pause < call / 2 for pause, call in tries), tries
