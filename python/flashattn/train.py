@@ -49,15 +49,22 @@ def build_parser():
     p.add_argument("--checkpoint-every", type=int, default=0, help="also save every N steps (default: at the end)")
     p.add_argument("--resume", default=None, help="a checkpoint.pt to continue from")
     p.add_argument("--stop-after", type=int, default=0, help="stop (checkpointed) after this step, for resuming")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="train for this many seconds (the cosine decays over them; --steps caps the steps)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
 
-def learning_rate(step, args):
+def learning_rate(step, args, elapsed_s=0.0):
+    """Linear warm-up over --warmup steps, then cosine decay to --min-lr over the remaining
+    steps, or, with --time-budget, over the budget's seconds."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    if args.time_budget > 0:
+        progress = elapsed_s / args.time_budget
+    else:
+        progress = (step - args.warmup) / max(1, args.steps - args.warmup)
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -158,7 +165,7 @@ def train(args, corpus=None):
     model.train()
     for step in range(start + 1, min(last, args.steps) + 1):
         step_began = time.perf_counter()
-        lr = learning_rate(step - 1, args)
+        lr = learning_rate(step - 1, args, time.perf_counter() - began)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = corpus.batch("train", args.batch, args.context, data_generator)
@@ -172,16 +179,20 @@ def train(args, corpus=None):
                   "valid_loss": None, "lr": lr, "grad_norm": grad_norm,
                   "tokens_per_s": args.batch * args.context / (time.perf_counter() - step_began),
                   "elapsed_s": elapsed}
-        if step % args.eval_every == 0 or step == args.steps:
+        out_of_time = args.time_budget > 0 and elapsed >= args.time_budget
+        if step % args.eval_every == 0 or step == args.steps or out_of_time:
             record["valid_loss"] = validation_loss(model, valid_batches)
         records.append(record)
         jsonl.write(json.dumps(record) + "\n")
         writer.writerow(record)
         done = step - start
-        progress.update(step, record["loss"], record["tokens_per_s"], elapsed / done * (args.steps - step),
+        eta = max(0.0, args.time_budget - elapsed) if args.time_budget > 0 else elapsed / done * (args.steps - step)
+        progress.update(step, record["loss"], record["tokens_per_s"], eta,
                         record["valid_loss"])
         if args.checkpoint_every and step % args.checkpoint_every == 0:
             save_checkpoint(checkpoint, model, optimizer, step, data_generator, args)
+        if out_of_time:
+            break
     final_step = records[-1]["step"] if records else start
     save_checkpoint(checkpoint, model, optimizer, final_step, data_generator, args)
     jsonl.close()
