@@ -197,20 +197,32 @@ _Tensor = torch.Tensor
 eager_fast_path = True  # False: always through torch.library (the tests run both routes)
 
 
+def plain_eager(tensors):
+    """True where torch.library's dispatch would change nothing: eager mode, no dispatch or
+    function mode, plain tensors (no fake, functional or other subclass)."""
+    return (eager_fast_path and not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0
+            and not torch._C._is_torch_function_mode_enabled()
+            and all(type(t) is _Tensor for t in tensors if t is not None))
+
+
 def attention_forward(q, k, v, options):
     """out, lse of flashattn::forward(q, k, v, *options), differentiable. Eager calls on
-    plain CPU tensors skip torch.library's dispatch, which would change nothing for them;
-    under torch.compile, a dispatch or function mode, or with tensor subclasses (fake,
-    functional), the operator itself runs."""
+    plain CPU tensors skip torch.library's dispatch; under torch.compile, a dispatch or
+    function mode, or with tensor subclasses, the operator itself runs."""
     extra = [t for t in map(options.__getitem__, _TENSOR_OPTIONS) if t is not None]
-    if (not eager_fast_path or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
-            or torch._C._is_torch_function_mode_enabled() or type(q) is not _Tensor or type(k) is not _Tensor
-            or type(v) is not _Tensor or any(type(t) is not _Tensor for t in extra)):
+    if not plain_eager((q, k, v, *extra)):
         return torch.ops.flashattn.forward(q, k, v, *options)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad
                                     or any(t.requires_grad for t in extra)):
         return _EagerAttention.apply(q, k, v, *options)
     return _forward_cpu(q, k, v, *options)
+
+
+def kvcache_forward(q, k_cache, v_cache, *rest):
+    """flashattn::forward_with_kvcache, called directly where dispatch changes nothing."""
+    if plain_eager((q, k_cache, v_cache, *(t for t in rest if isinstance(t, torch.Tensor)))):
+        return _kvcache_cpu(q, k_cache, v_cache, *rest)
+    return torch.ops.flashattn.forward_with_kvcache(q, k_cache, v_cache, *rest)
 
 
 @torch.library.impl(_lib, "forward_with_kvcache", "CPU")

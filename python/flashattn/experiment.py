@@ -11,6 +11,7 @@ Figure 4; Section 4.1's memory) scaled to this machine, written to OUT/train.md 
      its own); standard attention's N×N matrices stop at the memory cap, flash goes on.
   4. Longer context pays: in the same wall-clock budget, flash at 4× the context against
      standard at the short one, by validation loss.
+  5. Generation from that model with flashattn's KV cache, against recomputing the prefix.
 
 The default run takes about 5 minutes on 2 cores; --full about an hour.
 """
@@ -225,6 +226,30 @@ def longer_context(corpus, out, s):
     return results
 
 
+# ---- 5. Generation -------------------------------------------------------------------------
+
+def generation(out, s, longer):
+    """The long-context model of part 4 continues a prompt: by the KV cache, and by
+    recomputing the prefix every token; greedy tokens must be identical."""
+    from . import generate
+    run = next(r for r in longer if r["attention"] == "flash")
+    model = generate.load(os.path.join(out, f"train-flash-context{run['context']}", "checkpoint.pt"))
+    prompt = torch.tensor([list(b"def __init__(self")])
+    tokens = min(s.generate_tokens, model.cfg.context - prompt.shape[1])
+    began = time.perf_counter()
+    cached = generate.generate_cached(model, prompt, tokens)
+    cached_s = time.perf_counter() - began
+    began = time.perf_counter()
+    recomputed = generate.generate_recomputed(model, prompt, tokens)
+    recomputed_s = time.perf_counter() - began
+    sample = generate.generate_cached(model, prompt, tokens, temperature=0.8, top_k=40, seed=0)
+    result = {"tokens": tokens, "identical": bool(torch.equal(cached, recomputed)), "cached_s": cached_s,
+              "recomputed_s": recomputed_s, "sample": bytes(sample[0].tolist()).decode("utf-8", errors="replace")}
+    print(f"  5. {tokens} tokens: KV cache {cached_s:.2f} s, recomputation {recomputed_s:.2f} s, "
+          f"{'identical' if result['identical'] else 'DIFFERENT'}", flush=True)
+    return result
+
+
 # ---- The report ----------------------------------------------------------------------------------
 
 def gnuplot(script, out):
@@ -272,7 +297,7 @@ plot {", ".join(f"'{f}' using 1:2 with linespoints title '{a} ({next(r['context'
     return gnuplot(script, out)
 
 
-def report(out, s, corpus, runs, diffs, dropout_stats, speed, mem, longer, plotted, command, seconds):
+def report(out, s, corpus, runs, diffs, dropout_stats, speed, mem, longer, generated, plotted, command, seconds):
     lines = [f"# End to end: training a GPT-2-style model with flashattn (`{command}`)", ""]
     lines += [f"Machine: {machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads. "
               f"Corpus: {corpus.describe()}. Model: {s.layers} layers, width {s.width}, {s.heads} heads, "
@@ -366,6 +391,14 @@ def report(out, s, corpus, runs, diffs, dropout_stats, speed, mem, longer, plott
               "while training 30% faster than Megatron at 1K.", ""]
     if plotted:
         lines += ["![longer context](train-longer-context.png)", ""]
+    g = generated
+    lines += ["## 5. Generation", "",
+              f"The flash model of part 4 continues `def __init__(self` for {g['tokens']} bytes, each new byte through "
+              f"flashattn's KV-cache call (`flash_attn_with_kvcache`) in {g['cached_s']:.2f} s, and again by "
+              f"recomputing the whole prefix for every byte in {g['recomputed_s']:.2f} s "
+              f"({g['recomputed_s'] / g['cached_s']:.1f}× longer); greedy tokens "
+              f"{'identical' if g['identical'] else 'DIFFERENT'}. Sampled (temperature 0.8, top-k 40):", "",
+              "```", g["sample"].replace("```", "` ` `"), "```", ""]
     with open(os.path.join(out, "train.md"), "w") as f:
         f.write("\n".join(lines))
 
@@ -390,14 +423,14 @@ SETTINGS = {
     "default": dict(width=128, layers=4, heads=4, dropout=0.1, curve_context=128, curve_batch=8, curve_steps=60,
                     speed_contexts=[512, 1024, 2048, 4096], speed_tokens=2048, speed_steps=1,
                     memory_contexts=[1024, 2048, 4096, 8192, 16384], memory_cap=8 * 2**30,
-                    short_context=128, long_tokens=2048, budget_s=30.0),
+                    short_context=128, long_tokens=2048, budget_s=30.0, generate_tokens=200),
     "full": dict(width=256, layers=6, heads=8, dropout=0.1, curve_context=256, curve_batch=16, curve_steps=600,
                  speed_contexts=[512, 1024, 2048, 4096], speed_tokens=8192, speed_steps=5,
                  memory_contexts=[1024, 2048, 4096, 8192, 16384, 32768], memory_cap=8 * 2**30,
-                 short_context=256, long_tokens=4096, budget_s=900.0),
+                 short_context=256, long_tokens=4096, budget_s=900.0, generate_tokens=500),
     "smoke": dict(width=32, layers=2, heads=2, dropout=0.1, curve_context=32, curve_batch=2, curve_steps=10,
                   speed_contexts=[64], speed_tokens=128, speed_steps=1, memory_contexts=[256],
-                  memory_cap=2**20, short_context=16, long_tokens=64, budget_s=2.0),
+                  memory_cap=2**20, short_context=16, long_tokens=64, budget_s=2.0, generate_tokens=20),
 }
 
 
@@ -428,14 +461,16 @@ def main(argv=None):
     speed = step_times(s)
     mem = memory(s)
     longer = longer_context(corpus, args.out, s)
+    generated = generation(args.out, s, longer)
     plotted = plots(args.out, runs, speed, mem, longer)
     command = "python -m flashattn.experiment" + (" --full" if args.full else " --smoke" if args.smoke else "")
-    report(args.out, s, corpus, runs, diffs, dropout_stats, speed, mem, longer, plotted, command,
+    report(args.out, s, corpus, runs, diffs, dropout_stats, speed, mem, longer, generated, plotted, command,
            time.perf_counter() - began)
     with open(os.path.join(args.out, "train.jsonl"), "w") as f:
         for part, rows in (("same_curve", [dict(attention=a, **d) for a, d in diffs.items()]), ("speed", speed),
                            ("memory", mem), ("longer_context", [{k: v for k, v in r.items() if k != "curve"}
-                                                                 for r in longer])):
+                                                                 for r in longer]),
+                           ("generation", [{k: v for k, v in generated.items() if k != "sample"}])):
             for r in rows:
                 f.write(json.dumps(dict(part=part, **r)) + "\n")
     print(f"wrote {args.out}/train.md ({time.perf_counter() - began:.0f} s)")

@@ -15,7 +15,7 @@ from enum import Enum
 import torch
 
 from . import _C
-from ._ops import OPTION_DEFAULTS, OPTION_NAMES, attention_forward
+from ._ops import OPTION_DEFAULTS, OPTION_NAMES, attention_forward, kvcache_forward
 
 SUPPORTED_DTYPES = (torch.float32,)
 
@@ -256,7 +256,7 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     for name, t in (("cache_seqlens", cache_seqlens), ("cache_batch_idx", cache_batch_idx),
                     ("block_table", block_table)):
         _check_optional(name, t, _INT32)
-    out, lse = torch.ops.flashattn.forward_with_kvcache(
+    out, lse = kvcache_forward(
         q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, bool(rotary_interleaved),
         cache_batch_idx, block_table, alibi_slopes, None if softmax_scale is None else float(softmax_scale),
         bool(causal), int(window_size[0]), int(window_size[1]), float(softcap), int(num_splits), 0)

@@ -107,8 +107,9 @@ def test_main_job_command_runs_end_to_end(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     report = (tmp_path / "train.md").read_text()
-    for heading in ("## 1. Same curve", "## 2. Faster", "## 3. Memory", "## 4. Longer context"):
+    for heading in ("## 1. Same curve", "## 2. Faster", "## 3. Memory", "## 4. Longer context", "## 5. Generation"):
         assert heading in report
     parts = {json.loads(line)["part"] for line in open(tmp_path / "train.jsonl")}
-    assert parts == {"same_curve", "speed", "memory", "longer_context"}
+    assert parts == {"same_curve", "speed", "memory", "longer_context", "generation"}
+    assert "greedy tokens identical" in report
     assert "over the cap" in report  # the smoke setting's cap is 1 MiB: standard stops, flash goes on
