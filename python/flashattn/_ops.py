@@ -50,6 +50,16 @@ OPTIONS = (
 )
 OPTION_NAMES = tuple(name for name, _, _ in OPTIONS)
 OPTION_DEFAULTS = {name: default for name, _, default in OPTIONS}
+
+
+def option_values(**changes):
+    """The operators' option arguments in schema order: the defaults, with `changes`."""
+    unknown = changes.keys() - OPTION_DEFAULTS.keys()
+    if unknown:
+        raise TypeError(f"flashattn: unknown options {sorted(unknown)}")
+    return [changes.get(name, default) for name, default in OPTION_DEFAULTS.items()]
+
+
 _TENSOR_OPTIONS = tuple(i for i, (_, kind, _) in enumerate(OPTIONS) if kind.startswith("Tensor"))
 _BIAS = OPTION_NAMES.index("bias")
 _SEED_MASK = (1 << 64) - 1
@@ -231,12 +241,9 @@ def _kvcache_cpu(q, k_cache, v_cache, cache_seqlens, k_new, v_new, rotary_cos, r
                  softcap, num_splits, num_threads):
     out = torch.empty(q.shape, dtype=q.dtype)
     lse = torch.empty(_lse_shape(q), dtype=torch.float32)
-    o = _C.Options()
-    o.softmax_scale, o.causal, o.window_left, o.window_right = softmax_scale, causal, window_left, window_right
-    o.softcap, o.num_splits = softcap, num_splits
-    o.num_threads = num_threads or torch.get_num_threads()
-    if alibi_slopes is not None:
-        o.alibi_slopes = _plain(alibi_slopes)
+    o = _options(option_values(alibi_slopes=alibi_slopes, softmax_scale=softmax_scale, causal=causal,
+                               window_left=window_left, window_right=window_right, softcap=softcap,
+                               num_splits=num_splits, num_threads=num_threads))
     tensors = [None if t is None else _plain(t) for t in (q, k_cache, v_cache, out, lse, cache_seqlens, k_new,
                                                            v_new, rotary_cos, rotary_sin, cache_batch_idx, block_table)]
     _C.forward_with_kvcache(*tensors[:10], rotary_interleaved, *tensors[10:], o)

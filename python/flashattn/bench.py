@@ -93,7 +93,7 @@ class Case:
         q, k, v = (t.detach() for t in self.bshd)
         out = torch.empty_like(q)
         lse = torch.empty(q.shape[0], q.shape[2], q.shape[1])
-        options = _ops._options([dict(_ops.OPTION_DEFAULTS, causal=self.causal)[n] for n in _ops.OPTION_NAMES])
+        options = _ops._options(_ops.option_values(causal=self.causal))
         return lambda: _C.forward(q, k, v, out, lse, options)
 
 

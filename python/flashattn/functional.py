@@ -15,7 +15,7 @@ from enum import Enum
 import torch
 
 from . import _C
-from ._ops import OPTION_DEFAULTS, OPTION_NAMES, attention_forward, kvcache_forward
+from ._ops import attention_forward, kvcache_forward, option_values
 
 SUPPORTED_DTYPES = (torch.float32,)
 
@@ -153,8 +153,7 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         doc_q, doc_k = document_ids
         _check_optional("document_ids[0]", doc_q, _INT32)
         _check_optional("document_ids[1]", doc_k, _INT32)
-    options = dict(OPTION_DEFAULTS)
-    options.update(
+    options = dict(
         softmax_scale=None if softmax_scale is None else float(softmax_scale), causal=bool(causal),
         window_left=int(window_size[0]), window_right=int(window_size[1]), top_left=alignment == "top_left",
         prefix_length=int(prefix_length), softcap=float(softcap), alibi_slopes=alibi_slopes,
@@ -172,13 +171,13 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
 
 
 def _call(q, k, v, options, dropout_seed, return_lse):
-    if options["dropout_p"] > 0.0:
+    if options.get("dropout_p", 0.0) > 0.0:
         if dropout_seed is None:  # torch's generator decides: torch.manual_seed reproduces a run
             options["seed"] = torch.randint(0, 2**62, (), dtype=torch.int64)
         else:  # the seed's 64 bits, as the int64 the schema carries
             seed = int(dropout_seed) & ((1 << 64) - 1)
             options["seed"] = torch.tensor(seed - (1 << 64) if seed >= 1 << 63 else seed, dtype=torch.int64)
-    out, lse = attention_forward(q, k, v, [options[name] for name in OPTION_NAMES])
+    out, lse = attention_forward(q, k, v, option_values(**options))
     return (out, lse) if return_lse else out
 
 
@@ -225,8 +224,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     _check_optional("cu_seqlens_q", cu_seqlens_q, _INT32)
     _check_optional("cu_seqlens_k", cu_seqlens_k, _INT32)
     _check_optional("alibi_slopes", alibi_slopes, (torch.float32,))
-    options = dict(OPTION_DEFAULTS)
-    options.update(
+    options = dict(
         cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=int(max_seqlen_q),
         max_seqlen_k=int(max_seqlen_k), softmax_scale=None if softmax_scale is None else float(softmax_scale),
         causal=bool(causal), window_left=int(window_size[0]), window_right=int(window_size[1]),

@@ -9,12 +9,7 @@ import torch
 import torch.nn as nn
 
 import flashattn
-from flashattn._ops import OPTION_DEFAULTS, OPTION_NAMES
-
-
-def options(**changes):
-    o = dict(OPTION_DEFAULTS, **changes)
-    return [o[name] for name in OPTION_NAMES]
+from flashattn._ops import option_values as options
 
 
 def leaves(*shapes):
