@@ -10,6 +10,7 @@ packages=(
   nlohmann-json3-dev       # flashattn bench --compare reads JSON lines
   gnuplot-nox              # the benchmark report's plots
   valgrind linux-perf      # flashattn io: measured memory traffic (cachegrind, or hardware counters)
+  libopenmpi-dev openmpi-bin  # flashattn::ring: ring attention over MPI, its tests run through mpirun
 )
 
 missing=()

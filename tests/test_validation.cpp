@@ -99,6 +99,8 @@ const BadInput kBadInputs[] = {
     {"dtype", [](Args& a) { a.v.dtype = DType::bf16; }, "v: dtype bf16 is not supported yet"},
     {"out_overlaps", [](Args& a) { a.out.stride[1] = 0; }, "out: output elements overlap", true},
     {"threads_negative", [](Args& a) { a.options.num_threads = -1; }, "options.num_threads"},
+    {"dropout_offset_q_negative", [](Args& a) { a.options.dropout_offset_q = -1; }, "options.dropout_offset_q"},
+    {"dropout_offset_k_negative", [](Args& a) { a.options.dropout_offset_k = -4; }, "options.dropout_offset_k"},
     // Sizes and offsets near the 64-bit limit.
     {"batch_count_overflows", [](Args& a) { a.q.shape[0] = std::int64_t{1} << 62; }, "q: the element count of shape"},
     {"seqlen_count_overflows", [](Args& a) { a.q.shape[1] = std::int64_t{1} << 62; }, "q: the element count of shape"},

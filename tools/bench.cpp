@@ -73,6 +73,8 @@ JSON lines instead (`flashattn bench --compare --help`).
                      with a relative-position score_mod callable (s − 0.01 (q − kv));
                      kvcache (decode only) is forward_with_kvcache appending the call's
                      new tokens into the cache, then attending it
+                     ring runs alone: ring attention over MPI (mpirun -np P flashattn
+                     bench --impl ring --help)
   --pass LIST        fwd,bwd,fwdbwd,decode (default: all four). decode is its own suite:
                      one call per generated token, --seqlen new queries per head (default
                      1) against a KV cache of --seqlen-k keys (default 1K,8K,32K,128K) for
@@ -378,7 +380,12 @@ int bench_main(int argc, char** argv) {
     }
     for (int i = 0; i < argc; ++i) cfg.command_line += (i ? " " : "flashattn ") + std::string(argv[i]);
     const std::vector<std::string> impls =
-        args.words("impl", {"flash", "standard", "blocksparse"}, {"flash", "standard", "blocksparse", "maskmod", "scoremod", "kvcache"});
+        args.words("impl", {"flash", "standard", "blocksparse"},
+                   {"flash", "standard", "blocksparse", "maskmod", "scoremod", "kvcache", "ring"});
+    if (std::find(impls.begin(), impls.end(), "ring") != impls.end()) {
+      if (impls.size() > 1) throw UsageError("--impl ring runs alone (under mpirun: see --impl ring --help)");
+      return ring_bench_main(argc, argv);
+    }
     for (const std::string& impl : impls) {
       if (impl != "kvcache") cfg.impls.push_back(impl);
     }
@@ -820,5 +827,11 @@ int bench_main(int argc, char** argv) {
   }
   return 0;
 }
+
+#if !defined(FLASHATTN_HAS_RING)
+int ring_bench_main(int, char**) {
+  throw UsageError("--impl ring: this build has no flashattn::ring (MPI was not found when it was configured)");
+}
+#endif
 
 }  // namespace flashattn::cli

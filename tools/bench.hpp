@@ -149,4 +149,8 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
 // the fraction of the measured read bandwidth; "" without decode rows.
 std::string decode_table(const std::vector<Record>& records, bool markdown);
 
+// `flashattn bench --impl ring` (bench_ring.cpp): ring attention over MPI; in a build
+// without MPI it says so.
+int ring_bench_main(int argc, char** argv);
+
 }  // namespace flashattn::cli

@@ -98,6 +98,11 @@ struct AttentionOptions {
   const std::int32_t* key_lengths = nullptr;
   float dropout_p = 0.0f;              // probability of dropping, in [0, 1)
   std::uint64_t seed = 0;              // dropout seed; backward must get the same one
+  // Where this call's scores sit in a longer sequence, for dropout only: score (i, j) draws
+  // Z for (i + dropout_offset_q, j + dropout_offset_k), so slices of one sequence computed
+  // separately (ring attention, flashattn/ring.hpp) draw the whole sequence's mask. >= 0.
+  std::int64_t dropout_offset_q = 0;
+  std::int64_t dropout_offset_k = 0;
   int num_threads = 0;                 // 0: OpenMP's default
   std::optional<Isa> isa;              // force a kernel build (default: default_isa())
   // Tile sizes (queries, keys) for experiments; 0 derives them from the cache sizes.

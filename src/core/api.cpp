@@ -52,7 +52,7 @@ extern "C" std::uint64_t flashattn_abi_fingerprint() {
         at(o, o.num_threads), at(o, o.isa), at(o, o.block_q), at(o, o.block_k), at(o, o.block_mask),
         at(o, o.document_ids_q), at(o, o.document_ids_k), at(o, o.mask), at(o, o.softcap), at(o, o.alibi_slopes),
         at(o, o.alibi_batch_stride), at(o, o.bias), at(o, o.dbias), at(o, o.varlen), at(o, o.score_mod),
-        at(o, o.forward_kernel), at(o, o.num_splits)}) {
+        at(o, o.forward_kernel), at(o, o.num_splits), at(o, o.dropout_offset_q), at(o, o.dropout_offset_k)}) {
     mix(v);
   }
   mix(sizeof(Algorithm));

@@ -44,6 +44,7 @@ struct Problem {
   std::uint64_t seed = 0;
   std::uint32_t dropout_threshold = 0;  // a score is kept iff its Philox word >= this
   float keep_scale = 1.0f;              // 1 / (1 - dropout_p)
+  std::int64_t dropout_offset_q = 0, dropout_offset_k = 0;  // added to (i, j) for dropout only
   int num_threads = 1;                  // resolved: >= 1
   Isa isa = Isa::portable;
   int block_q = 0, block_k = 0;  // 0: derive from the caches

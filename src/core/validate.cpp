@@ -349,6 +349,8 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
   if (!(o.dropout_p >= 0.0f && o.dropout_p < 1.0f)) {
     c.fail("options.dropout_p", "must be in [0, 1), got " + std::to_string(o.dropout_p));
   }
+  if (o.dropout_offset_q < 0) c.fail("options.dropout_offset_q", "must be >= 0");
+  if (o.dropout_offset_k < 0) c.fail("options.dropout_offset_k", "must be >= 0");
   if (o.num_threads < 0) c.fail("options.num_threads", "must be >= 0 (0: OpenMP's default)");
   constexpr int kMaxBlock = 4096;
   if (o.block_q < 0 || o.block_q > kMaxBlock || o.block_k < 0 || o.block_k > kMaxBlock) {
@@ -417,6 +419,8 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
   p.seed = o.seed;
   p.dropout_threshold = dropout_threshold(o.dropout_p);
   p.keep_scale = 1.0f / (1.0f - o.dropout_p);
+  p.dropout_offset_q = o.dropout_offset_q;
+  p.dropout_offset_k = o.dropout_offset_k;
   p.num_threads = o.num_threads > 0 ? o.num_threads : omp_get_max_threads();
   p.isa = isa;
   p.block_q = o.block_q;

@@ -67,7 +67,7 @@ double modifier_derivative(const Problem& p, i64 b, i64 h, i64 i, i64 j, double 
 
 double dropout_factor(const Problem& p, i64 b, i64 h, i64 i, i64 j) {
   if (p.dropout_p == 0.0f) return 1.0;
-  return dropout_keep(p.seed, p.dropout_p, p.batch_base + b, h, i, j) ? 1.0 / (1.0 - double(p.dropout_p)) : 0.0;
+  return dropout_keep(p.seed, p.dropout_p, p.batch_base + b, h, p.dropout_offset_q + i, p.dropout_offset_k + j) ? 1.0 / (1.0 - double(p.dropout_p)) : 0.0;
 }
 
 // p_j for keys 0 .. key_end(b, i) − 1 of row i (0 where the window or block mask hides j);

@@ -156,7 +156,8 @@ void standard_forward(const Problem& p) {
         for (i64 j = visible; j < nk; ++j) row[j] = 0.0f;
         p.lse.at(b, h, i) = visible == 0 ? kNegInf : max + std::log(sum);
         if (p.dropout_threshold != 0) {
-          kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
+          kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, p.dropout_offset_q + i, p.dropout_offset_k,
+                                  p.dropout_threshold, p.keep_scale);
           for (i64 j = 0; j < nk; ++j) row[j] *= z[j];
         }
       }
@@ -226,7 +227,8 @@ void standard_backward(const Problem& p) {
         float delta = 0.0f;
         for (i64 e = 0; e < d; ++e) delta += o[e] * dorow[e];
         if (p.dropout_threshold != 0) {  // dP ∘ Z now, P ∘ Z once dS is made
-          kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, i, 0, p.dropout_threshold, p.keep_scale);
+          kernels.dropout_factors(z.data(), nk, p.seed, p.batch_base + b, h, p.dropout_offset_q + i, p.dropout_offset_k,
+                                  p.dropout_threshold, p.keep_scale);
           for (i64 j = 0; j < nk; ++j) grow[j] *= z[j];
         }
         for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);

@@ -1,0 +1,430 @@
+// bench_ring.cpp — `mpirun -np P flashattn bench --impl ring`: ring attention against the
+// single-node call at the same total length, how much communication the compute hides,
+// the causal balance of each layout, per-rank memory, and the scaling model fed by the
+// rates measured here.
+//
+// Each rank makes its own slice's random inputs (no rank ever holds the whole sequence).
+// The single-node call runs on rank 0 with every rank's threads while the others wait
+// without spinning. Transfers alone (the same K/V messages round the ring, no compute) give
+// the communication time that overlap is measured against:
+//   overlap = 1 − exposed wait / transfers alone   (1: fully hidden).
+#include <sys/resource.h>
+
+#include <mpi.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <new>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "args.hpp"
+#include "bench.hpp"
+#include "flashattn/ring.hpp"
+
+namespace flashattn::cli {
+namespace {
+
+using i64 = std::int64_t;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+constexpr const char* kRingUsage = R"(usage: mpirun -np P flashattn bench --impl ring [options]
+
+Ring attention (flashattn::ring) over P ranks against one process's flash call on the
+whole sequence; JSON lines carry the bench's fields plus ranks, layout, bytes_sent,
+comm_ms, comm_alone_ms, overlap, compute_imbalance, peak_rss_mb.
+
+  --seqlen LIST       total sequence lengths (default 4096,8192)
+  --batch B           default 1
+  --heads H           default 8
+  --heads-k HK        default: heads
+  --headdim D         default 64
+  --causal            causal attention
+  --layout LIST       contiguous,zigzag (default both)
+  --pass LIST         fwd,bwd (default both; bwd times the backward alone)
+  --runs R            timed runs per case, median reported (default 3)
+  --threads T         threads per rank (default: OpenMP's default)
+  --memory-cap-mb M   cap every process's data memory (RLIMIT_DATA) at M MiB: a single-node
+                      call that does not fit is reported as such, the ring still runs
+  --no-single         skip the single-node comparison
+  --model             print the scaling model (predicted step time and efficiency for 8 to
+                      1024 nodes, 100-400 Gb/s links) from the rates measured here
+  --json FILE|-       also write one JSON object per line (- for stdout, then no table)
+)";
+
+struct RingConfig {
+  std::vector<i64> seqlens;
+  i64 batch = 1, heads = 8, heads_k = 8, headdim = 64;
+  bool causal = false, single = true, model = false;
+  std::vector<ring::Layout> layouts;
+  std::vector<std::string> passes;
+  int runs = 3, threads = 0;
+  i64 memory_cap_mb = 0;
+  std::string json;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
+}
+
+double peak_rss_mb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// Waits at a barrier without spinning a core (the single-node call needs them all).
+void quiet_barrier(MPI_Comm comm) {
+  MPI_Request request;
+  MPI_Ibarrier(comm, &request);
+  int done = 0;
+  while (!done) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (!done) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+// A BSHD f32 tensor owned here.
+struct Owned {
+  std::vector<float> data;
+  TensorView view;
+  Owned(i64 b, i64 s, i64 h, i64 d, std::mt19937_64* rng) {
+    data.assign(static_cast<std::size_t>(b * s * h * std::max<i64>(d, 1)), 0.0f);
+    view = d > 0 ? TensorView::contiguous(data.data(), {b, s, h, d}) : TensorView::contiguous(data.data(), {b, s, h});
+    if (rng != nullptr) {
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      for (float& x : data) x = u(*rng);
+    }
+  }
+};
+
+// FlashAttention's count: forward 4·B·H·N²·d, halved for causal; backward 2.5× forward.
+double gflop(const RingConfig& c, i64 n, const std::string& pass) {
+  const double fwd = 4.0 * c.batch * c.heads * double(n) * n * c.headdim * (c.causal ? 0.5 : 1.0);
+  return (pass == "bwd" ? 2.5 * fwd : fwd) / 1e9;
+}
+
+struct Measured {
+  double ms = 0, ms_min = 0, ms_max = 0;  // ring call, slowest rank, over runs
+  double compute_ms = 0, wait_ms = 0;      // max over ranks (median run)
+  double compute_imbalance = 0;            // max / mean of the ranks' compute
+  i64 bytes_sent = 0;                      // all ranks
+  double comm_alone_ms = 0;                // the same transfers, no compute
+  double single_ms = -1;                   // −1: not run; −2: did not fit
+  double peak_rss_mb = 0;                  // max over ranks
+  double rank_gflops = 0;                  // the ranks' kernel rate (work / compute time)
+};
+
+// The same K/V messages round the ring as a forward (or, bwd, with the dK/dV ones), alone.
+double transfers_alone_ms(MPI_Comm comm, i64 floats_per_step, bool with_grads, int steps) {
+  int size = 0, rank = 0;
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(comm, &rank);
+  if (size == 1) return 0.0;
+  std::vector<float> a(static_cast<std::size_t>(floats_per_step)), b(a.size());
+  const int right = (rank + 1) % size, left = (rank + size - 1) % size;
+  MPI_Barrier(comm);
+  const auto t0 = Clock::now();
+  for (int s = 0; s < steps * (with_grads ? 2 : 1); ++s) {
+    MPI_Sendrecv(a.data(), static_cast<int>(floats_per_step), MPI_FLOAT, right, 7, b.data(),
+                 static_cast<int>(floats_per_step), MPI_FLOAT, left, 7, comm, MPI_STATUS_IGNORE);
+    std::swap(a, b);
+  }
+  const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  double slowest = 0;
+  MPI_Allreduce(&ms, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return slowest;
+}
+
+Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::string& pass, MPI_Comm comm) {
+  int P = 0, rank = 0;
+  MPI_Comm_size(comm, &P);
+  MPI_Comm_rank(comm, &rank);
+  Measured m;
+  AttentionOptions o;
+  o.causal = c.causal;
+  o.num_threads = c.threads;
+  // Setup: this rank's slice, random, its own seed.
+  const i64 rows = ring::local_length(layout, n, P, rank);
+  std::mt19937_64 rng(static_cast<std::uint64_t>(1000 + rank));
+  Owned q(c.batch, rows, c.heads, c.headdim, &rng), k(c.batch, rows, c.heads_k, c.headdim, &rng),
+      v(c.batch, rows, c.heads_k, c.headdim, &rng), dout(c.batch, rows, c.heads, c.headdim, &rng);
+  Owned out(c.batch, rows, c.heads, c.headdim, nullptr), lse(c.batch, c.heads, rows, 0, nullptr);
+  std::vector<Owned> grads;
+  if (pass == "bwd") {
+    grads.emplace_back(c.batch, rows, c.heads, c.headdim, nullptr);
+    grads.emplace_back(c.batch, rows, c.heads_k, c.headdim, nullptr);
+    grads.emplace_back(c.batch, rows, c.heads_k, c.headdim, nullptr);
+    ring::forward(comm, q.view, k.view, v.view, out.view, lse.view, o, layout);
+  }
+  auto call = [&](ring::Stats* s) {
+    if (pass == "fwd") {
+      ring::forward(comm, q.view, k.view, v.view, out.view, lse.view, o, layout, s);
+    } else {
+      ring::backward(comm, dout.view, q.view, k.view, v.view, out.view, lse.view, grads[0].view, grads[1].view,
+                     grads[2].view, o, layout, s);
+    }
+  };
+  // Main loop: a warm-up, then the runs; each run's time is its slowest rank's.
+  call(nullptr);
+  std::vector<double> ms, compute, wait;
+  std::vector<ring::Stats> all;
+  for (int run = 0; run < c.runs; ++run) {
+    MPI_Barrier(comm);
+    ring::Stats s;
+    call(&s);
+    double slowest = 0, max_compute = 0, max_wait = 0;
+    MPI_Allreduce(&s.total_ms, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm);
+    MPI_Allreduce(&s.compute_ms, &max_compute, 1, MPI_DOUBLE, MPI_MAX, comm);
+    MPI_Allreduce(&s.wait_ms, &max_wait, 1, MPI_DOUBLE, MPI_MAX, comm);
+    ms.push_back(slowest);
+    compute.push_back(max_compute);
+    wait.push_back(max_wait);
+    all.push_back(s);
+  }
+  m.ms = median(ms);
+  m.ms_min = *std::min_element(ms.begin(), ms.end());
+  m.ms_max = *std::max_element(ms.begin(), ms.end());
+  m.compute_ms = median(compute);
+  m.wait_ms = median(wait);
+  const ring::Stats& last = all.back();
+  double mine_compute = median([&] {
+    std::vector<double> x;
+    for (const ring::Stats& s : all) x.push_back(s.compute_ms);
+    return x;
+  }());
+  double sum_compute = 0;
+  MPI_Allreduce(&mine_compute, &sum_compute, 1, MPI_DOUBLE, MPI_SUM, comm);
+  m.compute_imbalance = sum_compute > 0 ? m.compute_ms / (sum_compute / P) : 1.0;
+  m.rank_gflops = sum_compute > 0 ? gflop(c, n, pass) / (sum_compute / 1e3) : 0.0;
+  i64 sent = last.bytes_sent;
+  MPI_Allreduce(&sent, &m.bytes_sent, 1, MPI_INT64_T, MPI_SUM, comm);
+  // Transfers alone: the largest slice's K and V (and dK, dV in the backward), P − 1 steps.
+  const i64 max_rows = ring::local_length(layout, n, P, 0);
+  m.comm_alone_ms = transfers_alone_ms(comm, 2 * c.batch * max_rows * c.heads_k * c.headdim, pass == "bwd", P - 1);
+  double rss = peak_rss_mb();
+  MPI_Allreduce(&rss, &m.peak_rss_mb, 1, MPI_DOUBLE, MPI_MAX, comm);
+
+  // The single-node call on the whole sequence, rank 0, every rank's threads.
+  if (c.single) {
+    if (rank == 0) {
+      int threads = c.threads > 0 ? c.threads : 1;
+      if (c.threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+      else threads *= P;
+      AttentionOptions so = o;
+      so.num_threads = threads;
+      try {
+        std::mt19937_64 whole_rng(7);
+        Owned wq(c.batch, n, c.heads, c.headdim, &whole_rng), wk(c.batch, n, c.heads_k, c.headdim, &whole_rng),
+            wv(c.batch, n, c.heads_k, c.headdim, &whole_rng), wo(c.batch, n, c.heads, c.headdim, nullptr),
+            wl(c.batch, c.heads, n, 0, nullptr);
+        std::vector<Owned> wg;
+        if (pass == "bwd") {
+          wg.emplace_back(c.batch, n, c.heads, c.headdim, &whole_rng);  // dout
+          wg.emplace_back(c.batch, n, c.heads, c.headdim, nullptr);
+          wg.emplace_back(c.batch, n, c.heads_k, c.headdim, nullptr);
+          wg.emplace_back(c.batch, n, c.heads_k, c.headdim, nullptr);
+          flashattn::forward(wq.view, wk.view, wv.view, wo.view, wl.view, so);
+        }
+        auto single = [&] {
+          if (pass == "fwd") {
+            flashattn::forward(wq.view, wk.view, wv.view, wo.view, wl.view, so);
+          } else {
+            flashattn::backward(wg[0].view, wq.view, wk.view, wv.view, wo.view, wl.view, wg[1].view, wg[2].view,
+                                wg[3].view, so);
+          }
+        };
+        single();
+        std::vector<double> t;
+        for (int run = 0; run < c.runs; ++run) {
+          const auto t0 = Clock::now();
+          single();
+          t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        }
+        m.single_ms = median(t);
+      } catch (const std::bad_alloc&) {
+        m.single_ms = -2;
+      }
+    }
+    quiet_barrier(comm);
+    MPI_Bcast(&m.single_ms, 1, MPI_DOUBLE, 0, comm);
+  }
+  return m;
+}
+
+json record(const RingConfig& c, i64 n, ring::Layout layout, const std::string& pass, int P, const Measured& m) {
+  json j;
+  j["impl"] = "ring";
+  j["pass"] = pass;
+  j["variant"] = "plain";
+  j["batch"] = c.batch;
+  j["seqlen"] = n;
+  j["seqlen_k"] = n;
+  j["heads"] = c.heads;
+  j["heads_k"] = c.heads_k;
+  j["headdim"] = c.headdim;
+  j["causal"] = c.causal;
+  j["ranks"] = P;
+  j["layout"] = ring::to_string(layout);
+  j["threads_per_rank"] = c.threads;
+  j["ms"] = m.ms;
+  j["ms_min"] = m.ms_min;
+  j["ms_max"] = m.ms_max;
+  j["runs"] = c.runs;
+  j["gflops"] = gflop(c, n, pass) / (m.ms / 1e3);
+  j["bytes_sent"] = m.bytes_sent;
+  j["comm_ms"] = m.wait_ms;
+  j["comm_alone_ms"] = m.comm_alone_ms;
+  j["overlap"] = m.comm_alone_ms > 0 ? std::clamp(1.0 - m.wait_ms / m.comm_alone_ms, 0.0, 1.0) : 1.0;
+  j["compute_ms"] = m.compute_ms;
+  j["compute_imbalance"] = m.compute_imbalance;
+  j["rank_gflops"] = m.rank_gflops;
+  j["peak_rss_mb"] = m.peak_rss_mb;
+  if (m.single_ms > 0) {
+    j["single_ms"] = m.single_ms;
+    j["speedup_vs_single"] = m.single_ms / m.ms;
+  } else if (m.single_ms == -2) {
+    j["single_ms"] = nullptr;
+    j["single_fits"] = false;
+  }
+  if (c.memory_cap_mb > 0) j["memory_cap_mb"] = c.memory_cap_mb;
+  return j;
+}
+
+// The scaling model. Per ring step a node computes its (N/P)² block and moves one K/V
+// slice: t_compute = f · 4·B·H·(N/P)²·d / F (f = 1/2 causal, balanced by zigzag),
+// t_transfer = 2·B·Hk·(N/P)·d·bytes / W. With the transfer posted before the compute the
+// step takes max of the two; a forward takes P steps. Hidden when t_compute >= t_transfer,
+// i.e. N/P >= 2·Hk·bytes·F / (4·f·H·W).
+void print_model(const RingConfig& c, double node_gflops, std::ostream& os) {
+  const double bytes = 4.0;  // f32 today; bf16 halves the transfer
+  const double f = c.causal ? 0.5 : 1.0, F = node_gflops * 1e9;
+  os << "\nScaling model (forward; F = " << node_gflops << " GFLOP/s per node measured here, B=" << c.batch
+     << " H=" << c.heads << " Hk=" << c.heads_k << " d=" << c.headdim << (c.causal ? ", causal" : "") << ", f32)\n";
+  for (double gbit : {100.0, 200.0, 400.0}) {
+    const double W = gbit * 1e9 / 8;
+    const double n_hidden = 2.0 * c.heads_k * bytes * F / (4.0 * f * c.heads * W);
+    os << "  link " << gbit << " Gb/s: communication hidden when N/P >= " << std::ceil(n_hidden) << " tokens\n";
+  }
+  os << "  N        nodes  link    step ms   forward s  efficiency\n";
+  for (double n : {131072.0, 1048576.0, 10485760.0}) {
+    for (int nodes : {8, 64, 1024}) {
+      for (double gbit : {100.0, 400.0}) {
+        const double W = gbit * 1e9 / 8, slice = n / nodes;
+        const double tc = f * 4.0 * c.batch * c.heads * slice * slice * c.headdim / F;
+        const double tx = 2.0 * c.batch * c.heads_k * slice * c.headdim * bytes / W;
+        const double step = std::max(tc, tx);
+        char line[160];
+        std::snprintf(line, sizeof line, "  %-8.0f %5d  %3.0f    %9.3f  %9.3f  %6.1f%%\n", n, nodes, gbit, step * 1e3,
+                      step * nodes, 100.0 * tc / step);
+        os << line;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int ring_bench_main(int argc, char** argv) {
+  RingConfig c;
+  {
+    Args args(argc, argv);
+    if (args.flag("help")) {
+      std::cout << kRingUsage;
+      return 0;
+    }
+    args.words("impl", {"ring"}, {"ring"});
+    c.seqlens = args.integers("seqlen", {4096, 8192}, 1, i64{1} << 32);
+    c.batch = args.integer("batch", 1, 1, 1 << 20);
+    c.heads = args.integer("heads", 8, 1, 1 << 16);
+    c.heads_k = args.integer("heads-k", c.heads, 1, 1 << 16);
+    if (c.heads % c.heads_k != 0) throw UsageError("--heads-k must divide --heads");
+    c.headdim = args.integer("headdim", 64, 1, kMaxHeadDim);
+    c.causal = args.flag("causal");
+    for (const std::string& l : args.words("layout", {"contiguous", "zigzag"}, {"contiguous", "zigzag"})) {
+      c.layouts.push_back(l == "zigzag" ? ring::Layout::zigzag : ring::Layout::contiguous);
+    }
+    c.passes = args.words("pass", {"fwd", "bwd"}, {"fwd", "bwd"});
+    c.runs = static_cast<int>(args.integer("runs", 3, 1, 1000));
+    c.threads = static_cast<int>(args.integer("threads", 0, 0, 1 << 12));
+    c.memory_cap_mb = args.integer("memory-cap-mb", 0, 0, i64{1} << 40);
+    c.single = !args.flag("no-single");
+    c.model = args.flag("model");
+    c.json = args.text("json", "");
+    args.finish();
+  }
+  int provided = 0, initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
+  int P = 0, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (c.memory_cap_mb > 0) {
+    const rlim_t cap = static_cast<rlim_t>(c.memory_cap_mb) << 20;
+    const rlimit limit{cap, cap};
+    setrlimit(RLIMIT_DATA, &limit);
+  }
+  std::ofstream file;
+  std::ostream* json_out = nullptr;
+  if (rank == 0 && !c.json.empty()) {
+    if (c.json == "-") {
+      json_out = &std::cout;
+    } else {
+      file.open(c.json, std::ios::app);
+      if (!file) throw std::runtime_error("cannot open --json file " + c.json);
+      json_out = &file;
+    }
+  }
+  const bool table = rank == 0 && c.json != "-";
+  if (table) {
+    std::printf("ring attention: %d ranks, batch %lld, heads %lld/%lld, headdim %lld%s\n", P,
+                static_cast<long long>(c.batch), static_cast<long long>(c.heads), static_cast<long long>(c.heads_k),
+                static_cast<long long>(c.headdim), c.causal ? ", causal" : "");
+    std::printf("%-5s %-10s %8s %10s %10s %8s %9s %9s %8s %9s %9s\n", "pass", "layout", "N", "ring ms", "single ms",
+                "speedup", "comm ms", "alone ms", "overlap", "imbalance", "rss MiB");
+  }
+  double best_rank_gflops = 0;
+  int status = 0;
+  for (i64 n : c.seqlens) {
+    for (const std::string& pass : c.passes) {
+      for (ring::Layout layout : c.layouts) {
+        Measured m;
+        try {
+          m = measure(c, n, layout, pass, MPI_COMM_WORLD);
+        } catch (const std::bad_alloc&) {
+          if (rank == 0) std::fprintf(stderr, "ring: N=%lld does not fit the memory cap per rank\n", static_cast<long long>(n));
+          status = 1;
+          continue;
+        }
+        if (pass == "fwd") best_rank_gflops = std::max(best_rank_gflops, m.rank_gflops);
+        const json j = record(c, n, layout, pass, P, m);
+        if (json_out) *json_out << j.dump() << std::endl;
+        if (table) {
+          char single[32];
+          if (m.single_ms > 0) std::snprintf(single, sizeof single, "%.1f", m.single_ms);
+          else std::snprintf(single, sizeof single, "%s", m.single_ms == -2 ? "over cap" : "-");
+          std::printf("%-5s %-10s %8lld %10.1f %10s %8s %9.1f %9.1f %7.0f%% %9.2f %9.0f\n", pass.c_str(),
+                      ring::to_string(layout), static_cast<long long>(n), m.ms, single,
+                      m.single_ms > 0 ? (std::to_string(m.single_ms / m.ms).substr(0, 4) + "x").c_str() : "-",
+                      m.wait_ms, m.comm_alone_ms, 100.0 * j["overlap"].get<double>(), m.compute_imbalance,
+                      m.peak_rss_mb);
+        }
+      }
+    }
+  }
+  if (c.model && rank == 0) print_model(c, best_rank_gflops, std::cout);
+  MPI_Finalize();
+  return status;
+}
+
+}  // namespace flashattn::cli
