@@ -374,11 +374,6 @@ int bench_main(int argc, char** argv) {
   Config cfg;
   try {
     Args args(argc, argv);
-    if (args.flag("help")) {
-      std::cout << kUsage;
-      return 0;
-    }
-    for (int i = 0; i < argc; ++i) cfg.command_line += (i ? " " : "flashattn ") + std::string(argv[i]);
     const std::vector<std::string> impls =
         args.words("impl", {"flash", "standard", "blocksparse"},
                    {"flash", "standard", "blocksparse", "maskmod", "scoremod", "kvcache", "ring"});
@@ -386,6 +381,11 @@ int bench_main(int argc, char** argv) {
       if (impls.size() > 1) throw UsageError("--impl ring runs alone (under mpirun: see --impl ring --help)");
       return ring_bench_main(argc, argv);
     }
+    if (args.flag("help")) {
+      std::cout << kUsage;
+      return 0;
+    }
+    for (int i = 0; i < argc; ++i) cfg.command_line += (i ? " " : "flashattn ") + std::string(argv[i]);
     for (const std::string& impl : impls) {
       if (impl != "kvcache") cfg.impls.push_back(impl);
     }

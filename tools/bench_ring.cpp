@@ -7,11 +7,12 @@
 // The single-node call runs on rank 0 with every rank's threads while the others wait
 // without spinning. Transfers alone (the same K/V messages round the ring, no compute) give
 // the communication time that overlap is measured against:
-//   overlap = 1 − exposed wait / transfers alone   (1: fully hidden).
-#include <sys/resource.h>
-
+//   exposed = call time (slowest rank) − the busiest rank's local work,
+//   overlap = 1 − exposed / transfers alone   (1: fully hidden).
+// (A rank's own wait time also counts waiting for a slower neighbour, so it is reported
+// beside, as wait_ms, not used for overlap.)
 #include <mpi.h>
-#include <nlohmann/json.hpp>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -20,6 +21,7 @@
 #include <fstream>
 #include <iostream>
 #include <new>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <thread>
@@ -27,6 +29,7 @@
 
 #include "args.hpp"
 #include "bench.hpp"
+#include "core/memory.hpp"
 #include "flashattn/ring.hpp"
 
 namespace flashattn::cli {
@@ -52,8 +55,9 @@ comm_ms, comm_alone_ms, overlap, compute_imbalance, peak_rss_mb.
   --pass LIST         fwd,bwd (default both; bwd times the backward alone)
   --runs R            timed runs per case, median reported (default 3)
   --threads T         threads per rank (default: OpenMP's default)
-  --memory-cap-mb M   cap every process's data memory (RLIMIT_DATA) at M MiB: a single-node
-                      call that does not fit is reported as such, the ring still runs
+  --memory-cap-mb M   cap every process's data memory (RLIMIT_DATA) at M MiB more than it
+                      holds after start-up: a single-node call that does not fit is reported
+                      as such (single_fits false) while the ring may still run
   --no-single         skip the single-node comparison
   --model             print the scaling model (predicted step time and efficiency for 8 to
                       1024 nodes, 100-400 Gb/s links) from the rates measured here
@@ -81,6 +85,20 @@ double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// The process's data segment now (VmData: what RLIMIT_DATA counts), in MiB.
+i64 data_segment_mb() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  i64 kib = 0;
+  while (status >> key) {
+    if (key == "VmData:") {
+      status >> kib;
+      break;
+    }
+  }
+  return kib / 1024;
 }
 
 // Waits at a barrier without spinning a core (the single-node call needs them all).
@@ -116,13 +134,16 @@ double gflop(const RingConfig& c, i64 n, const std::string& pass) {
 
 struct Measured {
   double ms = 0, ms_min = 0, ms_max = 0;  // ring call, slowest rank, over runs
-  double compute_ms = 0, wait_ms = 0;      // max over ranks (median run)
-  double compute_imbalance = 0;            // max / mean of the ranks' compute
-  i64 bytes_sent = 0;                      // all ranks
-  double comm_alone_ms = 0;                // the same transfers, no compute
-  double single_ms = -1;                   // −1: not run; −2: did not fit
-  double peak_rss_mb = 0;                  // max over ranks
-  double rank_gflops = 0;                  // the ranks' kernel rate (work / compute time)
+  double compute_ms = 0, wait_ms = 0;     // max over ranks (median run)
+  double exposed_ms = 0;                  // call time beyond the busiest rank's local work
+  double compute_imbalance = 0;           // max / mean of the ranks' compute
+  i64 bytes_sent = 0;                     // all ranks
+  double comm_alone_ms = 0;               // the same transfers, no compute
+  double single_ms = -1;                  // −1: not run; −2: did not fit
+  double single_memory_mb = 0;            // its tensors and buffers
+  double peak_rss_mb = 0;                 // max over ranks
+  double memory_mb = 0;                   // max over ranks: the slice's tensors + the ring's and kernels' buffers
+  double rank_gflops = 0;                 // the ranks' kernel rate (work / compute time)
 };
 
 // The same K/V messages round the ring as a forward (or, bwd, with the dK/dV ones), alone.
@@ -154,29 +175,48 @@ Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::str
   AttentionOptions o;
   o.causal = c.causal;
   o.num_threads = c.threads;
-  // Setup: this rank's slice, random, its own seed.
+  // Setup: this rank's slice, random, its own seed; every rank must have it before any
+  // enters the ring (a rank short of memory would leave the others waiting).
   const i64 rows = ring::local_length(layout, n, P, rank);
   std::mt19937_64 rng(static_cast<std::uint64_t>(1000 + rank));
-  Owned q(c.batch, rows, c.heads, c.headdim, &rng), k(c.batch, rows, c.heads_k, c.headdim, &rng),
-      v(c.batch, rows, c.heads_k, c.headdim, &rng), dout(c.batch, rows, c.heads, c.headdim, &rng);
-  Owned out(c.batch, rows, c.heads, c.headdim, nullptr), lse(c.batch, c.heads, rows, 0, nullptr);
-  std::vector<Owned> grads;
-  if (pass == "bwd") {
-    grads.emplace_back(c.batch, rows, c.heads, c.headdim, nullptr);
-    grads.emplace_back(c.batch, rows, c.heads_k, c.headdim, nullptr);
-    grads.emplace_back(c.batch, rows, c.heads_k, c.headdim, nullptr);
-    ring::forward(comm, q.view, k.view, v.view, out.view, lse.view, o, layout);
+  std::vector<Owned> t;  // q, k, v, dout, out, lse, then dq, dk, dv for bwd
+  int allocated = 1;
+  try {
+    t.reserve(9);
+    t.emplace_back(c.batch, rows, c.heads, c.headdim, &rng);
+    t.emplace_back(c.batch, rows, c.heads_k, c.headdim, &rng);
+    t.emplace_back(c.batch, rows, c.heads_k, c.headdim, &rng);
+    t.emplace_back(c.batch, pass == "bwd" ? rows : 0, c.heads, c.headdim, &rng);  // dout
+    t.emplace_back(c.batch, rows, c.heads, c.headdim, nullptr);
+    t.emplace_back(c.batch, c.heads, rows, 0, nullptr);
+    if (pass == "bwd") {
+      t.emplace_back(c.batch, rows, c.heads, c.headdim, nullptr);
+      t.emplace_back(c.batch, rows, c.heads_k, c.headdim, nullptr);
+      t.emplace_back(c.batch, rows, c.heads_k, c.headdim, nullptr);
+    }
+  } catch (const std::bad_alloc&) {
+    allocated = 0;
   }
+  MPI_Allreduce(MPI_IN_PLACE, &allocated, 1, MPI_INT, MPI_MIN, comm);
+  if (!allocated) throw std::bad_alloc();
+  i64 tensor_bytes = 0;
+  for (const Owned& x : t) tensor_bytes += static_cast<i64>(x.data.size() * sizeof(float));
+  const Owned &q = t[0], &k = t[1], &v = t[2], &dout = t[3], &out = t[4], &lse = t[5];
+  if (pass == "bwd") ring::forward(comm, q.view, k.view, v.view, out.view, lse.view, o, layout);
   auto call = [&](ring::Stats* s) {
     if (pass == "fwd") {
       ring::forward(comm, q.view, k.view, v.view, out.view, lse.view, o, layout, s);
     } else {
-      ring::backward(comm, dout.view, q.view, k.view, v.view, out.view, lse.view, grads[0].view, grads[1].view,
-                     grads[2].view, o, layout, s);
+      ring::backward(comm, dout.view, q.view, k.view, v.view, out.view, lse.view, t[6].view, t[7].view, t[8].view, o,
+                     layout, s);
     }
   };
-  // Main loop: a warm-up, then the runs; each run's time is its slowest rank's.
+  // Main loop: a warm-up (measuring the ring's own buffers at their peak), then the runs;
+  // each run's time is its slowest rank's.
+  reset_peak_allocated_bytes();
   call(nullptr);
+  const double memory_mb = static_cast<double>(tensor_bytes + peak_allocated_bytes()) / (1 << 20);
+  MPI_Allreduce(&memory_mb, &m.memory_mb, 1, MPI_DOUBLE, MPI_MAX, comm);
   std::vector<double> ms, compute, wait;
   std::vector<ring::Stats> all;
   for (int run = 0; run < c.runs; ++run) {
@@ -197,6 +237,9 @@ Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::str
   m.ms_max = *std::max_element(ms.begin(), ms.end());
   m.compute_ms = median(compute);
   m.wait_ms = median(wait);
+  std::vector<double> exposed;
+  for (std::size_t x = 0; x < ms.size(); ++x) exposed.push_back(std::max(0.0, ms[x] - compute[x]));
+  m.exposed_ms = median(exposed);
   const ring::Stats& last = all.back();
   double mine_compute = median([&] {
     std::vector<double> x;
@@ -219,8 +262,10 @@ Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::str
   if (c.single) {
     if (rank == 0) {
       int threads = c.threads > 0 ? c.threads : 1;
-      if (c.threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
-      else threads *= P;
+      if (c.threads <= 0)
+        threads = std::max(1u, std::thread::hardware_concurrency());
+      else
+        threads *= P;
       AttentionOptions so = o;
       so.num_threads = threads;
       try {
@@ -244,7 +289,12 @@ Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::str
                                 wg[3].view, so);
           }
         };
+        reset_peak_allocated_bytes();
         single();
+        i64 whole_bytes = 0;
+        for (const Owned* x : {&wq, &wk, &wv, &wo, &wl}) whole_bytes += static_cast<i64>(x->data.size() * sizeof(float));
+        for (const Owned& x : wg) whole_bytes += static_cast<i64>(x.data.size() * sizeof(float));
+        m.single_memory_mb = static_cast<double>(whole_bytes + peak_allocated_bytes()) / (1 << 20);
         std::vector<double> t;
         for (int run = 0; run < c.runs; ++run) {
           const auto t0 = Clock::now();
@@ -258,6 +308,7 @@ Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::str
     }
     quiet_barrier(comm);
     MPI_Bcast(&m.single_ms, 1, MPI_DOUBLE, 0, comm);
+    MPI_Bcast(&m.single_memory_mb, 1, MPI_DOUBLE, 0, comm);
   }
   return m;
 }
@@ -283,13 +334,16 @@ json record(const RingConfig& c, i64 n, ring::Layout layout, const std::string& 
   j["runs"] = c.runs;
   j["gflops"] = gflop(c, n, pass) / (m.ms / 1e3);
   j["bytes_sent"] = m.bytes_sent;
-  j["comm_ms"] = m.wait_ms;
+  j["comm_ms"] = m.exposed_ms;
+  j["wait_ms"] = m.wait_ms;
   j["comm_alone_ms"] = m.comm_alone_ms;
-  j["overlap"] = m.comm_alone_ms > 0 ? std::clamp(1.0 - m.wait_ms / m.comm_alone_ms, 0.0, 1.0) : 1.0;
+  j["overlap"] = m.comm_alone_ms > 0 ? std::clamp(1.0 - m.exposed_ms / m.comm_alone_ms, 0.0, 1.0) : 1.0;
   j["compute_ms"] = m.compute_ms;
   j["compute_imbalance"] = m.compute_imbalance;
   j["rank_gflops"] = m.rank_gflops;
   j["peak_rss_mb"] = m.peak_rss_mb;
+  j["memory_mb"] = m.memory_mb;
+  if (m.single_memory_mb > 0) j["single_memory_mb"] = m.single_memory_mb;
   if (m.single_ms > 0) {
     j["single_ms"] = m.single_ms;
     j["speedup_vs_single"] = m.single_ms / m.ms;
@@ -369,8 +423,8 @@ int ring_bench_main(int argc, char** argv) {
   int P = 0, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (c.memory_cap_mb > 0) {
-    const rlim_t cap = static_cast<rlim_t>(c.memory_cap_mb) << 20;
+  if (c.memory_cap_mb > 0) {  // on top of what the process holds already (MPI, OpenBLAS, OpenMP)
+    const rlim_t cap = static_cast<rlim_t>(data_segment_mb() + c.memory_cap_mb) << 20;
     const rlimit limit{cap, cap};
     setrlimit(RLIMIT_DATA, &limit);
   }
@@ -391,7 +445,7 @@ int ring_bench_main(int argc, char** argv) {
                 static_cast<long long>(c.batch), static_cast<long long>(c.heads), static_cast<long long>(c.heads_k),
                 static_cast<long long>(c.headdim), c.causal ? ", causal" : "");
     std::printf("%-5s %-10s %8s %10s %10s %8s %9s %9s %8s %9s %9s\n", "pass", "layout", "N", "ring ms", "single ms",
-                "speedup", "comm ms", "alone ms", "overlap", "imbalance", "rss MiB");
+                "speedup", "comm ms", "alone ms", "overlap", "imbalance", "mem MiB");
   }
   double best_rank_gflops = 0;
   int status = 0;
@@ -402,7 +456,8 @@ int ring_bench_main(int argc, char** argv) {
         try {
           m = measure(c, n, layout, pass, MPI_COMM_WORLD);
         } catch (const std::bad_alloc&) {
-          if (rank == 0) std::fprintf(stderr, "ring: N=%lld does not fit the memory cap per rank\n", static_cast<long long>(n));
+          if (rank == 0)
+            std::fprintf(stderr, "ring: N=%lld does not fit the memory cap per rank\n", static_cast<long long>(n));
           status = 1;
           continue;
         }
@@ -411,13 +466,15 @@ int ring_bench_main(int argc, char** argv) {
         if (json_out) *json_out << j.dump() << std::endl;
         if (table) {
           char single[32];
-          if (m.single_ms > 0) std::snprintf(single, sizeof single, "%.1f", m.single_ms);
-          else std::snprintf(single, sizeof single, "%s", m.single_ms == -2 ? "over cap" : "-");
+          if (m.single_ms > 0)
+            std::snprintf(single, sizeof single, "%.1f", m.single_ms);
+          else
+            std::snprintf(single, sizeof single, "%s", m.single_ms == -2 ? "over cap" : "-");
           std::printf("%-5s %-10s %8lld %10.1f %10s %8s %9.1f %9.1f %7.0f%% %9.2f %9.0f\n", pass.c_str(),
                       ring::to_string(layout), static_cast<long long>(n), m.ms, single,
                       m.single_ms > 0 ? (std::to_string(m.single_ms / m.ms).substr(0, 4) + "x").c_str() : "-",
-                      m.wait_ms, m.comm_alone_ms, 100.0 * j["overlap"].get<double>(), m.compute_imbalance,
-                      m.peak_rss_mb);
+                      m.exposed_ms, m.comm_alone_ms, 100.0 * j["overlap"].get<double>(), m.compute_imbalance,
+                      m.memory_mb);
         }
       }
     }

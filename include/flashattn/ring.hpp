@@ -55,13 +55,13 @@ void unshard(const TensorView& local, const TensorView& whole, int seq_dim, Layo
 
 // What a call did on this rank (optional out-parameter), for benchmarks.
 struct Stats {
-  std::int64_t bytes_sent = 0;  // by this rank
-  double compute_ms = 0;        // in the local kernels and merges
-  double wait_ms = 0;           // blocked on communication after the step's compute (exposed)
-  double total_ms = 0;          // the whole call
-  int steps = 0;                // ring steps (= ranks)
-  int pairs = 0;                // (query chunk, key chunk) kernel calls made
-  bool progress_thread = false; // transfers progressed by a helper thread during compute
+  std::int64_t bytes_sent = 0;   // by this rank
+  double compute_ms = 0;         // local work: packing, kernels, merges, sums
+  double wait_ms = 0;            // blocked on transfers (or on a neighbour still computing)
+  double total_ms = 0;           // the whole call
+  int steps = 0;                 // ring steps (= ranks)
+  int pairs = 0;                 // (query chunk, key chunk) kernel calls made
+  bool progress_thread = false;  // transfers progressed by a helper thread during compute
 };
 
 // Options across ranks: softmax_scale, causal, key_lengths (one int32 per batch, counting

@@ -23,15 +23,16 @@ std::string shape_of(const TensorView& t) {
 }
 
 // Copies the rows of `whole` that rank holds to `local` (to_local) or back.
-void copy_rows(const char* fn, const TensorView& whole, const TensorView& local, int seq_dim, Layout layout,
-               int ranks, int rank, bool to_local) {
+void copy_rows(const char* fn, const TensorView& whole, const TensorView& local, int seq_dim, Layout layout, int ranks,
+               int rank, bool to_local) {
   const std::string f = fn;
   if (ranks < 1 || rank < 0 || rank >= ranks) {
     throw Error(f + ": rank " + std::to_string(rank) + " of " + std::to_string(ranks) + " ranks does not exist");
   }
   if (whole.dtype != DType::f32 || local.dtype != DType::f32) throw Error(f + ": whole and local must be f32");
   if (whole.rank != local.rank || whole.rank < 1 || whole.rank > TensorView::kMaxRank) {
-    throw Error(f + ": whole " + shape_of(whole) + " and local " + shape_of(local) + " must have the same rank, 1 to 4");
+    throw Error(f + ": whole " + shape_of(whole) + " and local " + shape_of(local) +
+                " must have the same rank, 1 to 4");
   }
   if (seq_dim < 0 || seq_dim >= whole.rank) {
     throw Error(f + ": seq_dim " + std::to_string(seq_dim) + " is not a dimension of a rank-" +
@@ -53,7 +54,8 @@ void copy_rows(const char* fn, const TensorView& whole, const TensorView& local,
   // Dimensions padded to four at the front, so one loop nest serves every rank.
   const int pad = TensorView::kMaxRank - whole.rank;
   i64 shape[4] = {1, 1, 1, 1}, sw[4] = {0, 0, 0, 0}, sl[4] = {0, 0, 0, 0};
-  for (int d = 0; d < whole.rank; ++d) shape[pad + d] = whole.shape[d], sw[pad + d] = whole.stride[d], sl[pad + d] = local.stride[d];
+  for (int d = 0; d < whole.rank; ++d)
+    shape[pad + d] = whole.shape[d], sw[pad + d] = whole.stride[d], sl[pad + d] = local.stride[d];
   const int sd = pad + seq_dim;
   float* w = static_cast<float*>(whole.data);
   float* l = static_cast<float*>(local.data);
@@ -71,7 +73,10 @@ void copy_rows(const char* fn, const TensorView& whole, const TensorView& local,
             float* pw = w + idx[0] * sw[0] + idx[1] * sw[1] + idx[2] * sw[2] + idx[3] * sw[3];
             idx[sd] = local_row + s;
             float* pl = l + idx[0] * sl[0] + idx[1] * sl[1] + idx[2] * sl[2] + idx[3] * sl[3];
-            if (to_local) *pl = *pw; else *pw = *pl;
+            if (to_local)
+              *pl = *pw;
+            else
+              *pw = *pl;
           }
     local_row += c.length;
   }
@@ -81,8 +86,10 @@ void copy_rows(const char* fn, const TensorView& whole, const TensorView& local,
 
 const char* to_string(Layout layout) {
   switch (layout) {
-    case Layout::contiguous: return "contiguous";
-    case Layout::zigzag: return "zigzag";
+    case Layout::contiguous:
+      return "contiguous";
+    case Layout::zigzag:
+      return "zigzag";
   }
   return "?";
 }

@@ -15,12 +15,16 @@
 // Causal: chunks are disjoint runs of the sequence, so a key chunk is wholly before a query
 // chunk (every score visible), wholly after (skipped) or the same chunk (causal, square).
 // Determinism: the pairs, merges and sums run in an order fixed by ranks and layout.
+#include "flashattn/ring.hpp"
+
 #include <omp.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -30,7 +34,6 @@
 #include "core/memory.hpp"
 #include "core/problem.hpp"
 #include "flashattn/error.hpp"
-#include "flashattn/ring.hpp"
 
 namespace flashattn::ring {
 namespace {
@@ -115,8 +118,7 @@ AttentionOptions local_check_options(const AttentionOptions& o) {
   return local;
 }
 
-std::string check_common(const std::string& fn, const TensorView& q, const TensorView& k,
-                         const AttentionOptions& o) {
+std::string check_common(const std::string& fn, const TensorView& q, const TensorView& k, const AttentionOptions& o) {
   const std::string option = unsupported_option(o);
   if (!option.empty()) return fn + ": " + option + " is not supported across ranks (yet)";
   if (q.rank == 4 && k.rank == 4 && q.shape[1] != k.shape[1]) {
@@ -128,8 +130,7 @@ std::string check_common(const std::string& fn, const TensorView& q, const Tenso
 
 // Gathers every rank's shape and places the rows; any disagreement throws on every rank
 // (each rank sees the same gathered data, so all reach the same verdict).
-Placement place(MPI_Comm comm, const std::string& fn, const Shape& mine, Layout layout,
-                const AttentionOptions& o) {
+Placement place(MPI_Comm comm, const std::string& fn, const Shape& mine, Layout layout, const AttentionOptions& o) {
   Placement pl;
   MPI_Comm_size(comm, &pl.ranks);
   MPI_Comm_rank(comm, &pl.rank);
@@ -139,14 +140,32 @@ Placement place(MPI_Comm comm, const std::string& fn, const Shape& mine, Layout 
   std::memcpy(&scale_bits, &scale, 4);
   std::memcpy(&dropout_bits, &o.dropout_p, 4);
   std::memcpy(&softcap_bits, &o.softcap, 4);
-  const i64 record[] = {mine.rows, mine.batch, mine.heads, mine.heads_k, mine.headdim, o.causal, scale_bits,
-                        dropout_bits, static_cast<i64>(o.seed), softcap_bits, o.key_lengths != nullptr,
+  const i64 record[] = {mine.rows,
+                        mine.batch,
+                        mine.heads,
+                        mine.heads_k,
+                        mine.headdim,
+                        o.causal,
+                        scale_bits,
+                        dropout_bits,
+                        static_cast<i64>(o.seed),
+                        softcap_bits,
+                        o.key_lengths != nullptr,
                         static_cast<i64>(layout)};
   constexpr int kFields = sizeof record / sizeof record[0];
   std::vector<i64> all(static_cast<std::size_t>(kFields) * pl.ranks);
   MPI_Allgather(record, kFields, MPI_INT64_T, all.data(), kFields, MPI_INT64_T, comm);
-  const char* names[] = {"rows", "batch", "heads", "heads_k", "headdim", "options.causal", "options.softmax_scale",
-                         "options.dropout_p", "options.seed", "options.softcap", "options.key_lengths (set or not)",
+  const char* names[] = {"rows",
+                         "batch",
+                         "heads",
+                         "heads_k",
+                         "headdim",
+                         "options.causal",
+                         "options.softmax_scale",
+                         "options.dropout_p",
+                         "options.seed",
+                         "options.softcap",
+                         "options.key_lengths (set or not)",
                          "layout"};
   for (int r = 1; r < pl.ranks; ++r) {
     for (int f = 1; f < kFields; ++f) {
@@ -262,7 +281,10 @@ void copy_pack(const Bshd& t, const KvPack& pack, int which, bool into_pack, int
       for (i64 h = 0; h < pack.heads_k; ++h) {
         float* packed = base + ((b * pack.rows + s) * pack.heads_k + h) * d;
         float* row = t.row(b, s, h);
-        if (into_pack) std::memcpy(packed, row, sizeof(float) * d); else std::memcpy(row, packed, sizeof(float) * d);
+        if (into_pack)
+          std::memcpy(packed, row, sizeof(float) * d);
+        else
+          std::memcpy(row, packed, sizeof(float) * d);
       }
     }
   }
@@ -299,8 +321,10 @@ class Transfers {
     for (i64 at = 0; at < n || (n == 0 && at == 0); at += kMaxMessage) {
       const int count = static_cast<int>(std::min(n - at, kMaxMessage));
       MPI_Request request;
-      if (is_send) MPI_Isend(data + at, count, MPI_FLOAT, peer, tag, comm_, &request);
-      else MPI_Irecv(data + at, count, MPI_FLOAT, peer, tag, comm_, &request);
+      if (is_send)
+        MPI_Isend(data + at, count, MPI_FLOAT, peer, tag, comm_, &request);
+      else
+        MPI_Irecv(data + at, count, MPI_FLOAT, peer, tag, comm_, &request);
       requests_.push_back(request);
       if (n == 0) break;
     }
@@ -316,12 +340,16 @@ class Progress {
  public:
   Progress(std::vector<Transfers*> transfers, bool enabled) {
     if (!enabled) return;
+    // Tests at growing intervals (50 µs to 1 ms): quick for small messages, and few
+    // wake-ups stolen from the compute for large ones.
     thread_ = std::thread([this, transfers] {
       bool done = false;
+      auto pause = std::chrono::microseconds(50);
       while (!done && !stop_.load(std::memory_order_relaxed)) {
         done = true;
         for (Transfers* t : transfers) done = t->test() && done;
-        if (!done) std::this_thread::sleep_for(std::chrono::microseconds(100));
+        if (!done) std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::microseconds(1000));
       }
     });
   }
@@ -343,7 +371,9 @@ bool can_progress_in_thread() {
   return provided >= MPI_THREAD_SERIALIZED;
 }
 
-int thread_count(const AttentionOptions& o) { return o.num_threads > 0 ? o.num_threads : omp_get_max_threads(); }
+int thread_count(const AttentionOptions& o) {
+  return o.num_threads > 0 ? o.num_threads : omp_get_max_threads();
+}
 
 // Merges a partial (O_s, LSE_s) of query piece qp into (out, lse) by log-sum-exp. A row that
 // saw nothing in the partial (LSE_s = −∞) is unchanged; NaN propagates.
@@ -382,6 +412,17 @@ void add_into(float* dst, const float* src, i64 count, int threads) {
 
 constexpr int kTagKv = 1, kTagGrad = 2;
 
+// A failure once the ranks have agreed and begun (a kernel out of memory) leaves the others
+// waiting for this rank's messages forever: the job is ended, saying why, not left hanging.
+[[noreturn]] void abort_ring(MPI_Comm comm, const std::string& fn, const std::exception& e) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  std::fprintf(stderr, "%s: rank %d failed during the ring (%s); aborting the job, whose other ranks wait for it\n",
+               fn.c_str(), rank, e.what());
+  MPI_Abort(comm, 1);
+  std::abort();
+}
+
 }  // namespace
 
 void forward(MPI_Comm user_comm, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
@@ -407,15 +448,25 @@ void forward(MPI_Comm user_comm, const TensorView& q, const TensorView& k, const
   stats.steps = P;
   stats.progress_thread = P > 1 && can_progress_in_thread();
 
-  // Buffers: two K/V packs (the slice in hand, the next), one partial (O, LSE) per query piece.
+  // Buffers: two K/V packs (the slice in hand, the next), one partial (O, LSE) per query
+  // piece; allocated before anything is written, and a rank short of memory stops all.
   const i64 B = p.batch, H = p.heads, Hk = p.heads_k, d = p.headdim;
   KvPack pack_shape{nullptr, B, pl.max_rows, Hk, d};
-  Buffer kv_buffers(static_cast<std::size_t>(2 * pack_shape.floats()));
   i64 max_piece = 0;
   for (const Piece& qp : pl.pieces[r]) max_piece = std::max(max_piece, qp.length);
-  Buffer part_out(static_cast<std::size_t>(B * max_piece * H * d)), part_lse(static_cast<std::size_t>(B * H * max_piece));
-  std::vector<std::int32_t> key_lengths(static_cast<std::size_t>(B));
+  Buffer kv_buffers, part_out, part_lse;
+  std::vector<std::int32_t> key_lengths;
+  try {
+    kv_buffers = Buffer(static_cast<std::size_t>(2 * pack_shape.floats()));
+    part_out = Buffer(static_cast<std::size_t>(B * max_piece * H * d));
+    part_lse = Buffer(static_cast<std::size_t>(B * H * max_piece));
+    key_lengths.resize(static_cast<std::size_t>(B));
+  } catch (const std::bad_alloc&) {
+    error = fn + ": out of memory for the ring's buffers on rank " + std::to_string(r);
+  }
+  agree_or_throw(comm.get(), fn, error);
 
+  const auto t_setup = Clock::now();
   KvPack hand{kv_buffers.data(), B, pl.rows[r], Hk, d};
   copy_pack(p.k, hand, 0, true, threads);
   copy_pack(p.v, hand, 1, true, threads);
@@ -427,45 +478,49 @@ void forward(MPI_Comm user_comm, const TensorView& q, const TensorView& k, const
       }
     }
   }
+  stats.compute_ms += ms_since(t_setup);
 
   // Main loop: step t holds the slice of rank (r − t) mod P.
   Transfers kv_moves(comm.get());
-  for (int t = 0; t < P; ++t) {
-    const int src = (r - t + P) % P;
-    KvPack next{kv_buffers.data() + (t % 2 == 0 ? pack_shape.floats() : 0), B, pl.rows[(src + P - 1) % P], Hk, d};
-    if (t + 1 < P) {
-      kv_moves.recv(next.data, next.floats(), left, kTagKv);
-      kv_moves.send(hand.data, hand.floats(), right, kTagKv, stats);
-    }
-    const auto t_compute = Clock::now();
-    {
-      Progress progress({&kv_moves}, stats.progress_thread && t + 1 < P);
-      for (const Piece& qp : pl.pieces[r]) {
-        for (const Piece& kp : pl.pieces[src]) {
-          const Pair pair = relation(qp, kp, options.causal);
-          AttentionOptions po;
-          if (pair == Pair::skip || !pair_options(options, qp, kp, pair, B, key_lengths, po)) continue;
-          const TensorView o_view = TensorView::contiguous(part_out.data(), {B, qp.length, H, d});
-          const TensorView l_view = TensorView::contiguous(part_lse.data(), {B, H, qp.length});
-          flashattn::forward(rows_of(q, qp.local_row, qp.length), hand.view(0, kp.local_row, kp.length),
-                             hand.view(1, kp.local_row, kp.length), o_view, l_view, po);
-          merge(p, qp, part_out.data(), part_lse.data(), threads);
-          ++stats.pairs;
+  try {
+    for (int t = 0; t < P; ++t) {
+      const int src = (r - t + P) % P;
+      KvPack next{kv_buffers.data() + (t % 2 == 0 ? pack_shape.floats() : 0), B, pl.rows[(src + P - 1) % P], Hk, d};
+      if (t + 1 < P) {
+        kv_moves.recv(next.data, next.floats(), left, kTagKv);
+        kv_moves.send(hand.data, hand.floats(), right, kTagKv, stats);
+      }
+      const auto t_compute = Clock::now();
+      {
+        Progress progress({&kv_moves}, stats.progress_thread && t + 1 < P);
+        for (const Piece& qp : pl.pieces[r]) {
+          for (const Piece& kp : pl.pieces[src]) {
+            const Pair pair = relation(qp, kp, options.causal);
+            AttentionOptions po;
+            if (pair == Pair::skip || !pair_options(options, qp, kp, pair, B, key_lengths, po)) continue;
+            const TensorView o_view = TensorView::contiguous(part_out.data(), {B, qp.length, H, d});
+            const TensorView l_view = TensorView::contiguous(part_lse.data(), {B, H, qp.length});
+            flashattn::forward(rows_of(q, qp.local_row, qp.length), hand.view(0, kp.local_row, kp.length),
+                               hand.view(1, kp.local_row, kp.length), o_view, l_view, po);
+            merge(p, qp, part_out.data(), part_lse.data(), threads);
+            ++stats.pairs;
+          }
         }
       }
+      stats.compute_ms += ms_since(t_compute);
+      stats.wait_ms += kv_moves.wait();
+      hand = next;
     }
-    stats.compute_ms += ms_since(t_compute);
-    stats.wait_ms += kv_moves.wait();
-    hand = next;
+  } catch (const std::exception& e) {
+    abort_ring(comm.get(), fn, e);
   }
   stats.total_ms = ms_since(t_start);
   if (stats_out != nullptr) *stats_out = stats;
 }
 
-void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, const TensorView& k,
-              const TensorView& v, const TensorView& out, const TensorView& lse, const TensorView& dq,
-              const TensorView& dk, const TensorView& dv, const AttentionOptions& options, Layout layout,
-              Stats* stats_out) {
+void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, const TensorView& k, const TensorView& v,
+              const TensorView& out, const TensorView& lse, const TensorView& dq, const TensorView& dk,
+              const TensorView& dv, const AttentionOptions& options, Layout layout, Stats* stats_out) {
   const std::string fn = "flashattn::ring::backward";
   const auto t_start = Clock::now();
   PrivateComm comm(user_comm);
@@ -493,16 +548,25 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
   const i64 B = p.batch, H = p.heads, Hk = p.heads_k, d = p.headdim;
   const KvPack max_pack{nullptr, B, pl.max_rows, Hk, d};
   const i64 pack_floats = max_pack.floats();
-  Buffer kv_buffers(static_cast<std::size_t>(2 * pack_floats));
-  Buffer grad_buffers(static_cast<std::size_t>(4 * pack_floats));  // contributions 0, 1; received 2, 3
   i64 max_piece = 0;
   for (const auto& pieces : pl.pieces) {
     for (const Piece& pc : pieces) max_piece = std::max(max_piece, pc.length);
   }
-  Buffer pair_dq(static_cast<std::size_t>(B * max_piece * H * d));
-  Buffer pair_dk(static_cast<std::size_t>(B * max_piece * Hk * d)), pair_dv(pair_dk.size());
-  std::vector<std::int32_t> key_lengths(static_cast<std::size_t>(B));
+  Buffer kv_buffers, grad_buffers, pair_dq, pair_dk, pair_dv;
+  std::vector<std::int32_t> key_lengths;
+  try {
+    kv_buffers = Buffer(static_cast<std::size_t>(2 * pack_floats));
+    grad_buffers = Buffer(static_cast<std::size_t>(4 * pack_floats));  // contributions 0, 1; received 2, 3
+    pair_dq = Buffer(static_cast<std::size_t>(B * max_piece * H * d));
+    pair_dk = Buffer(static_cast<std::size_t>(B * max_piece * Hk * d));
+    pair_dv = Buffer(pair_dk.size());
+    key_lengths.resize(static_cast<std::size_t>(B));
+  } catch (const std::bad_alloc&) {
+    error = fn + ": out of memory for the ring's buffers on rank " + std::to_string(r);
+  }
+  agree_or_throw(comm.get(), fn, error);
 
+  const auto t_setup = Clock::now();
   KvPack hand{kv_buffers.data(), B, pl.rows[r], Hk, d};
   copy_pack(p.k, hand, 0, true, threads);
   copy_pack(p.v, hand, 1, true, threads);
@@ -511,83 +575,92 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
       for (i64 h = 0; h < H; ++h) std::fill_n(p.dq.row(b, i, h), d, 0.0f);
     }
   }
+  stats.compute_ms += ms_since(t_setup);
 
   Transfers kv_moves(comm.get()), grad_sent[2] = {Transfers(comm.get()), Transfers(comm.get())},
                                   grad_received(comm.get());
   KvPack arriving{};  // the accumulator posted to arrive from the left
-  for (int t = 0; t < P; ++t) {
-    const int src = (r - t + P) % P;
-    KvPack next{kv_buffers.data() + (t % 2 == 0 ? pack_floats : 0), B, pl.rows[(src + P - 1) % P], Hk, d};
-    if (t + 1 < P) {
-      kv_moves.recv(next.data, next.floats(), left, kTagKv);
-      kv_moves.send(hand.data, hand.floats(), right, kTagKv, stats);
-    }
-    // This step's contribution to slice src's dK, dV, in a buffer whose last send is done.
-    stats.wait_ms += grad_sent[t % 2].wait();
-    KvPack contribution{grad_buffers.data() + (t % 2) * pack_floats, B, pl.rows[src], Hk, d};
-    std::fill_n(contribution.data, contribution.floats(), 0.0f);
+  try {
+    for (int t = 0; t < P; ++t) {
+      const int src = (r - t + P) % P;
+      KvPack next{kv_buffers.data() + (t % 2 == 0 ? pack_floats : 0), B, pl.rows[(src + P - 1) % P], Hk, d};
+      if (t + 1 < P) {
+        kv_moves.recv(next.data, next.floats(), left, kTagKv);
+        kv_moves.send(hand.data, hand.floats(), right, kTagKv, stats);
+      }
+      // This step's contribution to slice src's dK, dV, in a buffer whose last send is done.
+      stats.wait_ms += grad_sent[t % 2].wait();
+      KvPack contribution{grad_buffers.data() + (t % 2) * pack_floats, B, pl.rows[src], Hk, d};
+      std::fill_n(contribution.data, contribution.floats(), 0.0f);
 
-    const auto t_compute = Clock::now();
-    {
-      Progress progress({&kv_moves, &grad_sent[(t + 1) % 2], &grad_received}, stats.progress_thread);
-      for (const Piece& qp : pl.pieces[r]) {
-        for (const Piece& kp : pl.pieces[src]) {
-          const Pair pair = relation(qp, kp, options.causal);
-          AttentionOptions po;
-          if (pair == Pair::skip || !pair_options(options, qp, kp, pair, B, key_lengths, po)) continue;
-          const TensorView dq_view = TensorView::contiguous(pair_dq.data(), {B, qp.length, H, d});
-          const TensorView dk_view = TensorView::contiguous(pair_dk.data(), {B, kp.length, Hk, d});
-          const TensorView dv_view = TensorView::contiguous(pair_dv.data(), {B, kp.length, Hk, d});
-          flashattn::backward(rows_of(dout, qp.local_row, qp.length), rows_of(q, qp.local_row, qp.length),
-                              hand.view(0, kp.local_row, kp.length), hand.view(1, kp.local_row, kp.length),
-                              rows_of(out, qp.local_row, qp.length), lse_rows_of(lse, qp.local_row, qp.length),
-                              dq_view, dk_view, dv_view, po);
-          // dq += the pair's dQ; the contribution's rows of this key chunk += its dK, dV.
-          const Bshd pdq{pair_dq.data(), qp.length * H * d, H * d, d};
+      const auto t_compute = Clock::now();
+      {
+        Progress progress({&kv_moves, &grad_sent[(t + 1) % 2], &grad_received}, stats.progress_thread);
+        for (const Piece& qp : pl.pieces[r]) {
+          for (const Piece& kp : pl.pieces[src]) {
+            const Pair pair = relation(qp, kp, options.causal);
+            AttentionOptions po;
+            if (pair == Pair::skip || !pair_options(options, qp, kp, pair, B, key_lengths, po)) continue;
+            const TensorView dq_view = TensorView::contiguous(pair_dq.data(), {B, qp.length, H, d});
+            const TensorView dk_view = TensorView::contiguous(pair_dk.data(), {B, kp.length, Hk, d});
+            const TensorView dv_view = TensorView::contiguous(pair_dv.data(), {B, kp.length, Hk, d});
+            flashattn::backward(rows_of(dout, qp.local_row, qp.length), rows_of(q, qp.local_row, qp.length),
+                                hand.view(0, kp.local_row, kp.length), hand.view(1, kp.local_row, kp.length),
+                                rows_of(out, qp.local_row, qp.length), lse_rows_of(lse, qp.local_row, qp.length),
+                                dq_view, dk_view, dv_view, po);
+            // dq += the pair's dQ; the contribution's rows of this key chunk += its dK, dV.
+            const Bshd pdq{pair_dq.data(), qp.length * H * d, H * d, d};
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
-          for (i64 b = 0; b < B; ++b) {
-            for (i64 i = 0; i < qp.length; ++i) {
-              for (i64 h = 0; h < H; ++h) {
-                float* acc = p.dq.row(b, qp.local_row + i, h);
-                const float* add = pdq.row(b, i, h);
-                for (i64 x = 0; x < d; ++x) acc[x] += add[x];
+            for (i64 b = 0; b < B; ++b) {
+              for (i64 i = 0; i < qp.length; ++i) {
+                for (i64 h = 0; h < H; ++h) {
+                  float* acc = p.dq.row(b, qp.local_row + i, h);
+                  const float* add = pdq.row(b, i, h);
+                  for (i64 x = 0; x < d; ++x) acc[x] += add[x];
+                }
               }
             }
-          }
-          for (int which = 0; which < 2; ++which) {
-            const float* part = which == 0 ? pair_dk.data() : pair_dv.data();
-            for (i64 b = 0; b < B; ++b) {
-              float* dst = contribution.data + which * contribution.half() +
-                           (b * contribution.rows + kp.local_row) * Hk * d;
-              add_into(dst, part + b * kp.length * Hk * d, kp.length * Hk * d, threads);
+            for (int which = 0; which < 2; ++which) {
+              const float* part = which == 0 ? pair_dk.data() : pair_dv.data();
+              for (i64 b = 0; b < B; ++b) {
+                float* dst =
+                    contribution.data + which * contribution.half() + (b * contribution.rows + kp.local_row) * Hk * d;
+                add_into(dst, part + b * kp.length * Hk * d, kp.length * Hk * d, threads);
+              }
             }
+            ++stats.pairs;
           }
-          ++stats.pairs;
         }
       }
+      stats.compute_ms += ms_since(t_compute);
+      // The accumulator of slice src: the contribution plus what the ranks before added.
+      if (t > 0) {
+        stats.wait_ms += grad_received.wait();
+        const auto t_add = Clock::now();
+        add_into(contribution.data, arriving.data, contribution.floats(), threads);
+        stats.compute_ms += ms_since(t_add);
+      }
+      if (P > 1) {
+        grad_sent[t % 2].send(contribution.data, contribution.floats(), right, kTagGrad, stats);
+        // Next: slice (src − 1)'s accumulator from the left; after the last step, our own.
+        const int arriving_slice = t + 1 < P ? (src + P - 1) % P : r;
+        arriving = KvPack{grad_buffers.data() + (2 + (t + 1) % 2) * pack_floats, B, pl.rows[arriving_slice], Hk, d};
+        grad_received.recv(arriving.data, arriving.floats(), left, kTagGrad);
+      } else {
+        arriving = contribution;  // one rank: the contribution is the whole gradient
+      }
+      stats.wait_ms += kv_moves.wait();
+      hand = next;
     }
-    stats.compute_ms += ms_since(t_compute);
-    // The accumulator of slice src: the contribution plus what the ranks before added.
-    if (t > 0) {
-      stats.wait_ms += grad_received.wait();
-      add_into(contribution.data, arriving.data, contribution.floats(), threads);
-    }
-    if (P > 1) {
-      grad_sent[t % 2].send(contribution.data, contribution.floats(), right, kTagGrad, stats);
-      // Next: slice (src − 1)'s accumulator from the left; after the last step, our own.
-      const int arriving_slice = t + 1 < P ? (src + P - 1) % P : r;
-      arriving = KvPack{grad_buffers.data() + (2 + (t + 1) % 2) * pack_floats, B, pl.rows[arriving_slice], Hk, d};
-      grad_received.recv(arriving.data, arriving.floats(), left, kTagGrad);
-    } else {
-      arriving = contribution;  // one rank: the contribution is the whole gradient
-    }
-    stats.wait_ms += kv_moves.wait();
-    hand = next;
+  } catch (const std::exception& e) {
+    abort_ring(comm.get(), fn, e);
   }
   // Epilogue: our own slice's dK, dV have come round.
   stats.wait_ms += grad_received.wait();
+  const auto t_unpack = Clock::now();
   copy_pack(p.dk, arriving, 0, false, threads);
   copy_pack(p.dv, arriving, 1, false, threads);
+  stats.compute_ms += ms_since(t_unpack);
   for (Transfers& sent : grad_sent) stats.wait_ms += sent.wait();
   stats.total_ms = ms_since(t_start);
   if (stats_out != nullptr) *stats_out = stats;

@@ -55,7 +55,10 @@ void copy_rows(HostTensor& whole, HostTensor& local, const std::vector<Chunk>& c
           for (i64 e = 0; e < n3; ++e) {
             float& g = lse ? whole.at(a, x, c.begin + s) : whole.at(a, c.begin + s, x, e);
             float& l = lse ? local.at(a, x, row + s) : local.at(a, row + s, x, e);
-            if (to_local) l = g; else g = l;
+            if (to_local)
+              l = g;
+            else
+              g = l;
           }
         }
       }
@@ -143,7 +146,9 @@ bool same_bits(const HostTensor& a, const HostTensor& b) {
   return x.size() == y.size() && std::memcmp(x.data(), y.data(), x.size() * sizeof(double)) == 0;
 }
 
-void PrintTo(const RingCase& rc, std::ostream* os) { *os << to_string(rc.layout) << "/" << rc.c.name(); }
+void PrintTo(const RingCase& rc, std::ostream* os) {
+  *os << to_string(rc.layout) << "/" << rc.c.name();
+}
 
 class RingAccuracy : public ::testing::TestWithParam<RingCase> {};
 
@@ -247,8 +252,8 @@ TEST(RingLayout, ShardTakesTheChunksRowsAndUnshardPutsThemBack) {
         const std::vector<Chunk> cs = chunks(layout, n, P, r);
         EXPECT_EQ(cs.size(), layout == Layout::zigzag ? 2u : 1u);
         for (const Chunk& ch : cs) covered += ch.length;
-        EXPECT_EQ(local_length(layout, n, P, r), std::accumulate(cs.begin(), cs.end(), i64{0},
-                                                                 [](i64 s, const Chunk& ch) { return s + ch.length; }));
+        EXPECT_EQ(local_length(layout, n, P, r),
+                  std::accumulate(cs.begin(), cs.end(), i64{0}, [](i64 s, const Chunk& ch) { return s + ch.length; }));
       }
       EXPECT_EQ(covered, n);
       HostTensor whole(2, n, 3, 5, false), lse_whole(2, 3, n, 0, false);
@@ -326,8 +331,8 @@ TEST(RingErrors, ZigzagNeedsTheZigzagSplit) {
   HostTensor q(1, rows, 1, 8, false), k = q, v = q, out = q, lse(1, 1, rows, 0, false);
   q.fill_uniform(1, -1, 1);
   if (P == 1) {  // one rank: any length is chunks 0 and 1 of itself
-    EXPECT_NO_THROW(forward(MPI_COMM_WORLD, q.view(), k.view(), v.view(), out.view(), lse.view(), c.options,
-                            Layout::zigzag));
+    EXPECT_NO_THROW(
+        forward(MPI_COMM_WORLD, q.view(), k.view(), v.view(), out.view(), lse.view(), c.options, Layout::zigzag));
     return;
   }
   EXPECT_THROW(
