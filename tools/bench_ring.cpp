@@ -60,7 +60,9 @@ comm_ms, comm_alone_ms, overlap, compute_imbalance, peak_rss_mb.
                       as such (single_fits false) while the ring may still run
   --no-single         skip the single-node comparison
   --model             print the scaling model (predicted step time and efficiency for 8 to
-                      1024 nodes, 100-400 Gb/s links) from the rates measured here
+                      1024 nodes, 100-400 Gb/s links, N up to 10M) for a node as fast as a
+                      rank measured here (JSON lines impl "ring_model")
+  --model-gflops LIST  the model also for nodes of these rates (GFLOP/s), e.g. a GPU's
   --json FILE|-       also write one JSON object per line (- for stdout, then no table)
 )";
 
@@ -68,6 +70,7 @@ struct RingConfig {
   std::vector<i64> seqlens;
   i64 batch = 1, heads = 8, heads_k = 8, headdim = 64;
   bool causal = false, single = true, model = false;
+  std::vector<double> model_gflops;  // node rates for the model beside the measured one
   std::vector<ring::Layout> layouts;
   std::vector<std::string> passes;
   int runs = 3, threads = 0;
@@ -146,8 +149,8 @@ struct Measured {
   double rank_gflops = 0;                 // the ranks' kernel rate (work / compute time)
 };
 
-// The same K/V messages round the ring as a forward (or, bwd, with the dK/dV ones), alone.
-double transfers_alone_ms(MPI_Comm comm, i64 floats_per_step, bool with_grads, int steps) {
+// The same messages round the ring as a forward (or a backward, with the dK/dV ones), alone.
+double transfers_alone_ms(MPI_Comm comm, i64 floats_per_step, bool with_grads) {
   int size = 0, rank = 0;
   MPI_Comm_size(comm, &size);
   MPI_Comm_rank(comm, &rank);
@@ -156,7 +159,8 @@ double transfers_alone_ms(MPI_Comm comm, i64 floats_per_step, bool with_grads, i
   const int right = (rank + 1) % size, left = (rank + size - 1) % size;
   MPI_Barrier(comm);
   const auto t0 = Clock::now();
-  for (int s = 0; s < steps * (with_grads ? 2 : 1); ++s) {
+  // P − 1 K/V hops; the backward's dK/dV accumulators make P more (the last one home).
+  for (int s = 0; s < (size - 1) + (with_grads ? size : 0); ++s) {
     MPI_Sendrecv(a.data(), static_cast<int>(floats_per_step), MPI_FLOAT, right, 7, b.data(),
                  static_cast<int>(floats_per_step), MPI_FLOAT, left, 7, comm, MPI_STATUS_IGNORE);
     std::swap(a, b);
@@ -254,7 +258,7 @@ Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::str
   MPI_Allreduce(&sent, &m.bytes_sent, 1, MPI_INT64_T, MPI_SUM, comm);
   // Transfers alone: the largest slice's K and V (and dK, dV in the backward), P − 1 steps.
   const i64 max_rows = ring::local_length(layout, n, P, 0);
-  m.comm_alone_ms = transfers_alone_ms(comm, 2 * c.batch * max_rows * c.heads_k * c.headdim, pass == "bwd", P - 1);
+  m.comm_alone_ms = transfers_alone_ms(comm, 2 * c.batch * max_rows * c.heads_k * c.headdim, pass == "bwd");
   double rss = peak_rss_mb();
   MPI_Allreduce(&rss, &m.peak_rss_mb, 1, MPI_DOUBLE, MPI_MAX, comm);
 
@@ -341,6 +345,10 @@ json record(const RingConfig& c, i64 n, ring::Layout layout, const std::string& 
   j["compute_ms"] = m.compute_ms;
   j["compute_imbalance"] = m.compute_imbalance;
   j["rank_gflops"] = m.rank_gflops;
+  // The model on this run's own rates, perfect overlap and balance: max(a rank's share of
+  // the work at the measured rate, the transfers alone).
+  const double compute_ms = m.rank_gflops > 0 ? gflop(c, n, pass) / (P * m.rank_gflops) * 1e3 : 0.0;
+  j["model_ms"] = std::max(compute_ms, m.comm_alone_ms);
   j["peak_rss_mb"] = m.peak_rss_mb;
   j["memory_mb"] = m.memory_mb;
   if (m.single_memory_mb > 0) j["single_memory_mb"] = m.single_memory_mb;
@@ -359,29 +367,63 @@ json record(const RingConfig& c, i64 n, ring::Layout layout, const std::string& 
 // slice: t_compute = f · 4·B·H·(N/P)²·d / F (f = 1/2 causal, balanced by zigzag),
 // t_transfer = 2·B·Hk·(N/P)·d·bytes / W. With the transfer posted before the compute the
 // step takes max of the two; a forward takes P steps. Hidden when t_compute >= t_transfer,
-// i.e. N/P >= 2·Hk·bytes·F / (4·f·H·W).
-void print_model(const RingConfig& c, double node_gflops, std::ostream& os) {
-  const double bytes = 4.0;  // f32 today; bf16 halves the transfer
-  const double f = c.causal ? 0.5 : 1.0, F = node_gflops * 1e9;
-  os << "\nScaling model (forward; F = " << node_gflops << " GFLOP/s per node measured here, B=" << c.batch
-     << " H=" << c.heads << " Hk=" << c.heads_k << " d=" << c.headdim << (c.causal ? ", causal" : "") << ", f32)\n";
-  for (double gbit : {100.0, 200.0, 400.0}) {
-    const double W = gbit * 1e9 / 8;
-    const double n_hidden = 2.0 * c.heads_k * bytes * F / (4.0 * f * c.heads * W);
-    os << "  link " << gbit << " Gb/s: communication hidden when N/P >= " << std::ceil(n_hidden) << " tokens\n";
+// i.e. N/P >= 2·Hk·bytes·F / (4·f·H·W). F: a node's attention rate (FLOP/s), W: its
+// link's rate (bytes/s).
+struct ModelStep {
+  double compute_s = 0, transfer_s = 0;
+  double step_s() const { return std::max(compute_s, transfer_s); }
+  double efficiency() const { return step_s() > 0 ? compute_s / step_s() : 1.0; }
+};
+
+ModelStep model_step(const RingConfig& c, double seqlen, int nodes, double F, double W) {
+  const double bytes = 4.0;  // f32 today; bf16 would halve the transfer
+  const double f = c.causal ? 0.5 : 1.0, slice = seqlen / nodes;
+  return {f * 4.0 * c.batch * c.heads * slice * slice * c.headdim / F,
+          nodes > 1 ? 2.0 * c.batch * c.heads_k * slice * c.headdim * bytes / W : 0.0};
+}
+
+void print_model(const RingConfig& c, const std::vector<double>& node_gflops, std::ostream* table, std::ostream* json_out) {
+  if (table) {
+    *table << "\nScaling model, forward (B=" << c.batch << " H=" << c.heads << " Hk=" << c.heads_k << " d=" << c.headdim
+           << (c.causal ? ", causal" : "") << ", f32): step = max(compute, transfer), forward = P steps\n";
   }
-  os << "  N        nodes  link    step ms   forward s  efficiency\n";
-  for (double n : {131072.0, 1048576.0, 10485760.0}) {
-    for (int nodes : {8, 64, 1024}) {
-      for (double gbit : {100.0, 400.0}) {
-        const double W = gbit * 1e9 / 8, slice = n / nodes;
-        const double tc = f * 4.0 * c.batch * c.heads * slice * slice * c.headdim / F;
-        const double tx = 2.0 * c.batch * c.heads_k * slice * c.headdim * bytes / W;
-        const double step = std::max(tc, tx);
-        char line[160];
-        std::snprintf(line, sizeof line, "  %-8.0f %5d  %3.0f    %9.3f  %9.3f  %6.1f%%\n", n, nodes, gbit, step * 1e3,
-                      step * nodes, 100.0 * tc / step);
-        os << line;
+  for (double gflops : node_gflops) {
+    const double F = gflops * 1e9;
+    if (table) {
+      *table << "node rate F = " << gflops << " GFLOP/s; communication hidden when N/P >= ";
+      for (double gbit : {100.0, 200.0, 400.0}) {
+        const double W = gbit * 1e9 / 8, f = c.causal ? 0.5 : 1.0;
+        *table << std::ceil(2.0 * c.heads_k * 4.0 * F / (4.0 * f * c.heads * W)) << " tokens (" << gbit << " Gb/s) ";
+      }
+      *table << "\n  N          nodes  Gb/s    step ms    forward s  efficiency\n";
+    }
+    for (double n : {131072.0, 1048576.0, 10485760.0}) {
+      for (int nodes : {8, 64, 1024}) {
+        for (double gbit : {100.0, 200.0, 400.0}) {
+          const ModelStep m = model_step(c, n, nodes, F, gbit * 1e9 / 8);
+          if (table) {
+            char line[160];
+            std::snprintf(line, sizeof line, "  %-10.0f %5d  %4.0f  %9.3f  %11.3f  %6.1f%%\n", n, nodes, gbit,
+                          m.step_s() * 1e3, m.step_s() * nodes, 100.0 * m.efficiency());
+            *table << line;
+          }
+          if (json_out) {
+            json j;
+            j["impl"] = "ring_model";
+            j["node_gflops"] = gflops;
+            j["link_gbps"] = gbit;
+            j["nodes"] = nodes;
+            j["seqlen"] = static_cast<i64>(n);
+            j["heads"] = c.heads;
+            j["heads_k"] = c.heads_k;
+            j["headdim"] = c.headdim;
+            j["causal"] = c.causal;
+            j["step_ms"] = m.step_s() * 1e3;
+            j["forward_s"] = m.step_s() * nodes;
+            j["efficiency"] = m.efficiency();
+            *json_out << j.dump() << std::endl;
+          }
+        }
       }
     }
   }
@@ -414,6 +456,8 @@ int ring_bench_main(int argc, char** argv) {
     c.memory_cap_mb = args.integer("memory-cap-mb", 0, 0, i64{1} << 40);
     c.single = !args.flag("no-single");
     c.model = args.flag("model");
+    for (i64 g : args.integers("model-gflops", {}, 1, i64{1} << 40)) c.model_gflops.push_back(static_cast<double>(g));
+    if (!c.model_gflops.empty()) c.model = true;
     c.json = args.text("json", "");
     args.finish();
   }
@@ -479,7 +523,11 @@ int ring_bench_main(int argc, char** argv) {
       }
     }
   }
-  if (c.model && rank == 0) print_model(c, best_rank_gflops, std::cout);
+  if (c.model && rank == 0) {
+    std::vector<double> rates{best_rank_gflops};
+    rates.insert(rates.end(), c.model_gflops.begin(), c.model_gflops.end());
+    print_model(c, rates, table ? &std::cout : nullptr, json_out);
+  }
   MPI_Finalize();
   return status;
 }

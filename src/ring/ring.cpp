@@ -404,6 +404,12 @@ void merge(const Problem& p, const Piece& qp, const float* part_out, const float
   }
 }
 
+// dst[n] = 0, n < count.
+void fill_zero(float* dst, i64 count, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (i64 n = 0; n < count; ++n) dst[n] = 0.0f;
+}
+
 // dst[n] += src[n], n < count.
 void add_into(float* dst, const float* src, i64 count, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -591,11 +597,11 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
       // This step's contribution to slice src's dK, dV, in a buffer whose last send is done.
       stats.wait_ms += grad_sent[t % 2].wait();
       KvPack contribution{grad_buffers.data() + (t % 2) * pack_floats, B, pl.rows[src], Hk, d};
-      std::fill_n(contribution.data, contribution.floats(), 0.0f);
-
       const auto t_compute = Clock::now();
       {
+        // Transfers progress from here on: zeroing a fresh buffer costs page faults too.
         Progress progress({&kv_moves, &grad_sent[(t + 1) % 2], &grad_received}, stats.progress_thread);
+        fill_zero(contribution.data, contribution.floats(), threads);
         for (const Piece& qp : pl.pieces[r]) {
           for (const Piece& kp : pl.pieces[src]) {
             const Pair pair = relation(qp, kp, options.causal);
