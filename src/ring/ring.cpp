@@ -549,8 +549,8 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
   stats.progress_thread = P > 1 && can_progress_in_thread();
 
   // Buffers: K/V packs (in hand, next); dK/dV contributions (two, alternating, so one can
-  // be in flight while the next is made) and received accumulators (two, alternating);
-  // one pair's dq, dk, dv.
+  // be in flight while the next is made); one received accumulator (summed into the step's
+  // contribution before the next is posted); one pair's dq, dk, dv.
   const i64 B = p.batch, H = p.heads, Hk = p.heads_k, d = p.headdim;
   const KvPack max_pack{nullptr, B, pl.max_rows, Hk, d};
   const i64 pack_floats = max_pack.floats();
@@ -562,7 +562,7 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
   std::vector<std::int32_t> key_lengths;
   try {
     kv_buffers = Buffer(static_cast<std::size_t>(2 * pack_floats));
-    grad_buffers = Buffer(static_cast<std::size_t>(4 * pack_floats));  // contributions 0, 1; received 2, 3
+    grad_buffers = Buffer(static_cast<std::size_t>(3 * pack_floats));  // contributions 0, 1; received 2
     pair_dq = Buffer(static_cast<std::size_t>(B * max_piece * H * d));
     pair_dk = Buffer(static_cast<std::size_t>(B * max_piece * Hk * d));
     pair_dv = Buffer(pair_dk.size());
@@ -650,7 +650,7 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
         grad_sent[t % 2].send(contribution.data, contribution.floats(), right, kTagGrad, stats);
         // Next: slice (src − 1)'s accumulator from the left; after the last step, our own.
         const int arriving_slice = t + 1 < P ? (src + P - 1) % P : r;
-        arriving = KvPack{grad_buffers.data() + (2 + (t + 1) % 2) * pack_floats, B, pl.rows[arriving_slice], Hk, d};
+        arriving = KvPack{grad_buffers.data() + 2 * pack_floats, B, pl.rows[arriving_slice], Hk, d};
         grad_received.recv(arriving.data, arriving.floats(), left, kTagGrad);
       } else {
         arriving = contribution;  // one rank: the contribution is the whole gradient
