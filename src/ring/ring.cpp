@@ -140,6 +140,11 @@ Placement place(MPI_Comm comm, const std::string& fn, const Shape& mine, Layout 
   std::memcpy(&scale_bits, &scale, 4);
   std::memcpy(&dropout_bits, &o.dropout_p, 4);
   std::memcpy(&softcap_bits, &o.softcap, 4);
+  // The key lengths' values by a hash (FNV-1a), so that every rank pads the same keys.
+  std::uint64_t key_lengths_hash = 14695981039346656037ull;
+  for (i64 b = 0; o.key_lengths != nullptr && b < mine.batch; ++b) {
+    key_lengths_hash = (key_lengths_hash ^ static_cast<std::uint32_t>(o.key_lengths[b])) * 1099511628211ull;
+  }
   const i64 record[] = {mine.rows,
                         mine.batch,
                         mine.heads,
@@ -150,7 +155,7 @@ Placement place(MPI_Comm comm, const std::string& fn, const Shape& mine, Layout 
                         dropout_bits,
                         static_cast<i64>(o.seed),
                         softcap_bits,
-                        o.key_lengths != nullptr,
+                        o.key_lengths != nullptr ? static_cast<i64>(key_lengths_hash) : 0,
                         static_cast<i64>(layout)};
   constexpr int kFields = sizeof record / sizeof record[0];
   std::vector<i64> all(static_cast<std::size_t>(kFields) * pl.ranks);
@@ -165,7 +170,7 @@ Placement place(MPI_Comm comm, const std::string& fn, const Shape& mine, Layout 
                          "options.dropout_p",
                          "options.seed",
                          "options.softcap",
-                         "options.key_lengths (set or not)",
+                         "options.key_lengths",
                          "layout"};
   for (int r = 1; r < pl.ranks; ++r) {
     for (int f = 1; f < kFields; ++f) {

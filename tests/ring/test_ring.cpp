@@ -325,6 +325,12 @@ TEST(RingErrors, EveryRankThrowsBeforeWriting) {
   const std::vector<std::int32_t> too_long = {static_cast<std::int32_t>(12 * P + 1)};
   keys.key_lengths = too_long.data();
   expect_error(keys, Layout::contiguous, out.view(), "options.key_lengths");
+  if (P > 1) {  // ranks that pad different keys
+    AttentionOptions mixed = c.options;
+    const std::vector<std::int32_t> lengths = {rank == 0 ? 5 : 6};
+    mixed.key_lengths = lengths.data();
+    expect_error(mixed, Layout::contiguous, out.view(), "options.key_lengths differs from rank 0's");
+  }
 }
 
 // Zigzag with lengths that are not the zigzag split: a clear error naming the layout.
