@@ -71,9 +71,10 @@ struct Stats {
 // offsets) is refused with flashattn::Error. q and k hold the same rows (self-attention):
 // local seqlen_q = local seqlen_k.
 //
-// Collective over comm: every rank calls it with the same options and shapes but for the
-// sequence dimension. A bad argument on any rank makes every rank throw flashattn::Error
-// (naming the rank and the argument) before anything is written. The progress of
+// Collective over comm: every rank calls it with the same options (key_lengths with the
+// same values; num_threads and isa may differ) and shapes but for the sequence dimension.
+// A bad argument on any rank, or ranks that disagree, make every rank throw
+// flashattn::Error (naming the rank and the argument) before anything is written. The progress of
 // transfers during compute uses a helper thread when MPI was initialised with at least
 // MPI_THREAD_SERIALIZED; otherwise transfers progress only between kernel calls.
 void forward(MPI_Comm comm, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
