@@ -434,53 +434,116 @@ constexpr int kTagKv = 1, kTagGrad = 2;
   std::abort();
 }
 
+// What both passes share: the private communicator, the checks every rank agrees on, this
+// rank's problem, where every rank's rows lie, the walk over (query chunk, key chunk)
+// pairs and the call's statistics.
+class RingCall {
+ public:
+  // make_problem(options) validates this rank's tensors (the single-node validation).
+  template <typename MakeProblem>
+  RingCall(MPI_Comm user_comm, const char* fn, const TensorView& q, const TensorView& k,
+           const AttentionOptions& options, Layout layout, MakeProblem make_problem)
+      : fn(fn), options(options), comm(user_comm) {
+    std::string error = check_common(this->fn, q, k, options);
+    if (error.empty()) {
+      try {
+        p = make_problem(local_check_options(options));
+      } catch (const Error& e) {
+        error = e.what();
+      }
+    }
+    agree_or_throw(comm.get(), this->fn, error);
+    pl = place(comm.get(), this->fn, {p.seqlen_q, p.batch, p.heads, p.heads_k, p.headdim}, layout, options);
+    P = pl.ranks, r = pl.rank, right = (r + 1) % P, left = (r + P - 1) % P;
+    threads = thread_count(options);
+    stats.steps = P;
+    stats.progress_thread = P > 1 && can_progress_in_thread();
+  }
+
+  // Allocates the pass's buffers; a rank short of memory makes every rank throw.
+  template <typename Allocate>
+  void allocate(Allocate allocate_buffers) {
+    std::string error;
+    try {
+      key_lengths.resize(static_cast<std::size_t>(p.batch));
+      allocate_buffers();
+    } catch (const std::bad_alloc&) {
+      error = fn + ": out of memory for the ring's buffers on rank " + std::to_string(r);
+    }
+    agree_or_throw(comm.get(), fn, error);
+  }
+
+  // This rank's K and V packed into `data` (the slice in hand at step 0).
+  KvPack pack_own_kv(float* data) {
+    const KvPack hand{data, p.batch, pl.rows[r], p.heads_k, p.headdim};
+    copy_pack(p.k, hand, 0, true, threads);
+    copy_pack(p.v, hand, 1, true, threads);
+    return hand;
+  }
+
+  // Calls visit(query piece, key piece, options of the pair's kernel call) for every pair of
+  // this rank's queries and rank src's keys that has a visible score.
+  template <typename Visit>
+  void for_each_pair(int src, Visit visit) {
+    for (const Piece& qp : pl.pieces[r]) {
+      for (const Piece& kp : pl.pieces[src]) {
+        const Pair pair = relation(qp, kp, options.causal);
+        AttentionOptions po;
+        if (pair == Pair::skip || !pair_options(options, qp, kp, pair, p.batch, key_lengths, po)) continue;
+        visit(qp, kp, po);
+        ++stats.pairs;
+      }
+    }
+  }
+
+  [[noreturn]] void abort(const std::exception& e) { abort_ring(comm.get(), fn, e); }
+
+  void finish(Stats* out) {
+    stats.total_ms = ms_since(t_start);
+    if (out != nullptr) *out = stats;
+  }
+
+  const std::string fn;
+  const AttentionOptions& options;
+  const Clock::time_point t_start = Clock::now();
+  PrivateComm comm;
+  Problem p;
+  Placement pl;
+  int P = 0, r = 0, left = 0, right = 0, threads = 1;
+  Stats stats;
+
+ private:
+  std::vector<std::int32_t> key_lengths;  // one pair's, per batch
+};
+
 }  // namespace
 
 void forward(MPI_Comm user_comm, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
              const TensorView& lse, const AttentionOptions& options, Layout layout, Stats* stats_out) {
-  const std::string fn = "flashattn::ring::forward";
-  const auto t_start = Clock::now();
-  PrivateComm comm(user_comm);
   // Setup: every rank checks its own arguments, then all agree on the shapes.
-  Problem p;
-  std::string error = check_common(fn, q, k, options);
-  if (error.empty()) {
-    try {
-      p = make_forward_problem(fn.c_str(), q, k, v, out, lse, local_check_options(options), Algorithm::flash);
-    } catch (const Error& e) {
-      error = e.what();
-    }
-  }
-  agree_or_throw(comm.get(), fn, error);
-  const Placement pl = place(comm.get(), fn, {p.seqlen_q, p.batch, p.heads, p.heads_k, p.headdim}, layout, options);
-  const int P = pl.ranks, r = pl.rank, threads = thread_count(options);
-  const int right = (r + 1) % P, left = (r + P - 1) % P;
-  Stats stats;
-  stats.steps = P;
-  stats.progress_thread = P > 1 && can_progress_in_thread();
+  RingCall call(user_comm, "flashattn::ring::forward", q, k, options, layout, [&](const AttentionOptions& o) {
+    return make_forward_problem("flashattn::ring::forward", q, k, v, out, lse, o, Algorithm::flash);
+  });
+  const Problem& p = call.p;
+  const Placement& pl = call.pl;
+  Stats& stats = call.stats;
+  const int P = call.P, r = call.r, threads = call.threads;
+  const i64 B = p.batch, H = p.heads, Hk = p.heads_k, d = p.headdim;
 
   // Buffers: two K/V packs (the slice in hand, the next), one partial (O, LSE) per query
-  // piece; allocated before anything is written, and a rank short of memory stops all.
-  const i64 B = p.batch, H = p.heads, Hk = p.heads_k, d = p.headdim;
-  KvPack pack_shape{nullptr, B, pl.max_rows, Hk, d};
+  // piece; allocated before anything is written.
+  const i64 pack_floats = KvPack{nullptr, B, pl.max_rows, Hk, d}.floats();
   i64 max_piece = 0;
   for (const Piece& qp : pl.pieces[r]) max_piece = std::max(max_piece, qp.length);
   Buffer kv_buffers, part_out, part_lse;
-  std::vector<std::int32_t> key_lengths;
-  try {
-    kv_buffers = Buffer(static_cast<std::size_t>(2 * pack_shape.floats()));
+  call.allocate([&] {
+    kv_buffers = Buffer(static_cast<std::size_t>(2 * pack_floats));
     part_out = Buffer(static_cast<std::size_t>(B * max_piece * H * d));
     part_lse = Buffer(static_cast<std::size_t>(B * H * max_piece));
-    key_lengths.resize(static_cast<std::size_t>(B));
-  } catch (const std::bad_alloc&) {
-    error = fn + ": out of memory for the ring's buffers on rank " + std::to_string(r);
-  }
-  agree_or_throw(comm.get(), fn, error);
+  });
 
   const auto t_setup = Clock::now();
-  KvPack hand{kv_buffers.data(), B, pl.rows[r], Hk, d};
-  copy_pack(p.k, hand, 0, true, threads);
-  copy_pack(p.v, hand, 1, true, threads);
+  KvPack hand = call.pack_own_kv(kv_buffers.data());
   for (i64 b = 0; b < B; ++b) {
     for (i64 i = 0; i < pl.rows[r]; ++i) {
       for (i64 h = 0; h < H; ++h) {
@@ -492,95 +555,67 @@ void forward(MPI_Comm user_comm, const TensorView& q, const TensorView& k, const
   stats.compute_ms += ms_since(t_setup);
 
   // Main loop: step t holds the slice of rank (r − t) mod P.
-  Transfers kv_moves(comm.get());
+  Transfers kv_moves(call.comm.get());
   try {
     for (int t = 0; t < P; ++t) {
       const int src = (r - t + P) % P;
-      KvPack next{kv_buffers.data() + (t % 2 == 0 ? pack_shape.floats() : 0), B, pl.rows[(src + P - 1) % P], Hk, d};
+      KvPack next{kv_buffers.data() + (t % 2 == 0 ? pack_floats : 0), B, pl.rows[(src + P - 1) % P], Hk, d};
       if (t + 1 < P) {
-        kv_moves.recv(next.data, next.floats(), left, kTagKv);
-        kv_moves.send(hand.data, hand.floats(), right, kTagKv, stats);
+        kv_moves.recv(next.data, next.floats(), call.left, kTagKv);
+        kv_moves.send(hand.data, hand.floats(), call.right, kTagKv, stats);
       }
       const auto t_compute = Clock::now();
       {
         Progress progress({&kv_moves}, stats.progress_thread && t + 1 < P);
-        for (const Piece& qp : pl.pieces[r]) {
-          for (const Piece& kp : pl.pieces[src]) {
-            const Pair pair = relation(qp, kp, options.causal);
-            AttentionOptions po;
-            if (pair == Pair::skip || !pair_options(options, qp, kp, pair, B, key_lengths, po)) continue;
-            const TensorView o_view = TensorView::contiguous(part_out.data(), {B, qp.length, H, d});
-            const TensorView l_view = TensorView::contiguous(part_lse.data(), {B, H, qp.length});
-            flashattn::forward(rows_of(q, qp.local_row, qp.length), hand.view(0, kp.local_row, kp.length),
-                               hand.view(1, kp.local_row, kp.length), o_view, l_view, po);
-            merge(p, qp, part_out.data(), part_lse.data(), threads);
-            ++stats.pairs;
-          }
-        }
+        call.for_each_pair(src, [&](const Piece& qp, const Piece& kp, const AttentionOptions& po) {
+          const TensorView o_view = TensorView::contiguous(part_out.data(), {B, qp.length, H, d});
+          const TensorView l_view = TensorView::contiguous(part_lse.data(), {B, H, qp.length});
+          flashattn::forward(rows_of(q, qp.local_row, qp.length), hand.view(0, kp.local_row, kp.length),
+                             hand.view(1, kp.local_row, kp.length), o_view, l_view, po);
+          merge(p, qp, part_out.data(), part_lse.data(), threads);
+        });
       }
       stats.compute_ms += ms_since(t_compute);
       stats.wait_ms += kv_moves.wait();
       hand = next;
     }
   } catch (const std::exception& e) {
-    abort_ring(comm.get(), fn, e);
+    call.abort(e);
   }
-  stats.total_ms = ms_since(t_start);
-  if (stats_out != nullptr) *stats_out = stats;
+  call.finish(stats_out);
 }
 
 void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, const TensorView& k, const TensorView& v,
               const TensorView& out, const TensorView& lse, const TensorView& dq, const TensorView& dk,
               const TensorView& dv, const AttentionOptions& options, Layout layout, Stats* stats_out) {
-  const std::string fn = "flashattn::ring::backward";
-  const auto t_start = Clock::now();
-  PrivateComm comm(user_comm);
-  Problem p;
-  std::string error = check_common(fn, q, k, options);
-  if (error.empty()) {
-    try {
-      p = make_backward_problem(fn.c_str(), dout, q, k, v, out, lse, dq, dk, dv, local_check_options(options),
-                                Algorithm::flash);
-    } catch (const Error& e) {
-      error = e.what();
-    }
-  }
-  agree_or_throw(comm.get(), fn, error);
-  const Placement pl = place(comm.get(), fn, {p.seqlen_q, p.batch, p.heads, p.heads_k, p.headdim}, layout, options);
-  const int P = pl.ranks, r = pl.rank, threads = thread_count(options);
-  const int right = (r + 1) % P, left = (r + P - 1) % P;
-  Stats stats;
-  stats.steps = P;
-  stats.progress_thread = P > 1 && can_progress_in_thread();
+  RingCall call(user_comm, "flashattn::ring::backward", q, k, options, layout, [&](const AttentionOptions& o) {
+    return make_backward_problem("flashattn::ring::backward", dout, q, k, v, out, lse, dq, dk, dv, o, Algorithm::flash);
+  });
+  const Problem& p = call.p;
+  const Placement& pl = call.pl;
+  Stats& stats = call.stats;
+  const int P = call.P, r = call.r, threads = call.threads;
+  const i64 B = p.batch, H = p.heads, Hk = p.heads_k, d = p.headdim;
 
   // Buffers: K/V packs (in hand, next); dK/dV contributions (two, alternating, so one can
   // be in flight while the next is made); one received accumulator (summed into the step's
   // contribution before the next is posted); one pair's dq, dk, dv.
-  const i64 B = p.batch, H = p.heads, Hk = p.heads_k, d = p.headdim;
-  const KvPack max_pack{nullptr, B, pl.max_rows, Hk, d};
-  const i64 pack_floats = max_pack.floats();
+  const i64 pack_floats = KvPack{nullptr, B, pl.max_rows, Hk, d}.floats();
   i64 max_piece = 0;
   for (const auto& pieces : pl.pieces) {
     for (const Piece& pc : pieces) max_piece = std::max(max_piece, pc.length);
   }
   Buffer kv_buffers, grad_buffers, pair_dq, pair_dk, pair_dv;
-  std::vector<std::int32_t> key_lengths;
-  try {
+  call.allocate([&] {
     kv_buffers = Buffer(static_cast<std::size_t>(2 * pack_floats));
     grad_buffers = Buffer(static_cast<std::size_t>(3 * pack_floats));  // contributions 0, 1; received 2
     pair_dq = Buffer(static_cast<std::size_t>(B * max_piece * H * d));
     pair_dk = Buffer(static_cast<std::size_t>(B * max_piece * Hk * d));
     pair_dv = Buffer(pair_dk.size());
-    key_lengths.resize(static_cast<std::size_t>(B));
-  } catch (const std::bad_alloc&) {
-    error = fn + ": out of memory for the ring's buffers on rank " + std::to_string(r);
-  }
-  agree_or_throw(comm.get(), fn, error);
+  });
 
   const auto t_setup = Clock::now();
-  KvPack hand{kv_buffers.data(), B, pl.rows[r], Hk, d};
-  copy_pack(p.k, hand, 0, true, threads);
-  copy_pack(p.v, hand, 1, true, threads);
+  KvPack hand = call.pack_own_kv(kv_buffers.data());
   for (i64 b = 0; b < B; ++b) {
     for (i64 i = 0; i < pl.rows[r]; ++i) {
       for (i64 h = 0; h < H; ++h) std::fill_n(p.dq.row(b, i, h), d, 0.0f);
@@ -588,16 +623,16 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
   }
   stats.compute_ms += ms_since(t_setup);
 
-  Transfers kv_moves(comm.get()), grad_sent[2] = {Transfers(comm.get()), Transfers(comm.get())},
-                                  grad_received(comm.get());
+  const MPI_Comm comm = call.comm.get();
+  Transfers kv_moves(comm), grad_sent[2] = {Transfers(comm), Transfers(comm)}, grad_received(comm);
   KvPack arriving{};  // the accumulator posted to arrive from the left
   try {
     for (int t = 0; t < P; ++t) {
       const int src = (r - t + P) % P;
       KvPack next{kv_buffers.data() + (t % 2 == 0 ? pack_floats : 0), B, pl.rows[(src + P - 1) % P], Hk, d};
       if (t + 1 < P) {
-        kv_moves.recv(next.data, next.floats(), left, kTagKv);
-        kv_moves.send(hand.data, hand.floats(), right, kTagKv, stats);
+        kv_moves.recv(next.data, next.floats(), call.left, kTagKv);
+        kv_moves.send(hand.data, hand.floats(), call.right, kTagKv, stats);
       }
       // This step's contribution to slice src's dK, dV, in a buffer whose last send is done.
       stats.wait_ms += grad_sent[t % 2].wait();
@@ -607,41 +642,35 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
         // Transfers progress from here on: zeroing a fresh buffer costs page faults too.
         Progress progress({&kv_moves, &grad_sent[(t + 1) % 2], &grad_received}, stats.progress_thread);
         fill_zero(contribution.data, contribution.floats(), threads);
-        for (const Piece& qp : pl.pieces[r]) {
-          for (const Piece& kp : pl.pieces[src]) {
-            const Pair pair = relation(qp, kp, options.causal);
-            AttentionOptions po;
-            if (pair == Pair::skip || !pair_options(options, qp, kp, pair, B, key_lengths, po)) continue;
-            const TensorView dq_view = TensorView::contiguous(pair_dq.data(), {B, qp.length, H, d});
-            const TensorView dk_view = TensorView::contiguous(pair_dk.data(), {B, kp.length, Hk, d});
-            const TensorView dv_view = TensorView::contiguous(pair_dv.data(), {B, kp.length, Hk, d});
-            flashattn::backward(rows_of(dout, qp.local_row, qp.length), rows_of(q, qp.local_row, qp.length),
-                                hand.view(0, kp.local_row, kp.length), hand.view(1, kp.local_row, kp.length),
-                                rows_of(out, qp.local_row, qp.length), lse_rows_of(lse, qp.local_row, qp.length),
-                                dq_view, dk_view, dv_view, po);
-            // dq += the pair's dQ; the contribution's rows of this key chunk += its dK, dV.
-            const Bshd pdq{pair_dq.data(), qp.length * H * d, H * d, d};
+        call.for_each_pair(src, [&](const Piece& qp, const Piece& kp, const AttentionOptions& po) {
+          const TensorView dq_view = TensorView::contiguous(pair_dq.data(), {B, qp.length, H, d});
+          const TensorView dk_view = TensorView::contiguous(pair_dk.data(), {B, kp.length, Hk, d});
+          const TensorView dv_view = TensorView::contiguous(pair_dv.data(), {B, kp.length, Hk, d});
+          flashattn::backward(rows_of(dout, qp.local_row, qp.length), rows_of(q, qp.local_row, qp.length),
+                              hand.view(0, kp.local_row, kp.length), hand.view(1, kp.local_row, kp.length),
+                              rows_of(out, qp.local_row, qp.length), lse_rows_of(lse, qp.local_row, qp.length), dq_view,
+                              dk_view, dv_view, po);
+          // dq += the pair's dQ; the contribution's rows of this key chunk += its dK, dV.
+          const Bshd pdq{pair_dq.data(), qp.length * H * d, H * d, d};
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
-            for (i64 b = 0; b < B; ++b) {
-              for (i64 i = 0; i < qp.length; ++i) {
-                for (i64 h = 0; h < H; ++h) {
-                  float* acc = p.dq.row(b, qp.local_row + i, h);
-                  const float* add = pdq.row(b, i, h);
-                  for (i64 x = 0; x < d; ++x) acc[x] += add[x];
-                }
+          for (i64 b = 0; b < B; ++b) {
+            for (i64 i = 0; i < qp.length; ++i) {
+              for (i64 h = 0; h < H; ++h) {
+                float* acc = p.dq.row(b, qp.local_row + i, h);
+                const float* add = pdq.row(b, i, h);
+                for (i64 x = 0; x < d; ++x) acc[x] += add[x];
               }
             }
-            for (int which = 0; which < 2; ++which) {
-              const float* part = which == 0 ? pair_dk.data() : pair_dv.data();
-              for (i64 b = 0; b < B; ++b) {
-                float* dst =
-                    contribution.data + which * contribution.half() + (b * contribution.rows + kp.local_row) * Hk * d;
-                add_into(dst, part + b * kp.length * Hk * d, kp.length * Hk * d, threads);
-              }
-            }
-            ++stats.pairs;
           }
-        }
+          for (int which = 0; which < 2; ++which) {
+            const float* part = which == 0 ? pair_dk.data() : pair_dv.data();
+            for (i64 b = 0; b < B; ++b) {
+              float* dst =
+                  contribution.data + which * contribution.half() + (b * contribution.rows + kp.local_row) * Hk * d;
+              add_into(dst, part + b * kp.length * Hk * d, kp.length * Hk * d, threads);
+            }
+          }
+        });
       }
       stats.compute_ms += ms_since(t_compute);
       // The accumulator of slice src: the contribution plus what the ranks before added.
@@ -652,11 +681,11 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
         stats.compute_ms += ms_since(t_add);
       }
       if (P > 1) {
-        grad_sent[t % 2].send(contribution.data, contribution.floats(), right, kTagGrad, stats);
+        grad_sent[t % 2].send(contribution.data, contribution.floats(), call.right, kTagGrad, stats);
         // Next: slice (src − 1)'s accumulator from the left; after the last step, our own.
         const int arriving_slice = t + 1 < P ? (src + P - 1) % P : r;
         arriving = KvPack{grad_buffers.data() + 2 * pack_floats, B, pl.rows[arriving_slice], Hk, d};
-        grad_received.recv(arriving.data, arriving.floats(), left, kTagGrad);
+        grad_received.recv(arriving.data, arriving.floats(), call.left, kTagGrad);
       } else {
         arriving = contribution;  // one rank: the contribution is the whole gradient
       }
@@ -664,7 +693,7 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
       hand = next;
     }
   } catch (const std::exception& e) {
-    abort_ring(comm.get(), fn, e);
+    call.abort(e);
   }
   // Epilogue: our own slice's dK, dV have come round.
   stats.wait_ms += grad_received.wait();
@@ -673,8 +702,7 @@ void backward(MPI_Comm user_comm, const TensorView& dout, const TensorView& q, c
   copy_pack(p.dv, arriving, 1, false, threads);
   stats.compute_ms += ms_since(t_unpack);
   for (Transfers& sent : grad_sent) stats.wait_ms += sent.wait();
-  stats.total_ms = ms_since(t_start);
-  if (stats_out != nullptr) *stats_out = stats;
+  call.finish(stats_out);
 }
 
 }  // namespace flashattn::ring
