@@ -22,7 +22,7 @@
 #include <iostream>
 #include <new>
 #include <nlohmann/json.hpp>
-#include <random>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -78,12 +78,6 @@ struct RingConfig {
   std::string json;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
-}
-
 double peak_rss_mb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
@@ -115,17 +109,33 @@ void quiet_barrier(MPI_Comm comm) {
   }
 }
 
-// A BSHD f32 tensor owned here.
-struct Owned {
-  std::vector<float> data;
-  TensorView view;
-  Owned(i64 b, i64 s, i64 h, i64 d, std::mt19937_64* rng) {
-    data.assign(static_cast<std::size_t>(b * s * h * std::max<i64>(d, 1)), 0.0f);
-    view = d > 0 ? TensorView::contiguous(data.data(), {b, s, h, d}) : TensorView::contiguous(data.data(), {b, s, h});
-    if (rng != nullptr) {
-      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-      for (float& x : data) x = u(*rng);
+// One process's tensors for `rows` rows of the sequence: q, k, v (uniform in [−1, 1)), out,
+// lse, and for the backward dout (random), dq, dk, dv.
+struct Tensors {
+  harness::HostTensor q, k, v, out, lse, dout, dq, dk, dv;
+  Tensors(const RingConfig& c, i64 rows, bool backward, std::uint64_t seed)
+      : q(c.batch, rows, c.heads, c.headdim, false),
+        k(c.batch, rows, c.heads_k, c.headdim, false),
+        v(c.batch, rows, c.heads_k, c.headdim, false),
+        out(c.batch, rows, c.heads, c.headdim, false),
+        lse(c.batch, c.heads, rows, 0, false) {
+    if (backward) {
+      dout = harness::HostTensor(c.batch, rows, c.heads, c.headdim, false);
+      dq = harness::HostTensor(c.batch, rows, c.heads, c.headdim, false);
+      dk = harness::HostTensor(c.batch, rows, c.heads_k, c.headdim, false);
+      dv = harness::HostTensor(c.batch, rows, c.heads_k, c.headdim, false);
+      dout.fill_uniform(seed + 3, -1.0f, 1.0f);
     }
+    q.fill_uniform(seed, -1.0f, 1.0f);
+    k.fill_uniform(seed + 1, -1.0f, 1.0f);
+    v.fill_uniform(seed + 2, -1.0f, 1.0f);
+  }
+  i64 bytes() const {
+    i64 total = 0;
+    for (const harness::HostTensor* t : {&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv}) {
+      if (t->view().rank > 0) total += t->view().numel() * static_cast<i64>(sizeof(float));
+    }
+    return total;
   }
 };
 
@@ -182,37 +192,24 @@ Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::str
   // Setup: this rank's slice, random, its own seed; every rank must have it before any
   // enters the ring (a rank short of memory would leave the others waiting).
   const i64 rows = ring::local_length(layout, n, P, rank);
-  std::mt19937_64 rng(static_cast<std::uint64_t>(1000 + rank));
-  std::vector<Owned> t;  // q, k, v, dout, out, lse, then dq, dk, dv for bwd
+  std::optional<Tensors> t;
   int allocated = 1;
   try {
-    t.reserve(9);
-    t.emplace_back(c.batch, rows, c.heads, c.headdim, &rng);
-    t.emplace_back(c.batch, rows, c.heads_k, c.headdim, &rng);
-    t.emplace_back(c.batch, rows, c.heads_k, c.headdim, &rng);
-    t.emplace_back(c.batch, pass == "bwd" ? rows : 0, c.heads, c.headdim, &rng);  // dout
-    t.emplace_back(c.batch, rows, c.heads, c.headdim, nullptr);
-    t.emplace_back(c.batch, c.heads, rows, 0, nullptr);
-    if (pass == "bwd") {
-      t.emplace_back(c.batch, rows, c.heads, c.headdim, nullptr);
-      t.emplace_back(c.batch, rows, c.heads_k, c.headdim, nullptr);
-      t.emplace_back(c.batch, rows, c.heads_k, c.headdim, nullptr);
-    }
+    t.emplace(c, rows, pass == "bwd", static_cast<std::uint64_t>(1000 + 10 * rank));
   } catch (const std::bad_alloc&) {
     allocated = 0;
   }
   MPI_Allreduce(MPI_IN_PLACE, &allocated, 1, MPI_INT, MPI_MIN, comm);
   if (!allocated) throw std::bad_alloc();
-  i64 tensor_bytes = 0;
-  for (const Owned& x : t) tensor_bytes += static_cast<i64>(x.data.size() * sizeof(float));
-  const Owned &q = t[0], &k = t[1], &v = t[2], &dout = t[3], &out = t[4], &lse = t[5];
-  if (pass == "bwd") ring::forward(comm, q.view, k.view, v.view, out.view, lse.view, o, layout);
+  const i64 tensor_bytes = t->bytes();
+  if (pass == "bwd")
+    ring::forward(comm, t->q.view(), t->k.view(), t->v.view(), t->out.view(), t->lse.view(), o, layout);
   auto call = [&](ring::Stats* s) {
     if (pass == "fwd") {
-      ring::forward(comm, q.view, k.view, v.view, out.view, lse.view, o, layout, s);
+      ring::forward(comm, t->q.view(), t->k.view(), t->v.view(), t->out.view(), t->lse.view(), o, layout, s);
     } else {
-      ring::backward(comm, dout.view, q.view, k.view, v.view, out.view, lse.view, t[6].view, t[7].view, t[8].view, o,
-                     layout, s);
+      ring::backward(comm, t->dout.view(), t->q.view(), t->k.view(), t->v.view(), t->out.view(), t->lse.view(),
+                     t->dq.view(), t->dk.view(), t->dv.view(), o, layout, s);
     }
   };
   // Main loop: a warm-up (measuring the ring's own buffers at their peak), then the runs;
@@ -273,32 +270,19 @@ Measured measure(const RingConfig& c, i64 n, ring::Layout layout, const std::str
       AttentionOptions so = o;
       so.num_threads = threads;
       try {
-        std::mt19937_64 whole_rng(7);
-        Owned wq(c.batch, n, c.heads, c.headdim, &whole_rng), wk(c.batch, n, c.heads_k, c.headdim, &whole_rng),
-            wv(c.batch, n, c.heads_k, c.headdim, &whole_rng), wo(c.batch, n, c.heads, c.headdim, nullptr),
-            wl(c.batch, c.heads, n, 0, nullptr);
-        std::vector<Owned> wg;
-        if (pass == "bwd") {
-          wg.emplace_back(c.batch, n, c.heads, c.headdim, &whole_rng);  // dout
-          wg.emplace_back(c.batch, n, c.heads, c.headdim, nullptr);
-          wg.emplace_back(c.batch, n, c.heads_k, c.headdim, nullptr);
-          wg.emplace_back(c.batch, n, c.heads_k, c.headdim, nullptr);
-          flashattn::forward(wq.view, wk.view, wv.view, wo.view, wl.view, so);
-        }
+        Tensors w(c, n, pass == "bwd", 7);
+        if (pass == "bwd") flashattn::forward(w.q.view(), w.k.view(), w.v.view(), w.out.view(), w.lse.view(), so);
         auto single = [&] {
           if (pass == "fwd") {
-            flashattn::forward(wq.view, wk.view, wv.view, wo.view, wl.view, so);
+            flashattn::forward(w.q.view(), w.k.view(), w.v.view(), w.out.view(), w.lse.view(), so);
           } else {
-            flashattn::backward(wg[0].view, wq.view, wk.view, wv.view, wo.view, wl.view, wg[1].view, wg[2].view,
-                                wg[3].view, so);
+            flashattn::backward(w.dout.view(), w.q.view(), w.k.view(), w.v.view(), w.out.view(), w.lse.view(),
+                                w.dq.view(), w.dk.view(), w.dv.view(), so);
           }
         };
         reset_peak_allocated_bytes();
         single();
-        i64 whole_bytes = 0;
-        for (const Owned* x : {&wq, &wk, &wv, &wo, &wl}) whole_bytes += static_cast<i64>(x->data.size() * sizeof(float));
-        for (const Owned& x : wg) whole_bytes += static_cast<i64>(x.data.size() * sizeof(float));
-        m.single_memory_mb = static_cast<double>(whole_bytes + peak_allocated_bytes()) / (1 << 20);
+        m.single_memory_mb = static_cast<double>(w.bytes() + peak_allocated_bytes()) / (1 << 20);
         std::vector<double> t;
         for (int run = 0; run < c.runs; ++run) {
           const auto t0 = Clock::now();
@@ -382,7 +366,8 @@ ModelStep model_step(const RingConfig& c, double seqlen, int nodes, double F, do
           nodes > 1 ? 2.0 * c.batch * c.heads_k * slice * c.headdim * bytes / W : 0.0};
 }
 
-void print_model(const RingConfig& c, const std::vector<double>& node_gflops, std::ostream* table, std::ostream* json_out) {
+void print_model(const RingConfig& c, const std::vector<double>& node_gflops, std::ostream* table,
+                 std::ostream* json_out) {
   if (table) {
     *table << "\nScaling model, forward (B=" << c.batch << " H=" << c.heads << " Hk=" << c.heads_k << " d=" << c.headdim
            << (c.causal ? ", causal" : "") << ", f32): step = max(compute, transfer), forward = P steps\n";
