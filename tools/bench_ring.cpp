@@ -142,7 +142,7 @@ struct Tensors {
 // FlashAttention's count: forward 4·B·H·N²·d, halved for causal; backward 2.5× forward.
 double gflop(const RingConfig& c, i64 n, const std::string& pass) {
   const double fwd = 4.0 * c.batch * c.heads * double(n) * n * c.headdim * (c.causal ? 0.5 : 1.0);
-  return (pass == "bwd" ? 2.5 * fwd : fwd) / 1e9;
+  return fwd * pass_factor(pass) / 1e9;
 }
 
 struct Measured {
