@@ -97,7 +97,8 @@ inline void expect_matches_reference(const PathCase& pc, const harness::Case* or
   const harness::Inputs in = harness::make_inputs(c);
   const harness::ReferenceOutputs ref = harness::run_reference(oracle != nullptr ? *oracle : c, in, true);
   const harness::PathRun standard = harness::run_path(c, in, ref, Algorithm::standard);
-  EXPECT_LE(standard.errors.max(), harness::standard_error_limit(ref)) << "standard attention is off the reference";
+  EXPECT_LE(standard.errors.max(), harness::standard_error_limit(ref, c.dtype))
+      << "standard attention is off the reference";
   harness::Case fc = c;
   fc.options.isa = pc.isa;
   const harness::PathRun flash = harness::run_path(fc, in, ref, Algorithm::flash);
@@ -111,7 +112,7 @@ inline void expect_matches_reference(const PathCase& pc, const harness::Case* or
                  {"dq", fast.dq, slow.dq, ref.dq},     {"dk", fast.dk, slow.dk, ref.dk},
                  {"dv", fast.dv, slow.dv, ref.dv},     {"dbias", fast.dbias, slow.dbias, ref.dbias}};
   for (const auto& o : outputs) {
-    EXPECT_LE(o.fast, harness::allowed_error(o.standard, harness::max_abs(o.ref)))
+    EXPECT_LE(o.fast, harness::allowed_error(o.standard, harness::max_abs(o.ref), c.dtype))
         << o.name << ": flash error " << o.fast << " vs standard " << o.standard;
   }
   for (const harness::PathRun* run : {&standard, &flash}) {

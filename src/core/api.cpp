@@ -1,9 +1,19 @@
 // api.cpp — the public entry points: validate, then hand the Problem to a path.
+//
+// bf16 and f16 tensors are computed in f32: each input is converted into an f32 copy, the
+// path runs on the copies (every feature as in f32, every product and statistic in f32),
+// and each output is rounded once into the caller's tensor. The inputs' values are exact
+// in f32, so the only rounding is the output's own.
+#include <omp.h>
+
 #include <algorithm>
 #include <iterator>
+#include <vector>
 
+#include "core/memory.hpp"
 #include "core/philox.hpp"
 #include "core/problem.hpp"
+#include "cpu/dispatch.hpp"
 #include "cpu/flash.hpp"
 #include "flashattn/error.hpp"
 #include "standard/standard.hpp"
@@ -138,12 +148,71 @@ void run(const Problem& p, Path path) {
   for (std::int64_t s = 0; s < p.sequences; ++s) path(p.sequence(s));
 }
 
+// f32 copies of a call's 16-bit BSHD tensors, (batch, seqlen, heads, headdim) contiguous.
+// Problem's Bshd of a 16-bit tensor holds its element strides; its rows are addressed here
+// in 2-byte elements.
+class F32Copies {
+ public:
+  explicit F32Copies(const Problem& p) : p_(p), convert_(kernels_for(p.isa)) {}
+
+  // An f32 copy of `t` (an input), or uninitialised room for an output.
+  Bshd input(const Bshd& t, std::int64_t seqlen, std::int64_t heads) { return copy(t, seqlen, heads, true); }
+  Bshd output(std::int64_t seqlen, std::int64_t heads) { return copy(Bshd{}, seqlen, heads, false); }
+
+  // Rounds the f32 copy `from` into the caller's 16-bit tensor `to`.
+  void write_back(const Bshd& from, const Bshd& to, std::int64_t seqlen, std::int64_t heads) const {
+    for_each_row(seqlen, heads, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
+      convert_.convert_from_f32(p_.dtype, from.row(b, s, h), row16(to, b, s, h), p_.headdim);
+    });
+  }
+
+ private:
+  static std::uint16_t* row16(const Bshd& t, std::int64_t b, std::int64_t s, std::int64_t h) {
+    return reinterpret_cast<std::uint16_t*>(t.data) + b * t.stride_b + s * t.stride_s + h * t.stride_h;
+  }
+
+  template <typename F>
+  void for_each_row(std::int64_t seqlen, std::int64_t heads, F&& f) const {
+#pragma omp parallel for collapse(2) num_threads(p_.num_threads) schedule(static)
+    for (std::int64_t b = 0; b < p_.batch; ++b) {
+      for (std::int64_t s = 0; s < seqlen; ++s) {
+        for (std::int64_t h = 0; h < heads; ++h) f(b, s, h);
+      }
+    }
+  }
+
+  Bshd copy(const Bshd& t, std::int64_t seqlen, std::int64_t heads, bool convert) {
+    const std::int64_t d = p_.headdim;
+    buffers_.emplace_back(static_cast<std::size_t>(p_.batch * seqlen * heads * d));
+    const Bshd f32{buffers_.back().data(), seqlen * heads * d, heads * d, d};
+    if (convert) {
+      for_each_row(seqlen, heads, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
+        convert_.convert_to_f32(p_.dtype, row16(t, b, s, h), f32.row(b, s, h), d);
+      });
+    }
+    return f32;
+  }
+
+  const Problem& p_;
+  const KernelSet& convert_;
+  std::vector<Buffer> buffers_;
+};
+
 }  // namespace
 
 void forward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
              const TensorView& lse, const AttentionOptions& options, Algorithm algorithm) {
   const Problem p = make_forward_problem("flashattn::forward", q, k, v, out, lse, options, algorithm);
-  run(p, algorithm == Algorithm::standard ? standard_forward : flash_forward);
+  const auto path = algorithm == Algorithm::standard ? standard_forward : flash_forward;
+  if (p.dtype == DType::f32) return run(p, path);
+  F32Copies copies(p);
+  Problem f = p;
+  f.q = copies.input(p.q, p.seqlen_q, p.heads);
+  f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
+  f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
+  f.out = copies.output(p.seqlen_q, p.heads);
+  run(f, path);
+  copies.write_back(f.out, p.out, p.seqlen_q, p.heads);
 }
 
 void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
@@ -152,7 +221,22 @@ void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
               const AttentionOptions& options, Algorithm algorithm) {
   const Problem p = make_backward_problem("flashattn::backward", dout, q, k, v, out, lse, dq, dk,
                                           dv, options, algorithm);
-  run(p, algorithm == Algorithm::standard ? standard_backward : flash_backward);
+  const auto path = algorithm == Algorithm::standard ? standard_backward : flash_backward;
+  if (p.dtype == DType::f32) return run(p, path);
+  F32Copies copies(p);
+  Problem f = p;
+  f.dout = copies.input(p.dout, p.seqlen_q, p.heads);
+  f.q = copies.input(p.q, p.seqlen_q, p.heads);
+  f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
+  f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
+  f.out = copies.input(p.out, p.seqlen_q, p.heads);
+  f.dq = copies.output(p.seqlen_q, p.heads);
+  f.dk = copies.output(p.seqlen_k, p.heads_k);
+  f.dv = copies.output(p.seqlen_k, p.heads_k);
+  run(f, path);
+  copies.write_back(f.dq, p.dq, p.seqlen_q, p.heads);
+  copies.write_back(f.dk, p.dk, p.seqlen_k, p.heads_k);
+  copies.write_back(f.dv, p.dv, p.seqlen_k, p.heads_k);
 }
 
 bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_t b, std::int64_t h,

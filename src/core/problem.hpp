@@ -47,6 +47,10 @@ struct Problem {
   std::int64_t dropout_offset_q = 0, dropout_offset_k = 0;  // added to (i, j) for dropout only
   int num_threads = 1;                  // resolved: >= 1
   Isa isa = Isa::portable;
+  // The dtype of q, k, v, out, dout, dq, dk, dv. The paths compute on f32 tensors: with bf16 or
+  // f16 the API converts into f32 copies and back (api.cpp), and only the standard path reads
+  // this, to round its intermediates as a framework computing in that dtype would.
+  DType dtype = DType::f32;
   int block_q = 0, block_k = 0;  // 0: derive from the caches
   // Score modifiers (see AttentionOptions): softcap 0 is off, alibi_slopes null is off.
   float softcap = 0.0f;

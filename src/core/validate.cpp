@@ -11,22 +11,13 @@
 
 #include <omp.h>
 
+#include "core/dtype.hpp"
 #include "core/philox.hpp"
 #include "core/problem.hpp"
 #include "flashattn/error.hpp"
 
 namespace flashattn {
 namespace {
-
-std::int64_t element_bytes(DType dtype) {
-  switch (dtype) {
-    case DType::f32: return 4;
-    case DType::f16:
-    case DType::bf16: return 2;
-    case DType::u8: return 1;
-  }
-  return 4;
-}
 
 std::string shape_string(const TensorView& t) {
   std::ostringstream s;
@@ -44,14 +35,17 @@ class Checker {
     throw Error(std::string(fn_) + ": " + arg + ": " + what);
   }
 
-  // Rank, dtype, sizes, strides and data pointer of one tensor.
-  void basic(const char* name, const TensorView& t, int rank) const {
+  // Rank, dtype, sizes, strides and data pointer of one tensor. `dtype_rule`, when given,
+  // says why `dtype` is expected (the tensors that share q's).
+  void basic(const char* name, const TensorView& t, int rank, DType dtype = DType::f32,
+             const char* dtype_rule = nullptr) const {
     if (t.rank != rank) {
       fail(name, "expected a tensor of rank " + std::to_string(rank) + ", got rank " +
                      std::to_string(t.rank));
     }
-    if (t.dtype != DType::f32) {
-      fail(name, std::string("dtype ") + to_string(t.dtype) + " is not supported yet (only f32)");
+    if (t.dtype != dtype) {
+      fail(name, std::string("expected dtype ") + to_string(dtype) + ", got " + to_string(t.dtype) +
+                     (dtype_rule ? std::string(" (") + dtype_rule + ")" : std::string()));
     }
     for (int d = 0; d < rank; ++d) {
       if (t.shape[d] < 0) fail(name, "negative size in shape " + shape_string(t));
@@ -112,8 +106,8 @@ class Checker {
   }
 
   // A BSHD tensor whose last dimension must be contiguous.
-  void bshd(const char* name, const TensorView& t) const {
-    basic(name, t, 4);
+  void bshd(const char* name, const TensorView& t, DType dtype = DType::f32, const char* dtype_rule = nullptr) const {
+    basic(name, t, 4, dtype, dtype_rule);
     if (t.shape[3] > 1 && t.stride[3] != 1) {
       fail(name, "the last dimension (headdim) must be contiguous (stride 1), got stride " +
                      std::to_string(t.stride[3]));
@@ -433,16 +427,24 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
   p.num_splits = o.num_splits;
 }
 
+constexpr const char* kSharedDtype = "q, k, v, out, dout, dq, dk and dv share q's dtype";
+
 Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
                     const TensorView& v, const TensorView& out, const TensorView& lse,
                     const AttentionOptions& o) {
-  c.bshd("q", q);
-  c.bshd("k", k);
-  c.bshd("v", v);
-  c.bshd("out", out);
-  c.basic("lse", lse, 3);
+  // q sets the dtype: f32, bf16 or f16, shared by k, v, out (and the backward's dout, dq,
+  // dk, dv); lse stays f32.
+  if (q.rank == 4 && q.dtype != DType::f32 && q.dtype != DType::bf16 && q.dtype != DType::f16) {
+    c.fail("q", std::string("expected dtype f32, bf16 or f16, got ") + to_string(q.dtype));
+  }
+  c.bshd("q", q, q.dtype);
+  c.bshd("k", k, q.dtype, kSharedDtype);
+  c.bshd("v", v, q.dtype, kSharedDtype);
+  c.bshd("out", out, q.dtype, kSharedDtype);
+  c.basic("lse", lse, 3, DType::f32, "the log-sum-exp is f32 in every dtype");
 
   Problem p;
+  p.dtype = q.dtype;
   p.batch = q.shape[0];
   p.seqlen_q = q.shape[1];
   p.heads = q.shape[2];
@@ -517,7 +519,7 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
                               const KvCache& cache, const AttentionOptions& o) {
   const Checker c(fn);
   refuse_cache_options(c, o);
-  c.bshd("q", q);
+  c.bshd("q", q, DType::f32, "forward_with_kvcache computes f32 only, as yet");
   c.bshd("k_cache", k_cache);
   c.bshd("v_cache", v_cache);
   c.bshd("out", out);
@@ -739,10 +741,10 @@ Problem make_backward_problem(const char* fn, const TensorView& dout, const Tens
                               const TensorView& dv, const AttentionOptions& options, Algorithm algorithm) {
   const Checker c(fn);
   Problem p = make_common(c, q, k, v, out, lse, options);
-  c.bshd("dout", dout);
-  c.bshd("dq", dq);
-  c.bshd("dk", dk);
-  c.bshd("dv", dv);
+  c.bshd("dout", dout, p.dtype, kSharedDtype);
+  c.bshd("dq", dq, p.dtype, kSharedDtype);
+  c.bshd("dk", dk, p.dtype, kSharedDtype);
+  c.bshd("dv", dv, p.dtype, kSharedDtype);
   c.shape("dout", dout, {p.batch, p.seqlen_q, p.heads, p.headdim},
           "(batch, seqlen_q, heads, headdim) like q");
   c.shape("dq", dq, {p.batch, p.seqlen_q, p.heads, p.headdim},

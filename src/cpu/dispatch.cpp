@@ -19,8 +19,9 @@ namespace flashattn {
 namespace {
 
 #if defined(FLASHATTN_X86_KERNELS)
+// F16C (the f16 conversions) comes with every AVX2 CPU; it is checked all the same.
 bool cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
 }
 
 // libgcc's check includes the OS's XSAVE state (XCR0), so a kernel that disabled

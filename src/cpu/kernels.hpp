@@ -66,6 +66,10 @@ struct KernelSet {
   // c < n: philox.hpp's mask, eight counters at a time where the build has AVX2.
   void (*dropout_factors)(float* z, std::int64_t n, std::uint64_t seed, std::int64_t b, std::int64_t h,
                           std::int64_t i, std::int64_t j0, std::uint32_t threshold, float keep_scale);
+  // n elements of a 16-bit dtype (f16 or bf16) to f32 and back (convert_kernels.inc): bit for
+  // bit core/dtype.hpp's scalar rules, vectorized where the build can.
+  void (*convert_to_f32)(DType dtype, const void* src, float* dst, std::int64_t n);
+  void (*convert_from_f32)(DType dtype, const float* src, void* dst, std::int64_t n);
 };
 
 extern const KernelSet kPortableKernels;

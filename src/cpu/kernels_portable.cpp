@@ -3,4 +3,5 @@
 #define FLASHATTN_KERNEL_ISA Isa::portable
 #include "cpu/flash_kernels.inc"
 #include "cpu/split_kv_kernels.inc"
+#include "cpu/convert_kernels.inc"
 #include "cpu/kernel_set.inc"

@@ -6,7 +6,9 @@
 #include <limits>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 
+#include "core/dtype.hpp"
 #include "flashattn/block_sparse.hpp"
 #include "reference/reference.hpp"
 
@@ -60,6 +62,7 @@ std::string Case::name() const {
     if (options.block_mask->head_stride > 0 || options.block_mask->batch_stride > 0) s << "_perhead";
   }
   if (padded) s << "_padded";
+  if (dtype != DType::f32) s << "_" << to_string(dtype);
   if (options.isa) s << "_" << to_string(*options.isa);
   return s.str();
 }
@@ -115,9 +118,9 @@ void Case::set_varlen(const std::vector<std::int32_t>& lengths_q, const std::vec
 
 // Padding: a few elements between innermost rows and more between outer blocks, so
 // every stride differs from the contiguous one.
-HostTensor::HostTensor(i64 n0, i64 n1, i64 n2, i64 n3, bool padded) {
+HostTensor::HostTensor(i64 n0, i64 n1, i64 n2, i64 n3, bool padded, DType dtype) {
   const bool is_lse = n3 == 0;
-  view_.dtype = DType::f32;
+  view_.dtype = dtype;
   view_.rank = is_lse ? 3 : 4;
   const i64 dims[4] = {n0, n1, n2, n3};
   for (int d = 0; d < view_.rank; ++d) view_.shape[d] = dims[d];
@@ -127,16 +130,43 @@ HostTensor::HostTensor(i64 n0, i64 n1, i64 n2, i64 n3, bool padded) {
     stride *= view_.shape[d];
     if (padded) stride += 2 + d;  // a gap after every block of dimension d
   }
-  storage_.assign(static_cast<std::size_t>(std::max<i64>(stride, 1)), 0.0f);
+  const i64 count = std::max<i64>(stride, 1);
+  storage_.assign(static_cast<std::size_t>(dtype == DType::f32 ? count : (count + 1) / 2), 0.0f);
   view_.data = storage_.data();
+}
+
+i64 HostTensor::elements() const {
+  return view_.dtype == DType::f32 ? static_cast<i64>(storage_.size()) : 2 * static_cast<i64>(storage_.size());
+}
+
+float HostTensor::get(i64 n) const {
+  const auto* bits = reinterpret_cast<const std::uint16_t*>(storage_.data());
+  switch (view_.dtype) {
+    case DType::bf16: return bf16_to_f32(bits[n]);
+    case DType::f16: return f16_to_f32(bits[n]);
+    default: return storage_[static_cast<std::size_t>(n)];
+  }
+}
+
+void HostTensor::set(i64 i0, i64 i1, i64 i2, i64 i3, float x) {
+  const i64 n = offset(i0, i1, i2, i3);
+  auto* bits = reinterpret_cast<std::uint16_t*>(storage_.data());
+  switch (view_.dtype) {
+    case DType::bf16: bits[n] = f32_to_bf16(x); break;
+    case DType::f16: bits[n] = f32_to_f16(x); break;
+    default: storage_[static_cast<std::size_t>(n)] = x;
+  }
 }
 
 i64 HostTensor::offset(i64 i0, i64 i1, i64 i2, i64 i3) const {
   return i0 * view_.stride[0] + i1 * view_.stride[1] + i2 * view_.stride[2] +
          (view_.rank == 4 ? i3 * view_.stride[3] : 0);
 }
-float& HostTensor::at(i64 i0, i64 i1, i64 i2, i64 i3) { return storage_[offset(i0, i1, i2, i3)]; }
-float HostTensor::at(i64 i0, i64 i1, i64 i2, i64 i3) const { return storage_[offset(i0, i1, i2, i3)]; }
+float& HostTensor::at(i64 i0, i64 i1, i64 i2, i64 i3) {
+  if (view_.dtype != DType::f32) throw std::logic_error("HostTensor::at: a reference exists for f32 tensors only");
+  return storage_[static_cast<std::size_t>(offset(i0, i1, i2, i3))];
+}
+float HostTensor::at(i64 i0, i64 i1, i64 i2, i64 i3) const { return get(offset(i0, i1, i2, i3)); }
 
 template <typename F>
 void for_each_index(const TensorView& v, F&& f) {
@@ -150,18 +180,25 @@ void for_each_index(const TensorView& v, F&& f) {
 void HostTensor::fill_uniform(std::uint64_t seed, float lo, float hi) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
-  for_each_index(view_, [&](i64 a, i64 b, i64 c, i64 d) { at(a, b, c, d) = dist(rng); });
+  for_each_index(view_, [&](i64 a, i64 b, i64 c, i64 d) { set(a, b, c, d, dist(rng)); });
 }
 
-void HostTensor::poison() { std::fill(storage_.begin(), storage_.end(), kNaN); }
+void HostTensor::poison() {
+  std::fill(storage_.begin(), storage_.end(), kNaN);
+  if (view_.dtype != DType::f32) {  // every 16-bit element a NaN of its own
+    auto* bits = reinterpret_cast<std::uint16_t*>(storage_.data());
+    const std::uint16_t nan = view_.dtype == DType::bf16 ? 0x7fc0 : 0x7e00;
+    std::fill(bits, bits + elements(), nan);
+  }
+}
 
 bool HostTensor::padding_untouched() const {
-  std::vector<bool> in_view(storage_.size(), false);
+  std::vector<bool> in_view(static_cast<std::size_t>(elements()), false);
   for_each_index(view_, [&](i64 a, i64 b, i64 c, i64 d) {
-    in_view[offset(a, b, c, d)] = true;
+    in_view[static_cast<std::size_t>(offset(a, b, c, d))] = true;
   });
-  for (std::size_t n = 0; n < storage_.size(); ++n) {
-    if (!in_view[n] && !std::isnan(storage_[n])) return false;
+  for (i64 n = 0; n < elements(); ++n) {
+    if (!in_view[static_cast<std::size_t>(n)] && !std::isnan(get(n))) return false;
   }
   return true;
 }
@@ -175,10 +212,10 @@ std::vector<double> HostTensor::to_double() const {
 
 Inputs make_inputs(const Case& c) {
   const Shape& s = c.shape;
-  Inputs in{HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded),
-            HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
-            HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
-            HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded)};
+  Inputs in{HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded, c.dtype),
+            HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded, c.dtype),
+            HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded, c.dtype),
+            HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded, c.dtype)};
   in.q.fill_uniform(c.data_seed * 4 + 0, -1.0f, 1.0f);
   in.k.fill_uniform(c.data_seed * 4 + 1, -1.0f, 1.0f);
   in.v.fill_uniform(c.data_seed * 4 + 2, -1.0f, 1.0f);
@@ -188,16 +225,16 @@ Inputs make_inputs(const Case& c) {
 
 ForwardOutputs make_forward_outputs(const Case& c) {
   const Shape& s = c.shape;
-  return {HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded),
+  return {HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded, c.dtype),
           HostTensor(s.batch, s.heads, s.seqlen_q, 0, c.padded)};
 }
 
 BackwardOutputs make_backward_outputs(const Case& c) {
   const Shape& s = c.shape;
   const std::optional<TensorView>& bias = c.options.bias;  // dbias has the bias's shape
-  return {HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded),
-          HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
-          HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded),
+  return {HostTensor(s.batch, s.seqlen_q, s.heads, s.headdim, c.padded, c.dtype),
+          HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded, c.dtype),
+          HostTensor(s.batch, s.seqlen_k, s.heads_k, s.headdim, c.padded, c.dtype),
           bias ? HostTensor(bias->shape[0], bias->shape[1], s.seqlen_q, s.seqlen_k, c.padded) : HostTensor()};
 }
 
@@ -305,9 +342,18 @@ double max_abs(const std::vector<double>& values) {
   return m;
 }
 
-double allowed_error(double standard_error, double reference_magnitude) {
-  constexpr double kFloor = 2e-6;  // about 16 fp32 ulps of an O(1) value
-  return 2.0 * standard_error + kFloor * std::max(1.0, reference_magnitude);
+namespace {
+
+// Half an ulp of 1 in the dtype: the error of rounding an O(1) value once.
+double unit_roundoff(DType dtype) {
+  return dtype == DType::bf16 ? 0x1p-9 : (dtype == DType::f16 ? 0x1p-12 : 0x1p-24);
+}
+
+}  // namespace
+
+double allowed_error(double standard_error, double reference_magnitude, DType dtype) {
+  const double floor = dtype == DType::f32 ? 2e-6 : unit_roundoff(dtype);  // f32: about 16 ulps of an O(1) value
+  return 2.0 * standard_error + floor * std::max(1.0, reference_magnitude);
 }
 
 }  // namespace flashattn::harness
@@ -332,8 +378,9 @@ Errors backward_errors(const BackwardOutputs& got, const ReferenceOutputs& ref) 
   return e;
 }
 
-double standard_error_limit(const ReferenceOutputs& ref) {
-  return 1e-4 * std::max({1.0, max_abs(ref.out), max_abs(ref.dq), max_abs(ref.dk), max_abs(ref.dv)});
+double standard_error_limit(const ReferenceOutputs& ref, DType dtype) {
+  const double relative = dtype == DType::f32 ? 1e-4 : 64 * unit_roundoff(dtype);
+  return relative * std::max({1.0, max_abs(ref.out), max_abs(ref.dq), max_abs(ref.dk), max_abs(ref.dv)});
 }
 
 PathRun run_path(const Case& c, const Inputs& in, const ReferenceOutputs& ref, Algorithm algorithm) {
@@ -350,14 +397,14 @@ PathRun run_path(const Case& c, const Inputs& in, const ReferenceOutputs& ref, A
 }
 
 double worst_fraction_of_allowed(const Errors& fast, const Errors& standard,
-                                 const ReferenceOutputs& ref) {
+                                 const ReferenceOutputs& ref, DType dtype) {
   const double pairs[][3] = {
       {fast.out, standard.out, max_abs(ref.out)}, {fast.lse, standard.lse, max_abs(ref.lse)},
       {fast.dq, standard.dq, max_abs(ref.dq)},    {fast.dk, standard.dk, max_abs(ref.dk)},
       {fast.dv, standard.dv, max_abs(ref.dv)},    {fast.dbias, standard.dbias, max_abs(ref.dbias)}};
   double worst = 0.0;
   for (const auto& [err, std_err, magnitude] : pairs) {
-    worst = std::max(worst, err / allowed_error(std_err, magnitude));
+    worst = std::max(worst, err / allowed_error(std_err, magnitude, dtype));
   }
   return worst;
 }

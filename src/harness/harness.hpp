@@ -32,6 +32,7 @@ struct Case {
   std::shared_ptr<const std::vector<float>> bias_values;  // options.bias points here
   std::shared_ptr<const std::vector<std::int32_t>> cu_seqlens_q, cu_seqlens_k;  // options.varlen points here
   std::shared_ptr<const ModBlockMask> mod_mask;  // options.block_mask points here when set
+  DType dtype = DType::f32;     // of q, k, v, out, dout, dq, dk, dv (lse and dbias stay f32)
   bool padded = false;          // non-contiguous strides for every tensor
   std::uint64_t data_seed = 1;  // random inputs
   std::string name() const;     // e.g. "b2_q97_k65_h4_hk2_d59_causal_drop10pct_padded"
@@ -58,8 +59,10 @@ struct Case {
 class HostTensor {
  public:
   HostTensor() = default;
-  // (batch, seq, heads, dim), or (batch, heads, seq) for lse when dim == 0.
-  HostTensor(std::int64_t n0, std::int64_t n1, std::int64_t n2, std::int64_t n3, bool padded);
+  // (batch, seq, heads, dim), or (batch, heads, seq) for lse when dim == 0; elements of
+  // `dtype` (f32, bf16 or f16; a 16-bit tensor's values are read and written as f32).
+  HostTensor(std::int64_t n0, std::int64_t n1, std::int64_t n2, std::int64_t n3, bool padded,
+             DType dtype = DType::f32);
   // A copy owns its own storage and views it (the implicit copy viewed the source's).
   HostTensor(const HostTensor& other) : storage_(other.storage_), view_(other.view_) { view_.data = storage_.data(); }
   HostTensor& operator=(const HostTensor& other) {
@@ -72,17 +75,21 @@ class HostTensor {
   HostTensor& operator=(HostTensor&&) noexcept = default;
 
   const TensorView& view() const { return view_; }
-  float& at(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3 = 0);
+  float& at(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3 = 0);  // f32 tensors only
   float at(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3 = 0) const;
+  // Stores x rounded to the tensor's dtype.
+  void set(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3, float x);
 
-  void fill_uniform(std::uint64_t seed, float lo, float hi);
+  void fill_uniform(std::uint64_t seed, float lo, float hi);  // values rounded to the dtype
   void poison();                          // every storage element, padding included, = NaN
   bool padding_untouched() const;         // padding still NaN
   std::vector<double> to_double() const;  // contiguous, in the view's logical order
 
  private:
   std::int64_t offset(std::int64_t i0, std::int64_t i1, std::int64_t i2, std::int64_t i3) const;
-  std::vector<float> storage_;
+  float get(std::int64_t n) const;  // element n of the storage, as f32
+  std::int64_t elements() const;    // of the storage, padding included
+  std::vector<float> storage_;      // f32 elements, or two 16-bit ones per float
   TensorView view_;
 };
 
@@ -138,15 +145,19 @@ struct PathRun {
 PathRun run_path(const Case& c, const Inputs& in, const ReferenceOutputs& ref, Algorithm algorithm);
 
 // FlashAttention's rule: a fast path may be at most twice as far from the reference as
-// standard fp32 attention is, plus an absolute floor relative to the values' size.
-double allowed_error(double standard_error, double reference_magnitude);
+// standard attention in the same dtype is, plus an absolute floor relative to the values'
+// size: 2e-6 in f32; in bf16 and f16 the dtype's unit roundoff (2^−9, 2^−12), the rounding
+// of the output itself. Standard attention in bf16 or f16 computes as PyTorch does in that
+// dtype (standard.cpp), and the reference gets the same rounded inputs.
+double allowed_error(double standard_error, double reference_magnitude, DType dtype = DType::f32);
 
-// Standard attention itself must be within 1e-4 of the values' size of the reference.
-double standard_error_limit(const ReferenceOutputs& ref);
+// Standard attention itself must be within 1e-4 of the values' size of the reference in
+// f32, within 64 units of roundoff in bf16 and f16.
+double standard_error_limit(const ReferenceOutputs& ref, DType dtype = DType::f32);
 
 // The rule applied to every output: max over outputs of error / allowed_error.
 // A fast path passes when this is at most 1.
 double worst_fraction_of_allowed(const Errors& fast, const Errors& standard,
-                                 const ReferenceOutputs& ref);
+                                 const ReferenceOutputs& ref, DType dtype = DType::f32);
 
 }  // namespace flashattn::harness

@@ -121,6 +121,9 @@ AttentionOptions local_check_options(const AttentionOptions& o) {
 std::string check_common(const std::string& fn, const TensorView& q, const TensorView& k, const AttentionOptions& o) {
   const std::string option = unsupported_option(o);
   if (!option.empty()) return fn + ": " + option + " is not supported across ranks (yet)";
+  if (q.rank == 4 && q.dtype != DType::f32) {
+    return fn + ": q: expected dtype f32 (the ring computes f32 only, as yet), got " + to_string(q.dtype);
+  }
   if (q.rank == 4 && k.rank == 4 && q.shape[1] != k.shape[1]) {
     return fn + ": k: expected the same rows of the sequence as q (local seqlen " + std::to_string(q.shape[1]) +
            "), got " + std::to_string(k.shape[1]);

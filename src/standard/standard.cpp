@@ -100,6 +100,17 @@ void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float
   }
 }
 
+// With bf16 or f16 tensors this baseline computes the way a framework does in that dtype
+// (PyTorch's math attention): each GEMM's output (S, dO Vᵀ) and each elementwise result
+// (P, dS) is stored in the dtype, the softmax computed in f32 in between. The flash path's
+// accuracy rule is measured against it. `bits` is the caller's room for n values.
+void round_to_dtype(const Problem& p, const KernelSet& kernels, float* x, i64 n, std::vector<std::uint16_t>& bits) {
+  if (p.dtype == DType::f32 || n == 0) return;
+  bits.resize(static_cast<std::size_t>(n));
+  kernels.convert_from_f32(p.dtype, x, bits.data(), n);
+  kernels.convert_to_f32(p.dtype, bits.data(), x, n);
+}
+
 void zero_head(const Bshd& t, i64 b, i64 h, i64 rows, i64 d) {
   for (i64 r = 0; r < rows; ++r) std::memset(t.row(b, r, h), 0, sizeof(float) * d);
 }
@@ -133,9 +144,11 @@ void standard_forward(const Problem& p) {
 #pragma omp parallel num_threads(threads)
       {
       std::vector<float> z(p.dropout_threshold != 0 ? static_cast<std::size_t>(nk) : 0);  // dropout factors
+      std::vector<std::uint16_t> bits;
 #pragma omp for schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* row = s + i * nk;
+        round_to_dtype(p, kernels, row, nk, bits);
         i64 visible = p.key_end(b, i);
         p.apply_score_mod(row, nullptr, nk, 1, b, h, i, 0, 1, visible);
         if (p.modifies_scores()) modify_row(p, b, h, i, row, visible, nullptr);
@@ -160,6 +173,7 @@ void standard_forward(const Problem& p) {
                                   p.dropout_threshold, p.keep_scale);
           for (i64 j = 0; j < nk; ++j) row[j] *= z[j];
         }
+        round_to_dtype(p, kernels, row, nk, bits);
       }
       }
       gemm(false, false, nq, d, nk, 1.0f, s, nk, v.data, v.ld, 0.0f, p.out.row(b, 0, h),
@@ -210,10 +224,13 @@ void standard_backward(const Problem& p) {
       std::vector<float> derivative(p.softcap > 0.0f ? static_cast<std::size_t>(nk) : 0);
       std::vector<float> dmod(p.score_mod.apply != nullptr ? static_cast<std::size_t>(nk) : 0);
       std::vector<float> z(p.dropout_threshold != 0 ? static_cast<std::size_t>(nk) : 0);  // dropout factors
+      std::vector<std::uint16_t> bits;
 #pragma omp for schedule(static)
       for (i64 i = 0; i < nq; ++i) {
         float* prow = pm + i * nk;
         float* grow = gm + i * nk;
+        round_to_dtype(p, kernels, prow, nk, bits);
+        round_to_dtype(p, kernels, grow, nk, bits);
         const float lse = p.lse.at(b, h, i);
         const i64 visible = lse == kNegInf ? 0 : p.key_end(b, i);
         p.apply_score_mod(prow, dmod.data(), nk, 1, b, h, i, 0, 1, visible);
@@ -222,6 +239,7 @@ void standard_backward(const Problem& p) {
         for (i64 j = 0; j < std::min(visible, p.key_begin(i)); ++j) prow[j] = 0.0f;
         fill_masked(p, b, h, i, prow, visible, 0.0f);
         for (i64 j = visible; j < nk; ++j) prow[j] = 0.0f;
+        round_to_dtype(p, kernels, prow, nk, bits);
         const float* o = p.out.row(b, i, h);
         const float* dorow = p.dout.row(b, i, h);
         float delta = 0.0f;
@@ -232,6 +250,7 @@ void standard_backward(const Problem& p) {
           for (i64 j = 0; j < nk; ++j) grow[j] *= z[j];
         }
         for (i64 j = 0; j < nk; ++j) grow[j] = prow[j] * (grow[j] - delta);
+        round_to_dtype(p, kernels, grow, nk, bits);
         if (p.dbias != nullptr) {  // heads run in order, rows in parallel: each element's sum is fixed
           for (i64 j = 0; j < nk; ++j) p.dbias_at(b, h, i, j) += grow[j];
         }
@@ -241,6 +260,7 @@ void standard_backward(const Problem& p) {
         }
         if (p.dropout_threshold != 0) {
           for (i64 j = 0; j < nk; ++j) prow[j] *= z[j];
+          round_to_dtype(p, kernels, prow, nk, bits);
         }
       }
       }
