@@ -30,6 +30,7 @@
 #include "baseline.hpp"
 #include "bench.hpp"
 #include "cli.hpp"
+#include "core/dtype.hpp"
 #include "core/memory.hpp"
 #include "flashattn/block_sparse.hpp"
 #include "flashattn/score_mod.hpp"
@@ -109,6 +110,8 @@ JSON lines instead (`flashattn bench --compare --help`).
                      to under five budgets) before it is marked unstable, default 6
   --sweeps S         sweeps over the whole suite, each taking its share of every case's
                      runs (at most --repeat sweeps), default 3
+  --dtype T[,T...]   f32 (default), bf16, f16: the dtype of q, k, v and the outputs (the
+                     standard baseline computes in it too, as PyTorch does)
   --isa NAME         force the flash kernels: portable, avx2, avx512
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
@@ -140,7 +143,9 @@ the call allocated at peak, measured), max_err (null when not checked), block_q,
 density (fraction of the block mask's blocks on; 1 without one), mask (none, or the
 pattern), skipped (present only on a case skipped for the memory cap, with peak_bytes the
 estimate), sgemm_gflops (the pulses after this case's runs), sgemm_ratio (gflops /
-sgemm_gflops), variant, key_padding (true when keys are padded); ms_min, ms_max, ms_q1,
+sgemm_gflops), peak_gflops (the f32 FMA peak of the dispatched kernel build on the same
+threads, measured at the start: bf16 and f16 compute in f32), peak_ratio (gflops /
+peak_gflops: the headline), dtype, variant, key_padding (true when keys are padded); ms_min, ms_max, ms_q1,
 ms_q3 (of the quiet runs), runs (how many), run_ms and run_sgemm_ms (each quiet run and the
 pulse after it), discarded (disturbed runs dropped), spread (ms_max / ms_min), noisy
 (spread > 1.15), unstable (fewer than --repeat quiet runs: the figures are then of every
@@ -159,8 +164,9 @@ i64 batch_for(const Config& cfg, i64 seqlen) {
   return cfg.batch > 0 ? cfg.batch : std::max<i64>(1, cfg.tokens / seqlen);
 }
 
-harness::Case make_case(const Config& cfg, i64 seqlen, i64 headdim, const std::string& variant) {
+harness::Case make_case(const Config& cfg, i64 seqlen, i64 headdim, const std::string& variant, DType dtype) {
   harness::Case c;
+  c.dtype = dtype;
   c.shape = {batch_for(cfg, seqlen), seqlen, cfg.seqlen_k > 0 ? cfg.seqlen_k : seqlen, cfg.heads, cfg.heads_k, headdim};
   c.options.causal = cfg.causal;
   const bool dropout = variant == "dropout" || variant == "dropout_padding";
@@ -289,8 +295,8 @@ Check validate(const Config& cfg, const harness::Case& full, Algorithm algorithm
     return part(e);
   };
   const harness::Errors err = baseline ? baseline_errors() : errors_of(algorithm);
-  if (algorithm == Algorithm::standard) return {err.max(), err.max() / harness::standard_error_limit(ref)};
-  return {err.max(), harness::worst_fraction_of_allowed(err, errors_of(Algorithm::standard), ref)};
+  if (algorithm == Algorithm::standard) return {err.max(), err.max() / harness::standard_error_limit(ref, c.dtype)};
+  return {err.max(), harness::worst_fraction_of_allowed(err, errors_of(Algorithm::standard), ref, c.dtype)};
 }
 
 // Fraction of the scores the case computes, against the dense case's (halved under causal
@@ -319,7 +325,9 @@ i64 estimated_bytes(const harness::Case& c, const std::string& impl, const std::
   const harness::Shape& s = c.shape;
   const i64 q = s.batch * s.seqlen_q * s.heads * s.headdim, k = s.batch * s.seqlen_k * s.heads_k * s.headdim;
   const i64 rows = s.batch * s.heads * s.seqlen_q;
-  const i64 tensors = 4 * (4 * q + 4 * k + rows);
+  const i64 bytes = element_bytes(c.dtype);
+  // A 16-bit call's f32 copies of every tensor it reads and writes (api.cpp) come on top.
+  const i64 tensors = bytes * (4 * q + 4 * k) + 4 * rows + (c.dtype == DType::f32 ? 0 : 4 * (4 * q + 4 * k));
   if (impl == "standard") return tensors + s.seqlen_q * s.seqlen_k * 4 * (pass == "fwd" ? 1 : 2);
   const i64 forward = 2 * k * 4;
   const i64 backward = std::min<i64>(i64{32} << 20, 15 * q * 4) + rows * 4;
@@ -406,6 +414,10 @@ int bench_main(int argc, char** argv) {
     cfg.variants = args.words("variant", {"plain", "dropout", "padding"},
                               {"plain", "dropout", "padding", "dropout_padding", "varlen"});
     cfg.variant_passes = args.words("variant-pass", {"fwdbwd"}, {"fwd", "bwd", "fwdbwd"});
+    cfg.dtypes.clear();
+    for (const std::string& name : args.words("dtype", {"f32"}, {"f32", "bf16", "f16"})) {
+      cfg.dtypes.push_back(name == "bf16" ? DType::bf16 : name == "f16" ? DType::f16 : DType::f32);
+    }
     const bool long_suite = args.flag("long");
     // Lists where the decode suite sweeps them; the paper's suite takes one value.
     auto one = [&](const char* name, const std::vector<i64>& values) {
@@ -509,6 +521,7 @@ int bench_main(int argc, char** argv) {
   struct Planned {
     i64 headdim, seqlen;
     std::string variant, impl, pass;
+    DType dtype;
   };
   std::vector<Planned> plan;
   double total_weight = 0;
@@ -519,6 +532,7 @@ int bench_main(int argc, char** argv) {
   };
   for (i64 headdim : cfg.training ? cfg.headdims : std::vector<i64>{}) {
     for (i64 seqlen : cfg.seqlens) {
+     for (DType dtype : cfg.dtypes) {
       for (const std::string& variant : cfg.variants) {
         for (const std::string& impl : cfg.impls) {
           for (const std::string& pass : cfg.passes) {
@@ -527,11 +541,12 @@ int bench_main(int argc, char** argv) {
                 std::find(cfg.variant_passes.begin(), cfg.variant_passes.end(), pass) == cfg.variant_passes.end()) {
               continue;
             }
-            plan.push_back({headdim, seqlen, variant, impl, pass});
+            plan.push_back({headdim, seqlen, variant, impl, pass, dtype});
             total_weight += weight(plan.back());
           }
         }
       }
+     }
     }
   }
 
@@ -541,6 +556,7 @@ int bench_main(int argc, char** argv) {
   Stopwatch stopwatch;
   cfg.flush_bytes = stopwatch.flusher.bytes();
   PulseRecord pulse{cfg.threads, blas_name, summarize(stopwatch.calibrate(5))};
+  cfg.peak_gflops = fma_peak_gflops(cfg.isa.value_or(default_isa()), cfg.threads);
   if (json) *json << json_pulse(pulse) << std::endl;
   const std::string blas_warning = blas_core_warning();
   if (table) {
@@ -555,6 +571,9 @@ int bench_main(int argc, char** argv) {
     std::printf("sgemm 2048^3 (the pulse): %.2f ms median of %zu, %.1f GFLOP/s; a run next to a pulse %.0f%% below "
                 "the session's reference (first quartile of its pulses) is discarded and repeated\n",
                 pulse.ms.median, pulse.ms.n, pulse.gflops(), 100 * stopwatch.monitor.tolerance());
+    std::printf("peak: %.1f GFLOP/s, f32 FMA of the %s kernel build on %d thread(s) (/peak: the headline ratio; bf16 "
+                "and f16 compute in f32 as yet)\n",
+                cfg.peak_gflops, isa_name.c_str(), cfg.threads);
     if (cfg.training) {
       std::printf("%zu cases; batch %s, %lld head(s); each case at least %d quiet runs, interleaved per (N, d, variant)\n",
                   plan.size(),
@@ -569,9 +588,9 @@ int bench_main(int argc, char** argv) {
                   static_cast<long long>(cfg.decode.seqlen_q), cfg.decode.seqlen_q == 1 ? "y" : "ies");
     }
     std::printf("\n");
-    std::printf("%-11s %-7s %-9s %7s %7s %5s %7s %10s %7s %9s %7s %10s %9s %6s %s\n", "impl", "pass", "variant", "seqlen",
-                "seqlen_k", "d", "tiles", "ms(med)", "spread", "GFLOP/s", "/sgemm", "peak_MiB", "max_err", "runs",
-                "flags");
+    std::printf("%-11s %-7s %-14s %7s %7s %5s %7s %10s %7s %9s %6s %7s %10s %9s %6s %s\n", "impl", "pass", "variant",
+                "seqlen", "seqlen_k", "d", "tiles", "ms(med)", "spread", "GFLOP/s", "/peak", "/sgemm", "peak_MiB", "max_err",
+                "runs", "flags");
   }
 
   Progress progress(total_weight);
@@ -579,18 +598,18 @@ int bench_main(int argc, char** argv) {
     if (!table) return;
     progress.clear();
     if (r.skipped) {
-      std::printf("%-11s %-7s %-9s %7lld %7lld %5lld %7s %10s   OOM (skipped: needs %.0f MiB, cap %.0f MiB)\n",
-                  r.impl.c_str(), r.pass.c_str(), r.variant.c_str(), (long long)r.shape.seqlen_q,
+      std::printf("%-11s %-7s %-14s %7lld %7lld %5lld %7s %10s   OOM (skipped: needs %.0f MiB, cap %.0f MiB)\n",
+                  r.impl.c_str(), r.pass.c_str(), variant_key(r).c_str(), (long long)r.shape.seqlen_q,
                   (long long)r.shape.seqlen_k, (long long)r.shape.headdim, "-", "-", r.peak_bytes / 1048576.0,
                   cfg.mem_cap_bytes / 1048576.0);
     } else {
       const std::string tiles = r.impl == "standard" ? "-" : format("%dx%d", r.tiles.block_q, r.tiles.block_k);
       const std::string runs = format("%zu", r.timing.summary.n) +
                                (r.timing.discarded ? format("+%d", r.timing.discarded) : std::string());
-      std::printf("%-11s %-7s %-9s %7lld %7lld %5lld %7s %10.3f %6.1f%% %9.1f %7.3f %10.2f %9s %6s %s\n",
-                  r.impl.c_str(), r.pass.c_str(), r.variant.c_str(), (long long)r.shape.seqlen_q,
+      std::printf("%-11s %-7s %-14s %7lld %7lld %5lld %7s %10.3f %6.1f%% %9.1f %6.3f %7.3f %10.2f %9s %6s %s\n",
+                  r.impl.c_str(), r.pass.c_str(), variant_key(r).c_str(), (long long)r.shape.seqlen_q,
                   (long long)r.shape.seqlen_k, (long long)r.shape.headdim, tiles.c_str(), r.ms(),
-                  100 * (r.timing.summary.spread() - 1), r.gflops, r.gflops / r.sgemm_gflops,
+                  100 * (r.timing.summary.spread() - 1), r.gflops, r.gflops / cfg.peak_gflops, r.gflops / r.sgemm_gflops,
                   r.peak_bytes / 1048576.0, r.err < 0 ? "-" : json_number(r.err).c_str(), runs.c_str(),
                   row_flags(r).c_str());
     }
@@ -604,9 +623,10 @@ int bench_main(int argc, char** argv) {
   // runs this sweep keeps (no check, no warm-up) and adds its runs to.
   auto measure_group = [&](std::size_t first, std::size_t last, const TimingPolicy& policy, int round_base,
                            const std::vector<Record>* earlier) {
-    const harness::Case c = make_case(cfg, plan[first].seqlen, plan[first].headdim, plan[first].variant);
+    const Planned& head = plan[first];
+    const harness::Case c = make_case(cfg, head.seqlen, head.headdim, head.variant, head.dtype);
     // The batch as a dense case: what the sizes, FLOPs and records describe (varlen packs it).
-    const harness::Case dense = make_case(cfg, plan[first].seqlen, plan[first].headdim, "plain");
+    const harness::Case dense = make_case(cfg, head.seqlen, head.headdim, "plain", head.dtype);
     harness::Case sparse = c;
     if (std::find(cfg.impls.begin(), cfg.impls.end(), "blocksparse") != cfg.impls.end()) add_block_mask(cfg, sparse);
     harness::Case modded = c, scored = c;
@@ -636,6 +656,7 @@ int bench_main(int argc, char** argv) {
       r.impl = pc.impl;
       r.pass = pc.pass;
       r.variant = pc.variant;
+      r.dtype = pc.dtype;
       r.shape = dense.shape;
       r.dropout = ci.options.dropout_p;
       r.padding = static_cast<bool>(ci.key_lengths);
@@ -735,7 +756,7 @@ int bench_main(int argc, char** argv) {
   for (std::size_t first = 0; first < plan.size();) {
     std::size_t last = first;
     while (last < plan.size() && plan[last].headdim == plan[first].headdim && plan[last].seqlen == plan[first].seqlen &&
-           plan[last].variant == plan[first].variant) {
+           plan[last].variant == plan[first].variant && plan[last].dtype == plan[first].dtype) {
       ++last;
     }
     group_ranges.push_back({first, last});

@@ -33,6 +33,7 @@ struct Config {
   std::vector<std::string> impls, passes, variants, variant_passes;
   std::int64_t batch, tokens, heads, heads_k, seqlen_k;
   std::vector<std::int64_t> seqlens, headdims;
+  std::vector<DType> dtypes{DType::f32};  // --dtype: of q, k, v and the outputs
   bool causal, check;
   double err_limit;  // a case fails when its error exceeds this many times the allowed error
   std::int64_t mem_cap_bytes;
@@ -58,6 +59,9 @@ struct Config {
   std::int64_t flush_bytes = 0;  // written between runs to evict the caches
   std::optional<Isa> isa;
   std::string json, out;
+  // The machine's peak for the dispatched path, measured in this process: the f32 FMA
+  // throughput of the kernel build on every thread (bf16 and f16 compute in f32 as yet).
+  double peak_gflops = 0;
   std::string baseline_lib;  // another build's libflashattn.so, timed beside this one
   std::string command_line;
   DecodeConfig decode;
@@ -67,6 +71,7 @@ struct Config {
 // One row of the results: a timed case, or one skipped for the memory cap.
 struct Record {
   std::string impl, pass, variant;
+  DType dtype = DType::f32;
   harness::Shape shape;
   double dropout = 0;
   bool padding = false, skipped = false;
@@ -100,6 +105,11 @@ struct PulseRecord {
   Summary ms;
   double gflops() const { return Sgemm::gflops(ms.median); }
 };
+
+// The variant as the tables group it: "plain", or "plain bf16" for another dtype than f32.
+std::string variant_key(const Record& r);
+// Every variant key the configuration times, dtype by dtype.
+std::vector<std::string> variant_keys(const Config& cfg);
 
 // A sweep's timing of a case into its record: rounds numbered from round_base; with `earlier`
 // (the record from the sweeps before) its check and peak memory kept and its runs joined.

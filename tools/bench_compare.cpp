@@ -42,7 +42,7 @@ percent, time both builds in one process instead: `flashattn bench --baseline-li
   --json FILE|-      also write one JSON object per matched case (- for stdout, then no table)
 
 JSON fields: the case's impl, pass, variant, batch, heads, heads_k, seqlen_q, seqlen_k,
-headdim, causal, dropout, threads, mask, key_padding; a_ms, b_ms (medians of the raw runs),
+headdim, causal, dropout, threads, mask, key_padding, dtype (f32 when absent); a_ms, b_ms (medians of the raw runs),
 within_spread (each median inside the other side's [min, max] of raw runs),
 n_a, n_b (runs), by, ratio (B / A, geometric mean of the runs' ratio), ratio_lo, ratio_hi,
 confidence, significant, samples ("processes" or "runs").
@@ -51,7 +51,7 @@ confidence, significant, samples ("processes" or "runs").
 // The fields that name a case: equal in A and B for the same work.
 const char* const kKeyFields[] = {"impl",     "pass",     "variant", "batch",   "heads",       "heads_k",
                                   "seqlen_q", "seqlen_k", "headdim", "causal",  "dropout",     "threads",
-                                  "mask",     "key_padding"};
+                                  "mask",     "key_padding", "dtype"};
 
 struct Side {
   std::vector<double> ms, normalized;               // every run: its time, and time / pulse
@@ -86,6 +86,7 @@ void read_side(const std::string& list, Cases& cases) {
       }
       nlohmann::json key = nlohmann::json::object();
       for (const char* field : kKeyFields) key[field] = j.value(field, nlohmann::json());
+      if (key["dtype"].is_null()) key["dtype"] = "f32";  // records from before dtypes were f32
       const std::string id = key.dump();
       if (!cases.runs.count(id)) {
         cases.order.push_back(id);
@@ -125,6 +126,7 @@ void read_side(const std::string& list, Cases& cases) {
 std::string describe(const nlohmann::json& key) {
   std::string s = key["impl"].get<std::string>() + " " + key["pass"].get<std::string>();
   if (key["variant"].is_string() && key["variant"] != "plain") s += " " + key["variant"].get<std::string>();
+  if (key["dtype"] != "f32") s += " " + key["dtype"].get<std::string>();
   s += format(" N=%lld", key["seqlen_q"].get<long long>());
   if (key["seqlen_k"] != key["seqlen_q"]) s += format("/%lld", key["seqlen_k"].get<long long>());
   s += format(" d=%lld b=%lld h=%lld", key["headdim"].get<long long>(), key["batch"].get<long long>(),

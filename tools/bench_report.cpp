@@ -39,7 +39,7 @@ std::string seqlen_label(i64 n) { return n >= 1024 && n % 1024 == 0 ? std::to_st
 const Record* find_record(const std::vector<Record>& records, const std::string& impl, const std::string& pass,
                           const std::string& variant, i64 n) {
   for (const Record& r : records) {
-    if (r.impl == impl && r.pass == pass && r.variant == variant && r.shape.seqlen_q == n && !r.skipped) return &r;
+    if (r.impl == impl && r.pass == pass && variant_key(r) == variant && r.shape.seqlen_q == n && !r.skipped) return &r;
   }
   return nullptr;
 }
@@ -80,6 +80,8 @@ std::string json_record(const Config& cfg, const Record& r) {
        << ",\"density\":" << json_number(r.density) << ",\"mask\":\"" << r.mask << "\""
        << ",\"sgemm_gflops\":" << json_number(r.sgemm_gflops)
        << ",\"sgemm_ratio\":" << json_number(r.gflops / r.sgemm_gflops)
+       << ",\"peak_gflops\":" << json_number(cfg.peak_gflops)
+       << ",\"peak_ratio\":" << (cfg.peak_gflops > 0 ? json_number(r.gflops / cfg.peak_gflops) : std::string("null"))
        << ",\"ms_min\":" << json_number(t.summary.min) << ",\"ms_max\":" << json_number(t.summary.max)
        << ",\"ms_q1\":" << json_number(t.summary.q1) << ",\"ms_q3\":" << json_number(t.summary.q3)
        << ",\"runs\":" << t.summary.n << ",\"discarded\":" << t.discarded << ",\"spread\":" << json_number(t.summary.spread())
@@ -101,7 +103,8 @@ std::string json_record(const Config& cfg, const Record& r) {
          << ",\"baseline_pairs\":" << std::min(b.n_a, b.n_b);
     }
   }
-  os << ",\"variant\":\"" << r.variant << "\",\"key_padding\":" << json_bool(r.padding) << "}";
+  os << ",\"variant\":\"" << r.variant << "\",\"key_padding\":" << json_bool(r.padding) << ",\"dtype\":\""
+     << to_string(r.dtype) << "\"}";
   return os.str();
 }
 
@@ -126,12 +129,24 @@ std::string csv_record(const Config& cfg, const Record& r) {
                        r.ok);
 }
 
+std::string variant_key(const Record& r) {
+  return r.dtype == DType::f32 ? r.variant : r.variant + " " + to_string(r.dtype);
+}
+
+std::vector<std::string> variant_keys(const Config& cfg) {
+  std::vector<std::string> keys;
+  for (DType dtype : cfg.dtypes) {
+    for (const std::string& variant : cfg.variants) keys.push_back(dtype == DType::f32 ? variant : variant + " " + to_string(dtype));
+  }
+  return keys;
+}
+
 void check_consistency(std::vector<Record>& records) {
   for (Record& whole : records) {
     if (whole.skipped || whole.pass != "fwdbwd") continue;
     const Record *fwd = nullptr, *bwd = nullptr;
     for (const Record& r : records) {
-      if (r.skipped || r.impl != whole.impl || r.variant != whole.variant || r.shape.seqlen_q != whole.shape.seqlen_q ||
+      if (r.skipped || r.impl != whole.impl || variant_key(r) != variant_key(whole) || r.shape.seqlen_q != whole.shape.seqlen_q ||
           r.shape.headdim != whole.shape.headdim) {
         continue;
       }
@@ -159,7 +174,7 @@ std::string runtime_tables(const Config& cfg, const std::vector<Record>& records
     if (r.pass == "decode") continue;  // decode_table's
     if (std::find(ns.begin(), ns.end(), r.shape.seqlen_q) == ns.end()) ns.push_back(r.shape.seqlen_q);
   }
-  for (const std::string& variant : cfg.variants) {
+  for (const std::string& variant : variant_keys(cfg)) {
     for (const std::string& pass : cfg.passes) {
       std::vector<std::vector<std::string>> rows;
       for (const std::string& impl : cfg.impls) {
@@ -169,7 +184,7 @@ std::string runtime_tables(const Config& cfg, const std::vector<Record>& records
         for (i64 n : ns) {
           std::string cell = "";
           for (const Record& r : records) {
-            if (r.impl != impl || r.pass != pass || r.variant != variant || r.shape.seqlen_q != n) continue;
+            if (r.impl != impl || r.pass != pass || variant_key(r) != variant || r.shape.seqlen_q != n) continue;
             // Markers: ! failed its accuracy check, ? unstable, ~ noisy (legend under the tables).
             cell = r.skipped ? "OOM (skipped)"
                              : format(r.ms() < 10 ? "%.2f" : "%.0f", r.ms()) + (r.ok ? "" : "!") +
@@ -219,7 +234,7 @@ std::string flagged_rows(const std::vector<Record>& records, bool markdown) {
     if (r.timing.noisy()) detail += format("runs %.4g … %.4g ms (max/min %.2f); ", r.timing.summary.min, r.timing.summary.max, r.timing.summary.spread());
     if (!r.consistency.empty()) detail += r.consistency + "; ";
     detail.resize(detail.size() - 2);
-    rows.push_back({r.impl, r.pass, r.variant, std::to_string(r.shape.seqlen_q), std::to_string(r.shape.headdim), flags,
+    rows.push_back({r.impl, r.pass, variant_key(r), std::to_string(r.shape.seqlen_q), std::to_string(r.shape.headdim), flags,
                     detail});
   }
   if (rows.empty()) return "";
@@ -249,14 +264,14 @@ std::string baseline_table(const Config& cfg, const std::vector<Record>& records
     if (!r.vs_baseline) continue;
     const RatioEstimate& b = *r.vs_baseline;
     const auto base = std::find_if(records.begin(), records.end(), [&](const Record& x) {
-      return x.impl == r.impl + "@baseline" && x.pass == r.pass && x.variant == r.variant &&
+      return x.impl == r.impl + "@baseline" && x.pass == r.pass && x.variant == r.variant && x.dtype == r.dtype &&
              x.shape.seqlen_q == r.shape.seqlen_q && x.shape.headdim == r.shape.headdim;
     });
     const std::string verdict = !b.has_interval  ? "no interval (fewer than 2 paired runs)"
                                 : !b.significant ? "no significant difference"
                                 : b.ratio > 1    ? format("slower by %.1f%%", 100 * (b.ratio - 1))
                                                  : format("faster by %.1f%%", 100 * (1 - b.ratio));
-    rows.push_back({r.impl, r.pass, r.variant, std::to_string(r.shape.seqlen_q), std::to_string(r.shape.headdim),
+    rows.push_back({r.impl, r.pass, variant_key(r), std::to_string(r.shape.seqlen_q), std::to_string(r.shape.headdim),
                     format("%.4g", base == records.end() ? 0.0 : base->ms()), format("%.4g", r.ms()),
                     format("%.4f", b.ratio), format("[%.4f, %.4f]", b.lo, b.hi),
                     std::to_string(std::min(b.n_a, b.n_b)), verdict});
@@ -415,7 +430,7 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
         double peak = -1;
         bool skipped = false;
         for (const Record& r : records) {
-          if (r.impl != impl || r.variant != "plain" || r.shape.seqlen_q != n) continue;
+          if (r.impl != impl || variant_key(r) != "plain" || r.shape.seqlen_q != n) continue;
           if (r.skipped) skipped = true;
           else peak = std::max(peak, static_cast<double>(r.peak_bytes));
         }

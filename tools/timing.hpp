@@ -61,6 +61,26 @@ class Sgemm {
   std::vector<float> a_, b_, c_;
 };
 
+// The FMA peak of a kernel build on `threads` threads, GFLOP/s: register-resident FMA
+// chains (peak_kernels.inc) timed on every thread at once, best of five ~20 ms runs. The
+// honest anchor: what this machine's vectors can do, whatever BLAS build is installed.
+inline double fma_peak_gflops(Isa isa, int threads) {
+  const KernelSet& kernels = kernels_for(isa);
+  constexpr std::int64_t kIterations = std::int64_t{1} << 21;
+  double best = 0;
+  float sink = 0;
+  for (int run = 0; run < 5; ++run) {
+    const auto t0 = Clock::now();
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    sink += kernels.fma_chains(kIterations);
+    const double ms = milliseconds(t0);
+    best = std::max(best, threads * static_cast<double>(kIterations * kernels.peak_flops_per_iteration) / (ms * 1e6));
+  }
+  volatile float keep = sink;  // the chains' results are used
+  (void)keep;
+  return best;
+}
+
 // A streaming read of a buffer four times the last-level caches (at least 256 MiB) on the
 // benchmark's threads: the bandwidth a call that reads its operands once from memory can
 // reach, the decode suite's anchor. Sixteen independent sums per thread keep the adds off

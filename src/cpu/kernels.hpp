@@ -70,6 +70,10 @@ struct KernelSet {
   // bit core/dtype.hpp's scalar rules, vectorized where the build can.
   void (*convert_to_f32)(DType dtype, const void* src, float* dst, std::int64_t n);
   void (*convert_from_f32)(DType dtype, const float* src, void* dst, std::int64_t n);
+  // The peak yardstick (peak_kernels.inc): `iterations` rounds of register-resident FMA
+  // chains, peak_flops_per_iteration FLOPs each.
+  float (*fma_chains)(std::int64_t iterations);
+  std::int64_t peak_flops_per_iteration;
 };
 
 extern const KernelSet kPortableKernels;

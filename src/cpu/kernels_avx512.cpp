@@ -4,4 +4,5 @@
 #include "cpu/flash_kernels.inc"
 #include "cpu/split_kv_kernels.inc"
 #include "cpu/convert_kernels.inc"
+#include "cpu/peak_kernels.inc"
 #include "cpu/kernel_set.inc"
