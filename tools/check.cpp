@@ -1,9 +1,11 @@
 // check.cpp — `flashattn check`: a quick correctness sweep of every path.
 //
-// For each case: the reference (double), standard attention (BLAS, fp32) and the flash
-// kernels of every ISA this CPU runs (the tiled forward, or split-KV for few queries),
-// forward and backward. A path passes when its max
-// error is within harness::allowed_error of standard's (FlashAttention's own rule).
+// For each case: the reference (double), standard attention (BLAS, in the case's dtype) and
+// the flash kernels of every ISA this CPU runs (the tiled forward, or split-KV for few
+// queries), forward and backward. A path passes when its max error is within
+// harness::allowed_error of standard's (FlashAttention's own rule); bf16 and f16 cases
+// compare with standard attention computed as PyTorch does in that dtype, the reference
+// getting the same rounded inputs.
 #include <algorithm>
 #include <cstdio>
 #include <tuple>
@@ -63,6 +65,15 @@ std::vector<Case> sweep() {
   sparse.data_seed = seed++;
   sparse.set_block_mask(butterfly_blocks(3, 3), 48, 96);
   cases.push_back(sparse);
+  // bf16 and f16 (their errors and standard attention's in the same dtype): the padded,
+  // dropout, large-headdim, decoding and block-sparse shapes.
+  for (std::size_t i : {1, 5, 8, 11, 13}) {
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      Case c = cases[i];
+      c.dtype = dtype;
+      cases.push_back(c);
+    }
+  }
   return cases;
 }
 
@@ -82,7 +93,9 @@ int check_main(int argc, char** argv) {
                    "against the plain-loop double reference, forward and backward, on a sweep of\n"
                    "awkward shapes. Prints path, pass, shape, max abs error, standard's max abs\n"
                    "error and the fraction of the allowed error used; a path fails when its error exceeds 2x standard's plus\n"
-                   "a small floor. Exits 1 if anything fails. FLASHATTN_ISA does not narrow it.\n";
+                   "a small floor. bf16 and f16 cases (named _bf16, _f16) compare with standard attention in\n"
+                   "that dtype, computed as PyTorch does (S, P, dP, dS stored in the dtype). Exits 1 if anything\n"
+                   "fails. FLASHATTN_ISA does not narrow it.\n";
       return 0;
     }
     std::cerr << "flashattn check: unknown flag '" << argv[i] << "' (see --help)\n";
@@ -99,7 +112,7 @@ int check_main(int argc, char** argv) {
 
     const harness::Errors standard = harness::run_path(base, in, ref, Algorithm::standard).errors;
     const harness::Errors std_fwd_err = standard.forward_part(), std_bwd_err = standard.backward_part();
-    const double std_limit = harness::standard_error_limit(ref);
+    const double std_limit = harness::standard_error_limit(ref, base.dtype);
     for (const auto& [pass, err] : {std::pair{"fwd", std_fwd_err}, std::pair{"bwd", std_bwd_err}}) {
       const double fraction = err.max() / std_limit;
       print_line("standard", pass, shape, err.max(), err.max(), fraction);
@@ -114,7 +127,7 @@ int check_main(int argc, char** argv) {
       const harness::Errors fwd_err = flash.forward_part(), bwd_err = flash.backward_part();
       for (const auto& [pass, err, std_err] : {std::tuple{"fwd", fwd_err, std_fwd_err},
                                                std::tuple{"bwd", bwd_err, std_bwd_err}}) {
-        const double fraction = harness::worst_fraction_of_allowed(err, std_err, ref);
+        const double fraction = harness::worst_fraction_of_allowed(err, std_err, ref, base.dtype);
         print_line(path, pass, shape, err.max(), std_err.max(), fraction);
         failures += fraction > 1.0;
       }
