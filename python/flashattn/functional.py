@@ -17,7 +17,10 @@ import torch
 from . import _C
 from ._ops import attention_forward, kvcache_forward, option_values
 
-SUPPORTED_DTYPES = (torch.float32,)
+# q, k, v (and so out and the gradients) share one of these; lse stays float32. bf16 and
+# f16 compute in f32 inside (products and softmax), the outputs rounded once.
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+_F32 = (torch.float32,)
 
 
 def _check(name, t, ndim, dtypes=SUPPORTED_DTYPES):
@@ -241,9 +244,9 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     caches in place at cache_seqlens (an int or int32 (batch,)), then attends q to each
     batch's cache_seqlens[b] + seqlen_new keys. Paged caches: k_cache and v_cache
     (num_pages, page_size, heads_k, d) with block_table int32 (batch, max_pages). No autograd."""
-    _check("q", q, 4)
-    _check("k_cache", k_cache, 4)
-    _check("v_cache", v_cache, 4)
+    _check("q", q, 4, _F32)  # the cache path computes float32 only, as yet
+    _check("k_cache", k_cache, 4, _F32)
+    _check("v_cache", v_cache, 4, _F32)
     for name, t in (("k", k), ("v", v), ("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin),
                     ("alibi_slopes", alibi_slopes)):
         _check_optional(name, t, (torch.float32,))
@@ -265,8 +268,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  enable_gqa=False):
     """torch.nn.functional.scaled_dot_product_attention's signature and semantics, BHSD
     layout: query (batch, heads, L, d), key and value (batch, heads_k, S, d). attn_mask: bool
-    (True takes part) or float32 (added to the scores, differentiable), broadcastable to
-    (batch, heads, L, S). is_causal is top-left aligned, as in PyTorch. Returns (batch, heads, L, d)."""
+    (True takes part) or float (added to the scores, differentiable), broadcastable to
+    (batch, heads, L, S); a float mask in query's dtype is widened to float32 (exactly).
+    is_causal is top-left aligned, as in PyTorch. Returns (batch, heads, L, d)."""
     _check("query", query, 4)
     _check("key", key, 4)
     _check("value", value, 4)
@@ -275,8 +279,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                          "pass enable_gqa=True for grouped-query attention")
     mask = bias = None
     if attn_mask is not None:
-        _check_optional("attn_mask", attn_mask, (torch.bool, torch.float32))
-        mask, bias = (attn_mask, None) if attn_mask.dtype == torch.bool else (None, attn_mask)
+        _check_optional("attn_mask", attn_mask, tuple({torch.bool, torch.float32, query.dtype}))
+        mask, bias = (attn_mask, None) if attn_mask.dtype == torch.bool else (None, attn_mask.float())
     out = attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), softmax_scale=scale,
                     causal=is_causal, alignment="top_left", dropout_p=dropout_p, mask=mask, bias=bias)
     return out.transpose(1, 2)

@@ -45,7 +45,7 @@ std::optional<DType> dtype_of(const Array& a) {
 
 TensorView view_of(const Array& a, const char* name) {
   const std::optional<DType> dtype = dtype_of(a);
-  if (!dtype) throw nb::type_error((std::string("flashattn: ") + name + ": dtype not supported (float32, or uint8/bool for masks)").c_str());
+  if (!dtype) throw nb::type_error((std::string("flashattn: ") + name + ": dtype not supported (float32, bfloat16, float16, or uint8/bool for masks)").c_str());
   if (a.ndim() > TensorView::kMaxRank) {
     throw nb::value_error((std::string("flashattn: ") + name + ": expected at most 4 dimensions, got " + shape_of(a)).c_str());
   }

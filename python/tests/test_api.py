@@ -195,7 +195,10 @@ def test_bad_inputs_raise_clear_errors():
     q, k, v = torch.randn(2, 8, 4, 16), torch.randn(2, 8, 2, 16), torch.randn(2, 8, 2, 16)
     with pytest.raises(ValueError, match="q: expected 4 dimensions"):
         flashattn.flash_attn_func(q[0], k, v)
-    with pytest.raises(TypeError, match=r"k: dtype torch.bfloat16 is not supported \(supported: torch.float32\)"):
+    with pytest.raises(TypeError, match=r"k: dtype torch.float64 is not supported \(supported: torch.float32, "
+                                        r"torch.bfloat16, torch.float16\)"):
+        flashattn.flash_attn_func(q, k.double(), v)
+    with pytest.raises(ValueError, match=r"k: expected dtype f32, got bf16 \(q, k, v, out"):  # mixed dtypes
         flashattn.flash_attn_func(q, k.bfloat16(), v)
     with pytest.raises(TypeError, match="CPU only"):
         flashattn.flash_attn_func(q, k, v.to("meta"))
