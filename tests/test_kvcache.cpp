@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "reference/reference.hpp"
+#include "core/dtype.hpp"
 #include "test_support.hpp"
 
 namespace flashattn::testing {
@@ -408,6 +409,81 @@ TEST_P(KvCacheCall, MatchesTheReferenceAndAppendsInPlace) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, KvCacheCall, ::testing::ValuesIn(cache_cases()),
+                         [](const ::testing::TestParamInfo<CacheCase>& info) {
+                           std::string name = info.param.spec.name() + "_" + to_string(info.param.isa);
+                           for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
+                           return name;
+                         });
+
+// bf16 and f16 caches: the f32 call on the same values (every tensor rounded to the dtype
+// first) is the twin, itself held to the reference above. The 16-bit call reads its cache in
+// place and computes in f32, so its out must be the twin's rounded once, its lse the twin's,
+// and every cache element (appended rows rotated in f32, then rounded) the twin's rounded.
+std::uint16_t to_bits(DType dtype, float x) { return dtype == DType::bf16 ? f32_to_bf16(x) : f32_to_f16(x); }
+std::vector<std::uint16_t> narrowed(DType dtype, std::vector<float>& x) {
+  std::vector<std::uint16_t> bits(x.size());
+  for (std::size_t n = 0; n < x.size(); ++n) {
+    bits[n] = to_bits(dtype, x[n]);
+    x[n] = round_to(dtype, x[n]);  // the twin holds the rounded value
+  }
+  return bits;
+}
+TensorView view16(DType dtype, std::vector<std::uint16_t>& bits, std::initializer_list<i64> shape) {
+  TensorView t = TensorView::contiguous(static_cast<const float*>(nullptr), shape);
+  t.data = bits.data();
+  t.dtype = dtype;
+  return t;
+}
+
+class KvCache16Bit : public ::testing::TestWithParam<CacheCase> {};
+
+TEST_P(KvCache16Bit, IsTheFloat32CallRoundedOnce) {
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    Call twin(GetParam().spec);
+    const Spec& s = twin.spec;
+    std::vector<std::uint16_t> q = narrowed(dtype, twin.q), k_new = narrowed(dtype, twin.k_new),
+                               v_new = narrowed(dtype, twin.v_new), k = narrowed(dtype, twin.cache.k),
+                               v = narrowed(dtype, twin.cache.v);
+    std::vector<std::uint16_t> out(twin.out.size(), 0x7fff);
+    std::vector<float> lse(twin.lse.size(), kNaN);
+    KvCache kv = twin.kv;
+    if (s.seqlen_new > 0) {
+      kv.k_new = view16(dtype, k_new, {s.batch, s.seqlen_new, s.heads_k, s.d});
+      kv.v_new = view16(dtype, v_new, {s.batch, s.seqlen_new, s.heads_k, s.d});
+    }
+    const AttentionOptions o = options_of(s, GetParam().isa, 0);
+    const i64 rows = twin.cache.rows, per_row = twin.cache.per_row;
+    forward_with_kvcache(view16(dtype, q, {s.batch, s.seqlen_q, s.heads, s.d}),
+                         view16(dtype, k, {rows, per_row, s.heads_k, s.d}), view16(dtype, v, {rows, per_row, s.heads_k, s.d}),
+                         view16(dtype, out, {s.batch, s.seqlen_q, s.heads, s.d}),
+                         TensorView::contiguous(lse.data(), {s.batch, s.heads, s.seqlen_q}), kv, o);
+    twin.run(o);
+    auto same = [dtype](std::uint16_t got, float want) {
+      return std::isnan(want) ? std::isnan(dtype == DType::bf16 ? bf16_to_f32(got) : f16_to_f32(got))
+                              : got == to_bits(dtype, want);
+    };
+    i64 wrong = 0;
+    if (s.rotary_dim == 0 || s.seqlen_new == 0) {
+      for (std::size_t n = 0; n < out.size(); ++n) wrong += !same(out[n], twin.out[n]);
+      EXPECT_EQ(wrong, 0) << to_string(dtype) << ": out elements differing from the f32 call's, rounded";
+      EXPECT_EQ(std::memcmp(lse.data(), twin.lse.data(), lse.size() * sizeof(float)), 0) << to_string(dtype) << ": lse";
+    } else {  // the 16-bit cache holds the rotated new keys rounded, the twin's exact: close, not equal
+      const double unit = dtype == DType::bf16 ? 0x1p-9 : 0x1p-12;
+      for (std::size_t n = 0; n < out.size(); ++n) {
+        const float got = dtype == DType::bf16 ? bf16_to_f32(out[n]) : f16_to_f32(out[n]);
+        EXPECT_NEAR(got, twin.out[n], 8 * unit) << to_string(dtype) << ": out[" << n << "]";
+      }
+      for (std::size_t n = 0; n < lse.size(); ++n) {
+        EXPECT_NEAR(lse[n], twin.lse[n], 8 * unit * std::max(1.0f, std::abs(twin.lse[n]))) << "lse[" << n << "]";
+      }
+    }
+    wrong = 0;
+    for (std::size_t n = 0; n < k.size(); ++n) wrong += !same(k[n], twin.cache.k[n]) + !same(v[n], twin.cache.v[n]);
+    EXPECT_EQ(wrong, 0) << to_string(dtype) << ": cache elements differing from the f32 call's, rounded";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, KvCache16Bit, ::testing::ValuesIn(cache_cases()),
                          [](const ::testing::TestParamInfo<CacheCase>& info) {
                            std::string name = info.param.spec.name() + "_" + to_string(info.param.isa);
                            for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';

@@ -243,13 +243,16 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     """FlashAttention-2's decoding call: appends k, v (batch, seqlen_new, heads_k, d) into the
     caches in place at cache_seqlens (an int or int32 (batch,)), then attends q to each
     batch's cache_seqlens[b] + seqlen_new keys. Paged caches: k_cache and v_cache
-    (num_pages, page_size, heads_k, d) with block_table int32 (batch, max_pages). No autograd."""
-    _check("q", q, 4, _F32)  # the cache path computes float32 only, as yet
-    _check("k_cache", k_cache, 4, _F32)
-    _check("v_cache", v_cache, 4, _F32)
-    for name, t in (("k", k), ("v", v), ("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin),
-                    ("alibi_slopes", alibi_slopes)):
-        _check_optional(name, t, (torch.float32,))
+    (num_pages, page_size, heads_k, d) with block_table int32 (batch, max_pages). q, the caches
+    and k, v share one dtype (float32, bfloat16 or float16: a 16-bit cache is read in place at 2
+    bytes per element; appended keys are rotated in float32, then rounded). No autograd."""
+    _check("q", q, 4)
+    _check("k_cache", k_cache, 4)
+    _check("v_cache", v_cache, 4)
+    for name, t in (("k", k), ("v", v)):
+        _check_optional(name, t, SUPPORTED_DTYPES)
+    for name, t in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin), ("alibi_slopes", alibi_slopes)):
+        _check_optional(name, t, _F32)
     if cache_seqlens is None:
         cache_seqlens = 0
     if isinstance(cache_seqlens, int):

@@ -75,8 +75,29 @@ def test_bf16_float_mask_and_gradient_dtype():
     assert _max_err(out, ref) <= 4 * UNIT_ROUNDOFF[torch.bfloat16] * max(1.0, ref.abs().max().item())
 
 
-def test_kvcache_refuses_16_bit():
-    q = torch.randn(1, 1, 2, 16, dtype=torch.bfloat16)
-    cache = torch.zeros(1, 8, 2, 16)
-    with pytest.raises(TypeError, match="q: dtype torch.bfloat16 is not supported"):
-        flashattn.flash_attn_with_kvcache(q, cache, cache)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("paged", [False, True])
+def test_kvcache_16_bit_is_the_float32_call_rounded(dtype, paged):
+    """A 16-bit cache holds the values a float32 cache would hold rounded; on the same values
+    the 16-bit call's output is the float32 call's rounded once, and its appended rows are
+    the float32 call's rounded."""
+    torch.manual_seed(9)
+    batch, heads, heads_k, d, capacity = 2, 8, 2, 64, 64
+    lengths = torch.tensor([40, 7], dtype=torch.int32)
+    q = torch.randn(batch, 1, heads, d).to(dtype)
+    k_new, v_new = torch.randn(batch, 1, heads_k, d).to(dtype), torch.randn(batch, 1, heads_k, d).to(dtype)
+    if paged:
+        k_cache = torch.randn(8, 16, heads_k, d).to(dtype)
+        table = torch.tensor([[3, 2, 1, 0], [7, 6, 5, 4]], dtype=torch.int32)
+    else:
+        k_cache = torch.randn(batch, capacity, heads_k, d).to(dtype)
+        table = None
+    v_cache = torch.randn_like(k_cache.float()).to(dtype)
+    caches32 = [k_cache.float(), v_cache.float()]
+    out16 = flashattn.flash_attn_with_kvcache(q, k_cache, v_cache, k=k_new, v=v_new, cache_seqlens=lengths,
+                                              block_table=table, causal=True)
+    out32 = flashattn.flash_attn_with_kvcache(q.float(), *caches32, k=k_new.float(), v=v_new.float(),
+                                              cache_seqlens=lengths, block_table=table, causal=True)
+    assert out16.dtype == dtype
+    assert torch.equal(out16, out32.to(dtype))
+    assert torch.equal(k_cache, caches32[0].to(dtype)) and torch.equal(v_cache, caches32[1].to(dtype))

@@ -1,9 +1,10 @@
 // api.cpp — the public entry points: validate, then hand the Problem to a path.
 //
-// bf16 and f16 tensors are computed in f32: each input is converted into an f32 copy, the
-// path runs on the copies (every feature as in f32, every product and statistic in f32),
-// and each output is rounded once into the caller's tensor. The inputs' values are exact
-// in f32, so the only rounding is the output's own.
+// bf16 and f16 tensors are computed in f32: each input is converted into an f32 copy (the
+// flash forward's K and V excepted: it converts them as it reads them), the path runs on
+// the copies (every feature as in f32, every product and statistic in f32), and each output
+// is rounded once into the caller's tensor. The inputs' values are exact in f32, so the only
+// rounding is the output's own.
 #include <omp.h>
 
 #include <algorithm>
@@ -132,7 +133,10 @@ Problem Problem::sequence(std::int64_t s) const {
   for (Bshd* t : {&one.q, &one.out, &one.dout, &one.dq}) {
     if (t->data != nullptr) t->data += q0 * t->stride_s;
   }
-  for (Bshd* t : {&one.k, &one.v, &one.dk, &one.dv}) {
+  for (Bshd* t : {&one.k, &one.v}) {
+    if (t->data != nullptr) t->data = advance(t->data, k0 * t->stride_s, kv_dtype);
+  }
+  for (Bshd* t : {&one.dk, &one.dv}) {
     if (t->data != nullptr) t->data += k0 * t->stride_s;
   }
   one.lse.data += q0 * lse.stride_s;
@@ -149,8 +153,7 @@ void run(const Problem& p, Path path) {
 }
 
 // f32 copies of a call's 16-bit BSHD tensors, (batch, seqlen, heads, headdim) contiguous.
-// Problem's Bshd of a 16-bit tensor holds its element strides; its rows are addressed here
-// in 2-byte elements.
+// Problem's Bshd of a 16-bit tensor holds its element strides (rows: Bshd::row with the dtype).
 class F32Copies {
  public:
   explicit F32Copies(const Problem& p) : p_(p), convert_(kernels_for(p.isa)) {}
@@ -162,15 +165,11 @@ class F32Copies {
   // Rounds the f32 copy `from` into the caller's 16-bit tensor `to`.
   void write_back(const Bshd& from, const Bshd& to, std::int64_t seqlen, std::int64_t heads) const {
     for_each_row(seqlen, heads, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
-      convert_.convert_from_f32(p_.dtype, from.row(b, s, h), row16(to, b, s, h), p_.headdim);
+      convert_.convert_from_f32(p_.dtype, from.row(b, s, h), to.row(b, s, h, p_.dtype), p_.headdim);
     });
   }
 
  private:
-  static std::uint16_t* row16(const Bshd& t, std::int64_t b, std::int64_t s, std::int64_t h) {
-    return reinterpret_cast<std::uint16_t*>(t.data) + b * t.stride_b + s * t.stride_s + h * t.stride_h;
-  }
-
   template <typename F>
   void for_each_row(std::int64_t seqlen, std::int64_t heads, F&& f) const {
 #pragma omp parallel for collapse(2) num_threads(p_.num_threads) schedule(static)
@@ -187,7 +186,7 @@ class F32Copies {
     const Bshd f32{buffers_.back().data(), seqlen * heads * d, heads * d, d};
     if (convert) {
       for_each_row(seqlen, heads, [&](std::int64_t b, std::int64_t s, std::int64_t h) {
-        convert_.convert_to_f32(p_.dtype, row16(t, b, s, h), f32.row(b, s, h), d);
+        convert_.convert_to_f32(p_.dtype, t.row(b, s, h, p_.dtype), f32.row(b, s, h), d);
       });
     }
     return f32;
@@ -208,8 +207,12 @@ void forward(const TensorView& q, const TensorView& k, const TensorView& v, cons
   F32Copies copies(p);
   Problem f = p;
   f.q = copies.input(p.q, p.seqlen_q, p.heads);
-  f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
-  f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
+  if (algorithm == Algorithm::flash) {
+    f.kv_dtype = p.dtype;  // converted as the forward reads them, never copied whole
+  } else {
+    f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
+    f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
+  }
   f.out = copies.output(p.seqlen_q, p.heads);
   run(f, path);
   copies.write_back(f.out, p.out, p.seqlen_q, p.heads);

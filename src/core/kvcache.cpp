@@ -1,4 +1,7 @@
 // kvcache.cpp — forward_with_kvcache: validate, append the new tokens (rotated), attend.
+// A bf16 or f16 cache is read in place at 2 bytes per element (split-KV widens each chunk of
+// tokens as it reads it; the tiled forward, in its packed copy); q and out, a few rows per
+// call, are widened and rounded here.
 #include "flashattn/kvcache.hpp"
 
 #include <omp.h>
@@ -30,6 +33,19 @@ void rotate(float* x, const float* cos, const float* sin, i64 rotary_dim, bool i
   }
 }
 
+// dst (d f32) = the row src of `dtype` elements, widened; and back, rounded to nearest even.
+// (The append and the few rows of q and out a decoding call has: scalar is enough.)
+void widen(DType dtype, const void* src, float* dst, i64 d) {
+  if (dtype == DType::f32) return static_cast<void>(std::memcpy(dst, src, sizeof(float) * d));
+  const auto* s = static_cast<const std::uint16_t*>(src);
+  for (i64 x = 0; x < d; ++x) dst[x] = dtype == DType::bf16 ? bf16_to_f32(s[x]) : f16_to_f32(s[x]);
+}
+void narrow(DType dtype, const float* src, void* dst, i64 d) {
+  if (dtype == DType::f32) return static_cast<void>(std::memcpy(dst, src, sizeof(float) * d));
+  auto* t = static_cast<std::uint16_t*>(dst);
+  for (i64 x = 0; x < d; ++x) t[x] = dtype == DType::bf16 ? f32_to_bf16(src[x]) : f32_to_f16(src[x]);
+}
+
 }  // namespace
 
 void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const TensorView& v_cache,
@@ -46,38 +62,56 @@ void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const 
   auto cos_at = [&call](i64 pos) { return call.cos + pos * call.cos_stride; };
   auto sin_at = [&call](i64 pos) { return call.sin + pos * call.sin_stride; };
 
-  // Rotary: q is rotated into a buffer the problems read instead (the caller's q is an input).
-  Buffer rotated_q;
-  if (call.rotary_dim > 0) {
-    rotated_q = Buffer(static_cast<std::size_t>(batch * seqlen_q * heads * d));
-    const Bshd rq{rotated_q.data(), seqlen_q * heads * d, heads * d, d};
+  // q: widened (16-bit) and rotated (rotary) into a buffer the problems read instead (the
+  // caller's q is an input). 16-bit outputs are computed into f32 rows, rounded at the end.
+  const DType dtype = first.dtype;
+  Buffer q32, out32;
+  if (call.rotary_dim > 0 || dtype != DType::f32) {
+    q32 = Buffer(static_cast<std::size_t>(batch * seqlen_q * heads * d));
+    const Bshd rq{q32.data(), seqlen_q * heads * d, heads * d, d};
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (i64 b = 0; b < batch; ++b) {
       for (i64 i = 0; i < seqlen_q; ++i) {
         const i64 pos = call.cache_seqlens[b] + (call.rotate_q_per_position ? i : 0);
         for (i64 h = 0; h < heads; ++h) {
           float* dst = rq.row(b, i, h);
-          std::memcpy(dst, batches[b].q.row(0, i, h), sizeof(float) * d);
-          rotate(dst, cos_at(pos), sin_at(pos), call.rotary_dim, call.interleaved);
+          widen(dtype, batches[b].q.row(0, i, h, dtype), dst, d);
+          if (call.rotary_dim > 0) rotate(dst, cos_at(pos), sin_at(pos), call.rotary_dim, call.interleaved);
         }
       }
     }
     for (i64 b = 0; b < batch; ++b) batches[b].q = Bshd{rq.row(b, 0, 0), rq.stride_b, rq.stride_s, rq.stride_h};
   }
+  std::vector<Bshd> user_out;
+  if (dtype != DType::f32) {
+    out32 = Buffer(static_cast<std::size_t>(batch * seqlen_q * heads * d));
+    for (i64 b = 0; b < batch; ++b) {
+      user_out.push_back(batches[b].out);
+      batches[b].out = Bshd{out32.data() + b * seqlen_q * heads * d, seqlen_q * heads * d, heads * d, d};
+    }
+  }
 
-  // Append: new token i of batch b goes to position cache_seqlens[b] + i (its page when paged).
+  // Append: new token i of batch b goes to position cache_seqlens[b] + i (its page when paged),
+  // rotated in f32 and rounded once into a 16-bit cache.
   if (call.k_new.data != nullptr) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (i64 b = 0; b < batch; ++b) {
       for (i64 i = 0; i < call.seqlen_new; ++i) {
         const Problem& p = batches[b];
         const i64 pos = call.cache_seqlens[b] + i;
+        const i64 bytes = d * element_bytes(dtype);
         for (i64 h = 0; h < heads_k; ++h) {
-          float* k = const_cast<float*>(p.kv_row(p.k, 0, pos, h));
-          float* v = const_cast<float*>(p.kv_row(p.v, 0, pos, h));
-          std::memcpy(k, call.k_new.row(b, i, h), sizeof(float) * d);
-          std::memcpy(v, call.v_new.row(b, i, h), sizeof(float) * d);
-          if (call.rotary_dim > 0) rotate(k, cos_at(pos), sin_at(pos), call.rotary_dim, call.interleaved);
+          void* k = advance(p.k.data, p.kv_offset(p.k, 0, pos) + h * p.k.stride_h, dtype);
+          void* v = advance(p.v.data, p.kv_offset(p.v, 0, pos) + h * p.v.stride_h, dtype);
+          std::memcpy(v, call.v_new.row(b, i, h, dtype), static_cast<std::size_t>(bytes));
+          if (call.rotary_dim == 0) {
+            std::memcpy(k, call.k_new.row(b, i, h, dtype), static_cast<std::size_t>(bytes));
+          } else {
+            float row[kMaxHeadDim];
+            widen(dtype, call.k_new.row(b, i, h, dtype), row, d);
+            rotate(row, cos_at(pos), sin_at(pos), call.rotary_dim, call.interleaved);
+            narrow(dtype, row, k, d);
+          }
         }
       }
     }
@@ -94,6 +128,15 @@ void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const 
     }
   }
   split_kv_forward(split);
+
+  if (dtype != DType::f32) {  // each output row rounded once
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (i64 b = 0; b < batch; ++b) {
+      for (i64 i = 0; i < seqlen_q; ++i) {
+        for (i64 h = 0; h < heads; ++h) narrow(dtype, batches[b].out.row(0, i, h), user_out[b].row(0, i, h, dtype), d);
+      }
+    }
+  }
 }
 
 }  // namespace flashattn

@@ -7,17 +7,29 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/dtype.hpp"
 #include "flashattn/attention.hpp"
 #include "flashattn/kvcache.hpp"
 
 namespace flashattn {
 
-// A (batch, seq, head, dim) f32 tensor with a contiguous last dimension.
+// `data` moved by `elements` elements of `dtype`: a tensor of 16-bit elements travels in the
+// same float* as an f32 one, its offsets counted in its own elements.
+inline float* advance(float* data, std::int64_t elements, DType dtype) {
+  return reinterpret_cast<float*>(reinterpret_cast<char*>(data) + elements * element_bytes(dtype));
+}
+
+// A (batch, seq, head, dim) f32 tensor with a contiguous last dimension (16-bit where the
+// Problem says so: kv_dtype).
 struct Bshd {
   float* data = nullptr;
   std::int64_t stride_b = 0, stride_s = 0, stride_h = 0;
   float* row(std::int64_t b, std::int64_t s, std::int64_t h) const {
     return data + b * stride_b + s * stride_s + h * stride_h;
+  }
+  // The row of a tensor of `dtype` elements (a 16-bit one's is not a float row).
+  void* row(std::int64_t b, std::int64_t s, std::int64_t h, DType dtype) const {
+    return advance(data, b * stride_b + s * stride_s + h * stride_h, dtype);
   }
 };
 
@@ -51,6 +63,10 @@ struct Problem {
   // f16 the API converts into f32 copies and back (api.cpp), and only the standard path reads
   // this, to round its intermediates as a framework computing in that dtype would.
   DType dtype = DType::f32;
+  // The element type k and v point at: f32, or the call's 16-bit dtype where the flash
+  // forward converts K and V as it reads them (the tiled forward's packing, split-KV's chunks
+  // of tokens), so that the forward never copies them whole.
+  DType kv_dtype = DType::f32;
   int block_q = 0, block_k = 0;  // 0: derive from the caches
   // Score modifiers (see AttentionOptions): softcap 0 is off, alibi_slopes null is off.
   float softcap = 0.0f;
@@ -148,6 +164,10 @@ struct Problem {
   }
   const float* kv_row(const Bshd& t, std::int64_t b, std::int64_t j, std::int64_t h) const {
     return t.data + kv_offset(t, b, j) + h * t.stride_h;
+  }
+  // The same row when k and v hold 16-bit elements (kv_dtype bf16 or f16).
+  const std::uint16_t* kv_row16(const Bshd& t, std::int64_t b, std::int64_t j, std::int64_t h) const {
+    return reinterpret_cast<const std::uint16_t*>(t.data) + kv_offset(t, b, j) + h * t.stride_h;
   }
   // kv_offset of keys j0 .. j0 + n − 1 into at[0 .. n), walking the pages (one division).
   void kv_offsets(const Bshd& t, std::int64_t b, std::int64_t j0, std::int64_t n, std::int64_t* at) const {

@@ -428,6 +428,7 @@ void apply_options(const Checker& c, Problem& p, const AttentionOptions& o) {
 }
 
 constexpr const char* kSharedDtype = "q, k, v, out, dout, dq, dk and dv share q's dtype";
+constexpr const char* kCacheDtype = "q, k_cache, v_cache, out, k_new and v_new share q's dtype";
 
 Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
                     const TensorView& v, const TensorView& out, const TensorView& lse,
@@ -519,11 +520,14 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
                               const KvCache& cache, const AttentionOptions& o) {
   const Checker c(fn);
   refuse_cache_options(c, o);
-  c.bshd("q", q, DType::f32, "forward_with_kvcache computes f32 only, as yet");
-  c.bshd("k_cache", k_cache);
-  c.bshd("v_cache", v_cache);
-  c.bshd("out", out);
-  c.basic("lse", lse, 3);
+  if (q.rank == 4 && q.dtype != DType::f32 && q.dtype != DType::bf16 && q.dtype != DType::f16) {
+    c.fail("q", std::string("expected dtype f32, bf16 or f16, got ") + to_string(q.dtype));
+  }
+  c.bshd("q", q, q.dtype);
+  c.bshd("k_cache", k_cache, q.dtype, kCacheDtype);
+  c.bshd("v_cache", v_cache, q.dtype, kCacheDtype);
+  c.bshd("out", out, q.dtype, kCacheDtype);
+  c.basic("lse", lse, 3, DType::f32, "the log-sum-exp is f32 in every dtype");
   const std::int64_t batch = q.shape[0], seqlen_q = q.shape[1], heads = q.shape[2], d = q.shape[3];
   const std::int64_t heads_k = k_cache.shape[2];
   c.headdim(d);
@@ -542,8 +546,8 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
   }
   const std::int64_t seqlen_new = cache.k_new ? cache.k_new->shape[1] : 0;
   if (cache.k_new) {
-    c.bshd("cache.k_new", *cache.k_new);
-    c.bshd("cache.v_new", *cache.v_new);
+    c.bshd("cache.k_new", *cache.k_new, q.dtype, kCacheDtype);
+    c.bshd("cache.v_new", *cache.v_new, q.dtype, kCacheDtype);
     c.shape("cache.k_new", *cache.k_new, {batch, seqlen_new, heads_k, d}, "(batch, seqlen_new, heads_k, headdim)");
     c.shape("cache.v_new", *cache.v_new, {batch, seqlen_new, heads_k, d}, "(batch, seqlen_new, heads_k, headdim) like k_new");
   }
@@ -674,6 +678,7 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
   base.heads_k = heads_k;
   base.headdim = d;
   apply_options(c, base, o);
+  base.dtype = base.kv_dtype = q.dtype;  // forward_with_kvcache widens q and rounds out (kvcache.cpp)
   if (paged && o.forward_kernel == AttentionOptions::ForwardKernel::tiled) {
     c.fail("options.forward_kernel", "tiled cannot read a paged cache (use split_kv or automatic)");
   }
@@ -701,9 +706,9 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
     p.batch_base = b;
     if (p.alibi_slopes != nullptr) p.alibi_slopes += b * o.alibi_batch_stride;
     p.q = bshd(q);
-    p.q.data += b * q.stride[0];
+    p.q.data = advance(p.q.data, b * q.stride[0], q.dtype);
     p.out = bshd(out);
-    p.out.data += b * out.stride[0];
+    p.out.data = advance(p.out.data, b * out.stride[0], q.dtype);
     p.lse = Bhs{static_cast<float*>(lse.data) + b * lse.stride[0], lse.stride[0], lse.stride[1], lse.stride[2]};
     p.k = bshd(k_cache);
     p.v = bshd(v_cache);
@@ -712,8 +717,8 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
       p.page_size = k_cache.shape[1];
     } else {
       const std::int64_t row = cache.cache_batch_idx != nullptr ? cache.cache_batch_idx[b] : b;
-      p.k.data += row * k_cache.stride[0];
-      p.v.data += row * v_cache.stride[0];
+      p.k.data = advance(p.k.data, row * k_cache.stride[0], q.dtype);
+      p.v.data = advance(p.v.data, row * v_cache.stride[0], q.dtype);
     }
     call.batches.push_back(p);
   }

@@ -112,7 +112,7 @@ void flash_forward(const Problem& p) {
   const i64 ws_floats = kernels.forward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
-  // Setup: K and V of every (batch, kv-head) into contiguous, padded rows (PackedKv).
+  // Setup: K and V of every (batch, kv-head) into contiguous, padded f32 rows (PackedKv).
   const i64 d_pad = ceil_div(d, kernels.micro_cols) * kernels.micro_cols;
   const i64 k_floats = (p.seqlen_k + kernels.micro_rows) * d, v_floats = p.seqlen_k * d_pad;
   Buffer packed(static_cast<std::size_t>(p.batch * p.heads_k * (k_floats + v_floats)));
@@ -127,8 +127,13 @@ void flash_forward(const Problem& p) {
       float* k = const_cast<float*>(kv.k);
       float* v = const_cast<float*>(kv.v);
       for (i64 j = 0; j < p.seqlen_k; ++j) {
-        std::memcpy(k + j * d, p.k.row(b, j, hk), sizeof(float) * d);
-        std::memcpy(v + j * d_pad, p.v.row(b, j, hk), sizeof(float) * d);
+        if (p.kv_dtype == DType::f32) {
+          std::memcpy(k + j * d, p.k.row(b, j, hk), sizeof(float) * d);
+          std::memcpy(v + j * d_pad, p.v.row(b, j, hk), sizeof(float) * d);
+        } else {  // 16-bit K and V are widened here, in the copy the kernels read anyway
+          kernels.convert_to_f32(p.kv_dtype, p.kv_row16(p.k, b, j, hk), k + j * d, d);
+          kernels.convert_to_f32(p.kv_dtype, p.kv_row16(p.v, b, j, hk), v + j * d_pad, d);
+        }
         std::memset(v + j * d_pad + d, 0, sizeof(float) * (d_pad - d));
       }
       std::memset(k + p.seqlen_k * d, 0, sizeof(float) * kernels.micro_rows * d);

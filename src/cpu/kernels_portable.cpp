@@ -2,7 +2,7 @@
 #define FLASHATTN_KERNEL_SET kPortableKernels
 #define FLASHATTN_KERNEL_ISA Isa::portable
 #include "cpu/flash_kernels.inc"
-#include "cpu/split_kv_kernels.inc"
 #include "cpu/convert_kernels.inc"
+#include "cpu/split_kv_kernels.inc"
 #include "cpu/peak_kernels.inc"
 #include "cpu/kernel_set.inc"
