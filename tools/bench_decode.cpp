@@ -18,6 +18,7 @@
 #include <random>
 
 #include "bench.hpp"
+#include "core/dtype.hpp"
 #include "core/memory.hpp"
 #include "flashattn/kvcache.hpp"
 #include "report.hpp"
@@ -39,8 +40,21 @@ std::string variant_of(i64 page_size) { return page_size == 0 ? "contiguous" : "
 struct DecodeCall {
   TensorView k_cache, v_cache;
   std::vector<float> k_pages, v_pages, k_new, v_new;
+  std::vector<std::uint16_t> k_pages16, v_pages16, k_new16, v_new16;  // the same, in a 16-bit case's dtype
   std::vector<std::int32_t> table, filled;
   KvCache kv;
+
+  // A contiguous view of `values` in the case's dtype (rounded into `bits` when 16-bit).
+  static TensorView view_in(DType dtype, const std::vector<float>& values, std::vector<std::uint16_t>& bits,
+                            std::initializer_list<i64> shape) {
+    TensorView t = TensorView::contiguous(values.data(), shape);
+    if (dtype == DType::f32) return t;
+    bits.resize(values.size());
+    for (std::size_t n = 0; n < values.size(); ++n) bits[n] = dtype == DType::bf16 ? f32_to_bf16(values[n]) : f32_to_f16(values[n]);
+    t.data = bits.data();
+    t.dtype = dtype;
+    return t;
+  }
 
   DecodeCall(const harness::Case& c, const harness::Inputs& in, i64 page_size, bool faithful) {
     const harness::Shape& s = c.shape;
@@ -77,8 +91,8 @@ struct DecodeCall {
             }
           }
         }
-        k_cache = TensorView::contiguous(k_pages.data(), {s.batch * pages, page_size, s.heads_k, s.headdim});
-        v_cache = TensorView::contiguous(v_pages.data(), {s.batch * pages, page_size, s.heads_k, s.headdim});
+        k_cache = view_in(c.dtype, k_pages, k_pages16, {s.batch * pages, page_size, s.heads_k, s.headdim});
+        v_cache = view_in(c.dtype, v_pages, v_pages16, {s.batch * pages, page_size, s.heads_k, s.headdim});
       } else {  // (batch · pages, page_size, heads_k, d) over k and v's rows
         for (TensorView* t : {&k_cache, &v_cache}) {
           t->shape[0] = s.batch * pages;
@@ -90,8 +104,8 @@ struct DecodeCall {
       kv.max_pages = pages;
     }
     kv.cache_seqlens = filled.data();
-    kv.k_new = TensorView::contiguous(k_new.data(), {s.batch, s.seqlen_q, s.heads_k, s.headdim});
-    kv.v_new = TensorView::contiguous(v_new.data(), {s.batch, s.seqlen_q, s.heads_k, s.headdim});
+    kv.k_new = view_in(c.dtype, k_new, k_new16, {s.batch, s.seqlen_q, s.heads_k, s.headdim});
+    kv.v_new = view_in(c.dtype, v_new, v_new16, {s.batch, s.seqlen_q, s.heads_k, s.headdim});
   }
   DecodeCall(const DecodeCall&) = delete;  // kv points into the vectors
 
@@ -100,9 +114,10 @@ struct DecodeCall {
   }
 };
 
-harness::Case decode_case(const Config& cfg, i64 batch, i64 seqlen_k) {
+harness::Case decode_case(const Config& cfg, i64 batch, i64 seqlen_k, DType dtype) {
   const DecodeConfig& d = cfg.decode;
   harness::Case c;
+  c.dtype = dtype;
   c.shape = {batch, d.seqlen_q, seqlen_k, d.heads, d.heads_k, d.headdim};
   c.options.causal = true;  // no effect on the last query; the new queries of a chunk see what they precede
   c.options.num_threads = cfg.threads;
@@ -114,8 +129,8 @@ harness::Case decode_case(const Config& cfg, i64 batch, i64 seqlen_k) {
 // One case on a small cache (two sequences of 301 keys, the case's heads and queries) against
 // the reference: its max error and that error over FlashAttention's allowed error (standard's
 // own limit for standard).
-std::pair<double, double> check(const Config& cfg, const std::string& impl, i64 page_size) {
-  harness::Case c = decode_case(cfg, 2, 301);
+std::pair<double, double> check(const Config& cfg, const std::string& impl, i64 page_size, DType dtype) {
+  harness::Case c = decode_case(cfg, 2, 301, dtype);
   if (page_size > 0) c.shape.seqlen_k = (301 + page_size - 1) / page_size * page_size;
   const harness::Inputs in = harness::make_inputs(c);
   const harness::ReferenceOutputs ref = harness::run_reference(c, in, false);
@@ -131,9 +146,9 @@ std::pair<double, double> check(const Config& cfg, const std::string& impl, i64 
     return harness::forward_errors(out, ref);
   };
   const harness::Errors standard = errors_of("standard");
-  if (impl == "standard") return {standard.max(), standard.max() / harness::standard_error_limit(ref)};
+  if (impl == "standard") return {standard.max(), standard.max() / harness::standard_error_limit(ref, dtype)};
   const harness::Errors fast = errors_of(impl);
-  return {fast.max(), harness::worst_fraction_of_allowed(fast, standard, ref)};
+  return {fast.max(), harness::worst_fraction_of_allowed(fast, standard, ref, dtype)};
 }
 
 }  // namespace
@@ -158,27 +173,32 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
   }
   struct Group {
     i64 batch, seqlen_k;
+    DType dtype;
     std::vector<Record> records;
     std::vector<double> bandwidths;
   };
   std::vector<Group> groups;
-  for (const auto& [batch, seqlen_k] : d.shapes) groups.push_back({batch, seqlen_k, {}, {}});
+  for (const auto& [batch, seqlen_k] : d.shapes) {
+    for (DType dtype : cfg.dtypes) groups.push_back({batch, seqlen_k, dtype, {}, {}});
+  }
   const std::string isa_name = to_string(cfg.isa.value_or(default_isa()));
   const std::string blas_name = std::string("openblas-") + openblas_get_corename();
 
   // A group: its cache made, every case checked (first sweep) and warmed up, then timed
   // interleaved; the streaming read measured three times before and once after.
   auto measure = [&](Group& g, const TimingPolicy& policy, int round_base, bool first_sweep) {
-    harness::Case c = decode_case(cfg, g.batch, g.seqlen_k);
+    harness::Case c = decode_case(cfg, g.batch, g.seqlen_k, g.dtype);
     const harness::Shape& s = c.shape;
-    const double kv_bytes = 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * sizeof(float);
-    const double q_bytes = 3.0 * s.batch * s.seqlen_q * s.heads * s.headdim * sizeof(float);
+    const double element = static_cast<double>(element_bytes(g.dtype));
+    const double kv_bytes = 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * element;
+    const double q_bytes = 3.0 * s.batch * s.seqlen_q * s.heads * s.headdim * element;
     std::vector<Record> fresh;
     for (const Planned& p : cases) {
       Record r;
       r.impl = p.impl;
       r.pass = "decode";
       r.variant = variant_of(p.page_size);
+      r.dtype = g.dtype;
       r.page_size = p.page_size;
       r.shape = s;
       r.flops = 4.0 * s.batch * s.heads * s.seqlen_q * s.seqlen_k * s.headdim;
@@ -220,7 +240,7 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
       };
       if (first_sweep) {
         if (cfg.check) {
-          const auto [err, fraction] = check(cfg, p.impl, p.page_size);
+          const auto [err, fraction] = check(cfg, p.impl, p.page_size, g.dtype);
           fresh[n].err = err;
           fresh[n].err_fraction = fraction;
           fresh[n].ok = fraction <= cfg.err_limit;
@@ -254,8 +274,8 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
   const TimingPolicy per_sweep = cfg.sweep_policy();
   for (int sweep = 0; sweep < sweeps; ++sweep) {
     for (Group& g : groups) {
-      std::fprintf(stderr, "decode: batch %lld, seqlen_k %lld (sweep %d of %d)\n", static_cast<long long>(g.batch),
-                   static_cast<long long>(g.seqlen_k), sweep + 1, sweeps);
+      std::fprintf(stderr, "decode: batch %lld, seqlen_k %lld, %s (sweep %d of %d)\n", static_cast<long long>(g.batch),
+                   static_cast<long long>(g.seqlen_k), to_string(g.dtype), sweep + 1, sweeps);
       measure(g, per_sweep, 100000 * sweep, sweep == 0);
     }
   }
@@ -269,31 +289,42 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
   return records;
 }
 
+namespace {
+
+// A decode table's column: the impl, its cache layout, and its dtype when not f32.
+std::string decode_column(const Record& r) {
+  const std::string col = r.impl == "kvcache" ? "kvcache " + r.variant : r.impl;
+  return r.dtype == DType::f32 ? col : col + " " + to_string(r.dtype);
+}
+
+}  // namespace
+
 std::string decode_table(const std::vector<Record>& records, bool markdown) {
   std::vector<std::string> columns;  // impl/variant, in the order met
   std::vector<std::pair<i64, i64>> shapes;
   for (const Record& r : records) {
     if (r.pass != "decode") continue;
-    const std::string col = r.impl == "kvcache" ? "kvcache " + r.variant : r.impl;
+    const std::string col = decode_column(r);
     if (std::find(columns.begin(), columns.end(), col) == columns.end()) columns.push_back(col);
     const std::pair<i64, i64> shape{r.shape.batch, r.shape.seqlen_k};
     if (std::find(shapes.begin(), shapes.end(), shape) == shapes.end()) shapes.push_back(shape);
   }
   if (shapes.empty()) return "";
-  std::vector<std::string> header{"batch", "seqlen_k", "K+V MiB", "read GB/s"};
+  std::vector<std::string> header{"batch", "seqlen_k", "K+V MiB (widest)", "read GB/s"};
   for (const std::string& col : columns) header.push_back(col + " ms (GB/s, of read)");
   std::vector<std::vector<std::string>> rows;
   const Record* any = nullptr;
   for (const auto& [batch, seqlen_k] : shapes) {
     std::vector<std::string> row{std::to_string(batch), std::to_string(seqlen_k)};
-    std::string mib = "-", read = "-";
+    std::string read = "-";
+    double most_bytes = 0;  // the widest dtype's K and V
     for (const std::string& col : columns) {
       std::string cell = "-";
       for (const Record& r : records) {
         if (r.pass != "decode" || r.shape.batch != batch || r.shape.seqlen_k != seqlen_k) continue;
-        if ((r.impl == "kvcache" ? "kvcache " + r.variant : r.impl) != col) continue;
+        if (decode_column(r) != col) continue;
         any = &r;
-        mib = format("%.0f", r.bytes_read / 1048576.0);
+        most_bytes = std::max(most_bytes, r.bytes_read);
         if (r.skipped) {
           cell = "skipped";
           continue;
@@ -304,11 +335,11 @@ std::string decode_table(const std::vector<Record>& records, bool markdown) {
       }
       row.push_back(cell);
     }
-    row.insert(row.begin() + 2, {mib, read});
+    row.insert(row.begin() + 2, {format("%.0f", most_bytes / 1048576.0), read});
     rows.push_back(row);
   }
   const harness::Shape& s = any->shape;
-  const std::string title = format("Decode: %lld new quer%s per head, %lld heads, %lld kv-heads, d = %lld, fp32 cache; "
+  const std::string title = format("Decode: %lld new quer%s per head, %lld heads, %lld kv-heads, d = %lld, the cache in each column's dtype; "
                                    "ms (median), the K+V bytes read per second (GB/s) and that over the streaming read "
                                    "measured beside it",
                                    static_cast<long long>(s.seqlen_q), s.seqlen_q == 1 ? "y" : "ies",
