@@ -200,6 +200,9 @@ std::vector<Case> dtype_cases() {
   });
   add({2, 3, 300, 8, 2, 64}, [](Case& c) { c.options.forward_kernel = Options::ForwardKernel::split_kv; });
   add({1, 1025, 97, 2, 1, 80}, [](Case& c) { c.options.causal = true; });
+  // Empty sequences: no keys (every row sees none: 0 and −∞), no queries.
+  add({2, 9, 0, 2, 1, 16}, [](Case&) {});
+  add({1, 0, 7, 2, 2, 16}, [](Case& c) { c.padded = true; });
   return cases;
 }
 
