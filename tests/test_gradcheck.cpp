@@ -35,7 +35,7 @@ TEST_P(GradCheck, ReferenceBackwardMatchesFiniteDifferences) {
   c.options.softcap = g.softcap;
   const float slopes[] = {0.5f, 0.25f, 0.125f, 0.0625f};
   if (g.alibi) c.options.alibi_slopes = slopes;
-  const Problem p = harness::reference_problem(c);
+  const reference::Dims p = harness::dims_of(c);
 
   std::mt19937_64 rng(42);
   std::uniform_real_distribution<double> dist(-1.0, 1.0);
@@ -52,13 +52,13 @@ TEST_P(GradCheck, ReferenceBackwardMatchesFiniteDifferences) {
   // loss = Σ out ∘ dout, whose gradient the backward computes.
   auto loss = [&]() {
     std::vector<double> out(nq_elems), lse(p.batch * p.heads * p.seqlen_q);
-    reference::forward(p, q.data(), k.data(), v.data(), out.data(), lse.data());
+    reference::forward(p, c.options, q.data(), k.data(), v.data(), out.data(), lse.data());
     double l = 0.0;
     for (std::int64_t n = 0; n < nq_elems; ++n) l += out[n] * dout[n];
     return l;
   };
   std::vector<double> dq(nq_elems), dk(nk_elems), dv(nk_elems);
-  reference::backward(p, q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  reference::backward(p, c.options, q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data());
 
   expect_finite_differences(loss, {{&q, &dq, "dq"}, {&k, &dk, "dk"}, {&v, &dv, "dv"}}, 1e-6, 1e-7, 1e-6);
 }
@@ -101,15 +101,15 @@ TEST(GradCheckBias, ReferenceDbiasMatchesFiniteDifferences) {
   const std::vector<double> q = in.q.to_double(), k = in.k.to_double(), v = in.v.to_double();
   const std::vector<double> dout = in.dout.to_double();
   auto loss = [&]() {
-    const Problem p = harness::reference_problem(c);
+    const reference::Dims p = harness::dims_of(c);
     std::vector<double> out(q.size()), lse(2 * 2 * 4);
-    reference::forward(p, q.data(), k.data(), v.data(), out.data(), lse.data());
+    reference::forward(p, c.options, q.data(), k.data(), v.data(), out.data(), lse.data());
     double l = 0.0;
     for (std::size_t n = 0; n < out.size(); ++n) l += out[n] * dout[n];
     return l;
   };
   std::vector<double> dq(q.size()), dk(k.size()), dv(v.size()), dbias(bias.size());
-  reference::backward(harness::reference_problem(c), q.data(), k.data(), v.data(), dout.data(), dq.data(),
+  reference::backward(harness::dims_of(c), c.options, q.data(), k.data(), v.data(), dout.data(), dq.data(),
                       dk.data(), dv.data(), dbias.data());
   constexpr float kStep = 1e-3f;
   for (std::size_t n = 0; n < bias.size(); ++n) {

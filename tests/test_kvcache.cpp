@@ -250,11 +250,11 @@ void expect_matches_reference(const Call& c, const Cache& before, const std::str
     one.shape = {1, s.seqlen_q, keys.length, s.heads, s.heads_k, s.d};
     one.options = options_of(s, Isa::portable, 0);
     if (s.alibi) one.options.alibi_slopes = kSlopes + b * s.heads;
-    const Problem p = harness::reference_problem(one);
+    const reference::Dims p = harness::dims_of(one);
     harness::ReferenceOutputs ref;
     ref.out.resize(q.size());
     ref.lse.resize(static_cast<std::size_t>(s.heads * s.seqlen_q));
-    reference::forward(p, q.data(), keys.k.data(), keys.v.data(), ref.out.data(), ref.lse.data());
+    reference::forward(p, one.options, q.data(), keys.k.data(), keys.v.data(), ref.out.data(), ref.lse.data());
 
     // Standard attention in fp32 on the same keys: the error the rule allows twice of.
     std::vector<float> qf(q.begin(), q.end()), kf(keys.k.begin(), keys.k.end()), vf(keys.v.begin(), keys.v.end());

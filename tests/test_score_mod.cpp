@@ -87,7 +87,7 @@ TEST(ScoreModGradient, ReferenceBackwardThroughTheModifierMatchesFiniteDifferenc
   c.options.causal = true;
   c.options.score_mod = quadratic.handle();
   c.options.softcap = 2.0f;
-  const Problem p = harness::reference_problem(c);
+  const reference::Dims p = harness::dims_of(c);
   std::mt19937_64 rng(5);
   std::uniform_real_distribution<double> dist(-1.0, 1.0);
   auto random = [&](i64 n) {
@@ -100,13 +100,13 @@ TEST(ScoreModGradient, ReferenceBackwardThroughTheModifierMatchesFiniteDifferenc
   const std::vector<double> dout = random(nq);
   auto loss = [&]() {
     std::vector<double> out(nq), lse(p.heads * p.seqlen_q);
-    reference::forward(p, q.data(), k.data(), v.data(), out.data(), lse.data());
+    reference::forward(p, c.options, q.data(), k.data(), v.data(), out.data(), lse.data());
     double l = 0.0;
     for (i64 n = 0; n < nq; ++n) l += out[n] * dout[n];
     return l;
   };
   std::vector<double> dq(nq), dk(nk), dv(nk);
-  reference::backward(p, q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data());
+  reference::backward(p, c.options, q.data(), k.data(), v.data(), dout.data(), dq.data(), dk.data(), dv.data());
   // The callable works in float, so the step is large enough for float's rounding.
   expect_finite_differences(loss, {{&q, &dq, "dq"}, {&k, &dk, "dk"}}, 1e-3, 2e-4, 1e-3);
 }

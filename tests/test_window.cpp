@@ -113,7 +113,7 @@ TEST(WindowConvention, AdmitsLeftPlusRightPlusOneKeysBottomRightAligned) {
   c.shape = {1, 100, 140, 1, 1, 16};
   c.options.window_left = 5;
   c.options.window_right = 2;
-  const Problem p = harness::reference_problem(c);
+  const Problem p = harness::problem_of(c);
   for (std::int64_t i = 10; i < 90; ++i) {
     EXPECT_EQ(p.key_end(0, i) - p.key_begin(i), 5 + 2 + 1);
     EXPECT_EQ(p.key_begin(i), i + 40 - 5);  // 40 = seqlen_k − seqlen_q
@@ -121,7 +121,7 @@ TEST(WindowConvention, AdmitsLeftPlusRightPlusOneKeysBottomRightAligned) {
   c.options.window_left = -1;
   c.options.window_right = 7;
   c.options.causal = true;
-  const Problem causal = harness::reference_problem(c);
+  const Problem causal = harness::problem_of(c);
   EXPECT_EQ(causal.window_right, 0);
   EXPECT_EQ(causal.key_begin(50), 0);
   EXPECT_EQ(causal.key_end(0, 50), 50 + 40 + 1);
@@ -132,7 +132,7 @@ TEST(WindowConvention, TopLeftAlignmentAnchorsAtQueryZero) {
   c.shape = {1, 100, 140, 1, 1, 16};
   c.options.causal = true;
   c.options.alignment = AttentionOptions::Alignment::top_left;
-  const Problem p = harness::reference_problem(c);
+  const Problem p = harness::problem_of(c);
   for (std::int64_t i = 0; i < 100; ++i) EXPECT_EQ(p.key_end(0, i), i + 1);
 }
 

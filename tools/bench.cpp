@@ -670,7 +670,7 @@ int bench_main(int argc, char** argv) {
       const bool is_flash = pc.impl != "standard";
       const Algorithm algorithm = is_flash ? Algorithm::flash : Algorithm::standard;
       r.density = mask_density(ci);
-      r.tiles = is_flash ? choose_tiles(harness::reference_problem(ci)) : TileConfig{0, 0};
+      r.tiles = is_flash ? choose_tiles(harness::problem_of(ci)) : TileConfig{0, 0};
       r.isa = is_flash ? isa_name : blas_name;
       r.mask = ci.mod_mask                ? "mask_mod causal"
                : ci.options.score_mod   ? "score_mod relative"

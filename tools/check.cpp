@@ -16,14 +16,20 @@
 #include <vector>
 
 #include "cli.hpp"
+#include <cmath>
+#include <memory>
+
 #include "flashattn/block_sparse.hpp"
 #include "flashattn/isa.hpp"
+#include "flashattn/mask_mod.hpp"
+#include "flashattn/score_mod.hpp"
 #include "harness/harness.hpp"
 
 namespace flashattn::cli {
 namespace {
 
 using harness::Case;
+using harness::Shape;
 
 std::vector<Case> sweep() {
   struct Row {
@@ -65,6 +71,61 @@ std::vector<Case> sweep() {
   sparse.data_seed = seed++;
   sparse.set_block_mask(butterfly_blocks(3, 3), 48, 96);
   cases.push_back(sparse);
+  // Every feature the README lists, one case each, on shapes that are not multiples of a tile.
+  auto feature = [&](Shape shape, auto&& configure) {
+    Case c;
+    c.shape = shape;
+    c.data_seed = seed++;
+    c.options.seed = 1234 + c.data_seed;
+    configure(c);
+    cases.push_back(c);
+  };
+  using Align = AttentionOptions::Alignment;
+  feature({1, 130, 150, 2, 1, 40}, [](Case& c) { c.options.window_left = 17, c.options.window_right = 3; });
+  feature({1, 90, 120, 2, 2, 32}, [](Case& c) {
+    c.options.causal = true, c.options.window_left = 25, c.options.alignment = Align::top_left;
+  });
+  feature({1, 100, 100, 2, 2, 48}, [](Case& c) { c.options.causal = true, c.options.prefix_length = 37; });
+  feature({3, 70, 90, 2, 1, 32}, [](Case& c) { c.set_key_lengths({90, 0, 41}); });
+  feature({2, 96, 96, 2, 2, 32}, [](Case& c) {
+    std::vector<std::int32_t> ids;
+    for (std::int64_t b = 0; b < 2; ++b) {
+      for (std::int64_t i = 0; i < 96; ++i) ids.push_back(static_cast<std::int32_t>((i + 11 * b) / 29));
+    }
+    c.set_documents(ids, ids);
+    c.options.causal = true;
+  });
+  feature({2, 45, 77, 2, 2, 24}, [](Case& c) {
+    std::vector<std::uint8_t> keep(2 * 45 * 77);
+    for (std::size_t n = 0; n < keep.size(); ++n) keep[n] = (n * 2654435761u >> 7) % 3 != 0;
+    c.set_mask(keep, 2, 1);
+  });
+  feature({2, 50, 66, 2, 2, 32}, [](Case& c) {
+    std::vector<float> bias(2 * 50 * 66);
+    for (std::size_t n = 0; n < bias.size(); ++n) bias[n] = std::sin(0.1f * static_cast<float>(n));
+    c.set_bias(bias, 1, 2);  // its gradient (dbias) summed over the batch
+  });
+  feature({1, 80, 80, 2, 2, 64}, [](Case& c) { c.options.softcap = 5.0f, c.options.causal = true; });
+  static const float slopes[] = {0.5f, 0.125f};
+  feature({1, 60, 100, 2, 2, 32}, [](Case& c) { c.options.alibi_slopes = slopes, c.options.causal = true; });
+  feature({1, 1, 1, 2, 1, 40}, [](Case& c) {
+    c.set_varlen({33, 0, 1, 70}, {40, 9, 1, 70});
+    c.options.causal = true;
+  });
+  feature({1, 100, 130, 2, 2, 32}, [](Case& c) {
+    const std::int64_t offset = 30;
+    auto sliding = [offset](std::int64_t, std::int64_t, std::int64_t i, std::int64_t j) {
+      return j <= i + offset && j + 40 > i + offset;
+    };
+    c.set_mod_mask(std::make_shared<const ModBlockMask>(sliding, 1, 1, 100, 130, 32, 32));
+  });
+  static const auto relative = [](float s, std::int64_t, std::int64_t h, std::int64_t q, std::int64_t kv) {
+    return s - 0.05f * static_cast<float>(h + 1) * std::abs(static_cast<float>(q - kv)) / 16.0f;
+  };
+  static const auto relative_grad = [](float, std::int64_t, std::int64_t, std::int64_t, std::int64_t) { return 1.0f; };
+  static const ScoreModifier<decltype(relative), decltype(relative_grad)> relative_mod(relative, relative_grad);
+  feature({1, 70, 90, 2, 2, 32}, [](Case& c) { c.options.score_mod = relative_mod.handle(); });
+
   // bf16 and f16 (their errors and standard attention's in the same dtype): the padded,
   // dropout, large-headdim, decoding and block-sparse shapes.
   for (std::size_t i : {1, 5, 8, 11, 13}) {
@@ -91,7 +152,9 @@ int check_main(int argc, char** argv) {
       std::cout << "usage: flashattn check\n\n"
                    "Runs standard attention and the flash kernels of every ISA this CPU supports\n"
                    "against the plain-loop double reference, forward and backward, on a sweep of\n"
-                   "awkward shapes. Prints path, pass, shape, max abs error, standard's max abs\n"
+                   "awkward shapes and one case of every feature (windows both alignments, prefix-LM, key\n"
+                   "padding, documents, explicit masks, bias with its gradient, softcap, ALiBi, varlen,\n"
+                   "block masks, mask_mod and score_mod callables). Prints path, pass, shape, max abs error, standard's max abs\n"
                    "error and the fraction of the allowed error used; a path fails when its error exceeds 2x standard's plus\n"
                    "a small floor. bf16 and f16 cases (named _bf16, _f16) compare with standard attention in\n"
                    "that dtype, computed as PyTorch does (S, P, dP, dS stored in the dtype). Exits 1 if anything\n"

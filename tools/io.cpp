@@ -149,7 +149,7 @@ ModelRow model_traffic(const ModelQuery& q) {
     for (std::uint8_t x : *c.mask) on += x != 0;
     row.density = c.mask->empty() ? 1.0 : on / static_cast<double>(c.mask->size());
   }
-  const Problem p = harness::reference_problem(c);
+  const Problem p = harness::problem_of(c);
   if (q.impl == "standard") {
     row.tiles = {0, 0};
     row.traffic = q.pass == "fwd" ? standard_forward_traffic(p) : standard_backward_traffic(p);

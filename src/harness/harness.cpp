@@ -61,6 +61,7 @@ std::string Case::name() const {
       << mask->size();
     if (options.block_mask->head_stride > 0 || options.block_mask->batch_stride > 0) s << "_perhead";
   }
+  if (options.score_mod && !mod_mask) s << "_scoremod";
   if (padded) s << "_padded";
   if (dtype != DType::f32) s << "_" << to_string(dtype);
   if (options.isa) s << "_" << to_string(*options.isa);
@@ -258,7 +259,7 @@ void run_backward(const Case& c, const Inputs& in, const ForwardOutputs& fwd, Ba
            grads.dq.view(), grads.dk.view(), grads.dv.view(), options, algorithm);
 }
 
-Problem reference_problem(const Case& c) {
+Problem problem_of(const Case& c) {
   Problem p;
   const Shape& s = c.shape;
   p.batch = s.batch;
@@ -267,56 +268,41 @@ Problem reference_problem(const Case& c) {
   p.heads = s.heads;
   p.heads_k = s.heads_k;
   p.headdim = s.headdim;
-  apply_options("harness::reference_problem", p, c.options);
+  apply_options("harness::problem_of", p, c.options);
   return p;
 }
 
+reference::Dims dims_of(const Case& c) {
+  const Shape& s = c.shape;
+  return {s.batch, s.seqlen_q, s.seqlen_k, s.heads, s.heads_k, s.headdim};
+}
+
 ReferenceOutputs run_reference(const Case& c, const Inputs& in, bool with_backward) {
-  const Problem p = reference_problem(c);
+  const Shape& sh = c.shape;
+  const reference::Dims dims = dims_of(c);
   const std::vector<double> q = in.q.to_double(), k = in.k.to_double(), v = in.v.to_double();
   ReferenceOutputs r;
   r.out.resize(q.size());
-  r.lse.resize(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q));
-  const std::vector<double> dout = with_backward ? in.dout.to_double() : std::vector<double>();
-  if (with_backward) {
-    r.dq.resize(q.size());
-    r.dk.resize(k.size());
-    r.dv.resize(v.size());
-  }
-  if (p.cu_q != nullptr) {  // each sequence on its own rows, as a batch of one
-    const i64 qrow = p.heads * p.headdim, krow = p.heads_k * p.headdim;
-    for (i64 s = 0; s < p.sequences; ++s) {
-      const Problem one = p.sequence(s);
-      const i64 q0 = p.cu_q[s], k0 = p.cu_k[s];
-      std::vector<double> lse(static_cast<std::size_t>(p.heads * one.seqlen_q));
-      reference::forward(one, q.data() + q0 * qrow, k.data() + k0 * krow, v.data() + k0 * krow,
-                         r.out.data() + q0 * qrow, lse.data());
-      for (i64 h = 0; h < p.heads; ++h) {
-        for (i64 i = 0; i < one.seqlen_q; ++i) r.lse[h * p.seqlen_q + q0 + i] = lse[h * one.seqlen_q + i];
-      }
-      if (with_backward) {
-        reference::backward(one, q.data() + q0 * qrow, k.data() + k0 * krow, v.data() + k0 * krow,
-                            dout.data() + q0 * qrow, r.dq.data() + q0 * qrow, r.dk.data() + k0 * krow,
-                            r.dv.data() + k0 * krow, nullptr);
-      }
-    }
-    return r;
-  }
-  reference::forward(p, q.data(), k.data(), v.data(), r.out.data(), r.lse.data());
-  if (with_backward) {
-    std::vector<double> dbias;  // per (batch, head), then summed over what the bias broadcasts
-    if (p.bias != nullptr) dbias.resize(static_cast<std::size_t>(p.batch * p.heads * p.seqlen_q * p.seqlen_k));
-    reference::backward(p, q.data(), k.data(), v.data(), dout.data(), r.dq.data(), r.dk.data(),
-                        r.dv.data(), dbias.empty() ? nullptr : dbias.data());
-    if (p.bias != nullptr) {
-      const i64 batches = c.options.bias->shape[0], heads = c.options.bias->shape[1], n = p.seqlen_q * p.seqlen_k;
-      r.dbias.assign(static_cast<std::size_t>(batches * heads * n), 0.0);
-      for (i64 b = 0; b < p.batch; ++b) {
-        for (i64 h = 0; h < p.heads; ++h) {
-          const double* from = dbias.data() + (b * p.heads + h) * n;
-          double* to = r.dbias.data() + ((batches == 1 ? 0 : b) * heads + (heads == 1 ? 0 : h)) * n;
-          for (i64 e = 0; e < n; ++e) to[e] += from[e];
-        }
+  r.lse.resize(static_cast<std::size_t>(sh.batch * sh.heads * sh.seqlen_q));
+  reference::forward(dims, c.options, q.data(), k.data(), v.data(), r.out.data(), r.lse.data());
+  if (!with_backward) return r;
+  const std::vector<double> dout = in.dout.to_double();
+  r.dq.resize(q.size());
+  r.dk.resize(k.size());
+  r.dv.resize(v.size());
+  std::vector<double> dbias;  // per (batch, head), then summed over what the bias broadcasts
+  const std::optional<TensorView>& bias = c.options.bias;
+  if (bias) dbias.resize(static_cast<std::size_t>(sh.batch * sh.heads * sh.seqlen_q * sh.seqlen_k));
+  reference::backward(dims, c.options, q.data(), k.data(), v.data(), dout.data(), r.dq.data(), r.dk.data(),
+                      r.dv.data(), dbias.empty() ? nullptr : dbias.data());
+  if (bias) {
+    const i64 batches = bias->shape[0], heads = bias->shape[1], n = sh.seqlen_q * sh.seqlen_k;
+    r.dbias.assign(static_cast<std::size_t>(batches * heads * n), 0.0);
+    for (i64 b = 0; b < sh.batch; ++b) {
+      for (i64 h = 0; h < sh.heads; ++h) {
+        const double* from = dbias.data() + (b * sh.heads + h) * n;
+        double* to = r.dbias.data() + ((batches == 1 ? 0 : b) * heads + (heads == 1 ? 0 : h)) * n;
+        for (i64 e = 0; e < n; ++e) to[e] += from[e];
       }
     }
   }

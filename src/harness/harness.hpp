@@ -15,6 +15,7 @@
 #include "core/problem.hpp"
 #include "flashattn/attention.hpp"
 #include "flashattn/mask_mod.hpp"
+#include "reference/reference.hpp"
 
 namespace flashattn::harness {
 
@@ -116,9 +117,11 @@ void run_forward(const Case& c, const Inputs& in, ForwardOutputs& out, Algorithm
 void run_backward(const Case& c, const Inputs& in, const ForwardOutputs& fwd, BackwardOutputs& grads,
                   Algorithm algorithm);
 
-// The case as the Problem the paths see, without tensors (the reference reads its shape
-// and options).
-Problem reference_problem(const Case& c);
+// The case as the Problem the paths see, without tensors (its tiles, its resolved window).
+Problem problem_of(const Case& c);
+// The case's sizes as the reference takes them.
+reference::Dims dims_of(const Case& c);
+// The reference (src/reference, sharing nothing with the paths) on the case's inputs.
 ReferenceOutputs run_reference(const Case& c, const Inputs& in, bool with_backward);
 
 // Max |got − want| over all elements; equal infinities count 0, a NaN on one side only
