@@ -1,7 +1,9 @@
 """python -m flashattn.bench: flashattn's operator against PyTorch's own CPU attention,
 timed in one process, interleaved run by run.
 
-Implementations (fp32; bf16 waits for flashattn's bf16 kernels):
+Implementations, all in the --dtype given (float32 by default; bf16 or f16: every
+implementation computes in it, PyTorch with its own low-precision kernels, flashattn in
+float32 inside with one rounding of its output):
   flashattn       flashattn.flash_attn_func (the torch operator, BSHD inputs)
   flashattn_c     the C++ call under it (flashattn._C.forward into preallocated outputs):
                   the operator's overhead is flashattn / flashattn_c − 1 (forward only)
@@ -57,14 +59,16 @@ IMPLS = {
 
 
 class Case:
-    def __init__(self, batch, heads, seqlen, headdim, causal, pass_, impls):
+    def __init__(self, batch, heads, seqlen, headdim, causal, pass_, impls, dtype=torch.float32):
         self.batch, self.heads, self.seqlen, self.headdim, self.causal, self.pass_ = (
             batch, heads, seqlen, headdim, causal, pass_)
+        self.dtype = dtype
         shape = (batch, seqlen, heads, headdim)
         grad = pass_ == "fwdbwd"
-        self.bshd = [torch.randn(shape, requires_grad=grad) for _ in range(3)]
+        self.bshd = [torch.randn(shape).to(dtype).requires_grad_(grad) for _ in range(3)]
         self.bhsd = [t.detach().transpose(1, 2).contiguous().requires_grad_(grad) for t in self.bshd]
-        self.dout = {"bshd": torch.randn(shape), "bhsd": torch.randn(shape).transpose(1, 2).contiguous()}
+        self.dout = {"bshd": torch.randn(shape).to(dtype),
+                     "bhsd": torch.randn(shape).to(dtype).transpose(1, 2).contiguous()}
         self.runs = {}
         for name in impls:
             if name == "flashattn_c":
@@ -92,7 +96,7 @@ class Case:
     def _c_call(self):
         q, k, v = (t.detach() for t in self.bshd)
         out = torch.empty_like(q)
-        lse = torch.empty(q.shape[0], q.shape[2], q.shape[1])
+        lse = torch.empty(q.shape[0], q.shape[2], q.shape[1], dtype=torch.float32)
         options = _ops._options(_ops.option_values(causal=self.causal))
         return lambda: _C.forward(q, k, v, out, lse, options)
 
@@ -126,12 +130,17 @@ def paired_ratio(a, b):
     return statistics.median(x / y for x, y in zip(a, b))
 
 
+DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
 def record(case, name, ms):
     median = statistics.median(ms)
     return {
         "impl": name, "pass": case.pass_, "batch": case.batch, "heads": case.heads, "heads_k": case.heads,
         "seqlen_q": case.seqlen, "seqlen_k": case.seqlen, "headdim": case.headdim, "causal": case.causal,
-        "dropout": 0.0, "threads": torch.get_num_threads(), "dtype": "f32", "ms": median, "ms_min": min(ms),
+        "dropout": 0.0, "threads": torch.get_num_threads(), "dtype": DTYPE_NAMES[case.dtype], "ms": median,
+        "ms_min": min(ms),
         "ms_max": max(ms), "runs": len(ms), "spread": max(ms) / min(ms), "flops": case.flops,
         "gflops": case.flops / (median * 1e6), "torch_version": torch.__version__,
     }
@@ -161,6 +170,8 @@ def main(argv=None):
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--headdim", type=int, default=64)
     parser.add_argument("--causal", action="store_true")
+    parser.add_argument("--dtype", default="f32", choices=list(DTYPES),
+                        help="of q, k, v and the outputs, for every implementation (default %(default)s)")
     parser.add_argument("--passes", default="fwd,fwdbwd", help="fwd, fwdbwd or both (default %(default)s)")
     parser.add_argument("--impls", default=",".join(["flashattn", "flashattn_c", *list(IMPLS)[1:]]),
                         help="which implementations (default: all)")
@@ -192,19 +203,20 @@ def main(argv=None):
     torch.manual_seed(0)
     records = []
     print(f"flashattn {flashattn.default_isa()} vs torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch}, {args.heads} heads, headdim {args.headdim}, fp32"
+          f"batch {args.batch}, {args.heads} heads, headdim {args.headdim}, {args.dtype}"
           f"{', causal' if args.causal else ''}", flush=True)
     for pass_ in passes:
         for n in seqlens:
             case_impls = [i for i in impls if not (i == "flashattn_c" and pass_ != "fwd")]
-            case = Case(args.batch, args.heads, n, args.headdim, args.causal, pass_, case_impls)
+            case = Case(args.batch, args.heads, n, args.headdim, args.causal, pass_, case_impls, DTYPES[args.dtype])
             times = measure(case, args.min_runs, args.case_seconds, 1)
             records += with_ratios([record(case, name, ms) for name, ms in times.items()], times)
             print(f"  {pass_} N={n}: " + ", ".join(f"{name} {statistics.median(ms):.2f} ms"
                                                   for name, ms in times.items()), flush=True)
     overhead = None
     if args.overhead_seqlen > 0 and {"flashattn", "flashattn_c"} <= set(impls):
-        case = Case(1, 1, args.overhead_seqlen, args.headdim, False, "fwd", ["flashattn", "flashattn_c"])
+        case = Case(1, 1, args.overhead_seqlen, args.headdim, False, "fwd", ["flashattn", "flashattn_c"],
+                    DTYPES[args.dtype])
         times = measure(case, max(args.min_runs, 15), args.case_seconds, 200)
         overhead = statistics.median(a - b for a, b in zip(times["flashattn"], times["flashattn_c"])) * 1e3
         records += [dict(record(case, name, t), calls_per_run=200) for name, t in times.items()]

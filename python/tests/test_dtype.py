@@ -101,3 +101,15 @@ def test_kvcache_16_bit_is_the_float32_call_rounded(dtype, paged):
     assert out16.dtype == dtype
     assert torch.equal(out16, out32.to(dtype))
     assert torch.equal(k_cache, caches32[0].to(dtype)) and torch.equal(v_cache, caches32[1].to(dtype))
+
+
+def test_bench_times_every_implementation_in_the_dtype(tmp_path):
+    from flashattn import bench
+
+    out = tmp_path / "bench.jsonl"
+    assert bench.main(["--seqlens", "64", "--passes", "fwd,fwdbwd", "--dtype", "bf16", "--min-runs", "1",
+                       "--case-seconds", "0", "--overhead-seqlen", "0", "--json", str(out)]) == 0
+    import json
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["impl"] for r in records} >= {"flashattn", "sdpa_flash", "sdpa_math", "torch_standard"}
+    assert all(r["dtype"] == "bf16" and r["gflops"] > 0 for r in records)
