@@ -6,7 +6,12 @@ AdamW with linear warm-up and cosine decay to --min-lr, gradient clipping, valid
 logs as JSON lines and CSV, and checkpoints that resume exactly: the model, the optimizer,
 the step, the data sampler's generator and torch's generator (dropout) are all saved, so a
 resumed run draws the same batches and masks and gives the same losses as one never stopped.
+--autocast bf16 runs the forward under torch.autocast("cpu", bfloat16), as mixed-precision
+training does: the linear layers compute in bf16, so attention gets bf16 q, k, v (flashattn
+then computes in float32 inside and rounds its output once), the weights stay float32.
 """
+
+import contextlib
 
 import argparse
 import csv
@@ -52,6 +57,8 @@ def build_parser():
     p.add_argument("--time-budget", type=float, default=0.0,
                    help="train for this many seconds (the cosine decays over them; --steps caps the steps)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--autocast", default="none", choices=("none", "bf16"),
+                   help="mixed precision: the forward under torch.autocast in bf16 (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 
@@ -95,9 +102,17 @@ def make_optimizer(model, args):
 
 
 @torch.no_grad()
-def validation_loss(model, batches):
+def precision(args):
+    """The context the forward runs in: autocast to bf16, or nothing."""
+    if getattr(args, "autocast", "none") == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def validation_loss(model, batches, args):
     model.eval()
-    losses = [model(x, y)[1].item() for x, y in batches]
+    with precision(args):
+        losses = [model(x, y)[1].item() for x, y in batches]
     model.train()
     return sum(losses) / len(losses)
 
@@ -169,7 +184,8 @@ def train(args, corpus=None):
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = corpus.batch("train", args.batch, args.context, data_generator)
-        _, loss = model(x, y)
+        with precision(args):
+            _, loss = model(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip).item()
@@ -181,7 +197,7 @@ def train(args, corpus=None):
                   "elapsed_s": elapsed}
         out_of_time = args.time_budget > 0 and elapsed >= args.time_budget
         if step % args.eval_every == 0 or step == args.steps or out_of_time:
-            record["valid_loss"] = validation_loss(model, valid_batches)
+            record["valid_loss"] = validation_loss(model, valid_batches, args)
         records.append(record)
         jsonl.write(json.dumps(record) + "\n")
         writer.writerow(record)
