@@ -1,10 +1,10 @@
 // api.cpp — the public entry points: validate, then hand the Problem to a path.
 //
-// bf16 and f16 tensors are computed in f32: each input is converted into an f32 copy (the
-// flash forward's K and V excepted: it converts them as it reads them), the path runs on
-// the copies (every feature as in f32, every product and statistic in f32), and each output
-// is rounded once into the caller's tensor. The inputs' values are exact in f32, so the only
-// rounding is the output's own.
+// bf16 and f16 tensors are computed in f32 (every feature as in f32, every product and
+// statistic in f32), and each output is rounded once into the caller's tensor. The flash
+// paths widen their inputs as they read them (the forward K and V, the backward all of
+// them); the forward's q and every output go through f32 copies, as does everything in the
+// standard path. The inputs' values are exact in f32, so the only rounding is the output's.
 #include <omp.h>
 
 #include <algorithm>
@@ -130,9 +130,10 @@ Problem Problem::sequence(std::int64_t s) const {
   one.sequences = 0;
   one.batch_base = batch_base + s;
   if (alibi_slopes != nullptr) one.alibi_slopes = alibi_slopes + s * alibi_batch_stride;
-  for (Bshd* t : {&one.q, &one.out, &one.dout, &one.dq}) {
-    if (t->data != nullptr) t->data += q0 * t->stride_s;
+  for (Bshd* t : {&one.q, &one.out, &one.dout}) {
+    if (t->data != nullptr) t->data = advance(t->data, q0 * t->stride_s, qo_dtype);
   }
+  if (one.dq.data != nullptr) one.dq.data += q0 * one.dq.stride_s;
   for (Bshd* t : {&one.k, &one.v}) {
     if (t->data != nullptr) t->data = advance(t->data, k0 * t->stride_s, kv_dtype);
   }
@@ -228,11 +229,15 @@ void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
   if (p.dtype == DType::f32) return run(p, path);
   F32Copies copies(p);
   Problem f = p;
-  f.dout = copies.input(p.dout, p.seqlen_q, p.heads);
-  f.q = copies.input(p.q, p.seqlen_q, p.heads);
-  f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
-  f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
-  f.out = copies.input(p.out, p.seqlen_q, p.heads);
+  if (algorithm == Algorithm::flash) {
+    f.kv_dtype = f.qo_dtype = p.dtype;  // the inputs widened as the kernels read them, never copied whole
+  } else {
+    f.dout = copies.input(p.dout, p.seqlen_q, p.heads);
+    f.q = copies.input(p.q, p.seqlen_q, p.heads);
+    f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
+    f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
+    f.out = copies.input(p.out, p.seqlen_q, p.heads);
+  }
   f.dq = copies.output(p.seqlen_q, p.heads);
   f.dk = copies.output(p.seqlen_k, p.heads_k);
   f.dv = copies.output(p.seqlen_k, p.heads_k);

@@ -63,10 +63,13 @@ struct Problem {
   // f16 the API converts into f32 copies and back (api.cpp), and only the standard path reads
   // this, to round its intermediates as a framework computing in that dtype would.
   DType dtype = DType::f32;
-  // The element type k and v point at: f32, or the call's 16-bit dtype where the flash
-  // forward converts K and V as it reads them (the tiled forward's packing, split-KV's chunks
-  // of tokens), so that the forward never copies them whole.
+  // The element type k and v point at: f32, or the call's 16-bit dtype where the flash paths
+  // convert K and V as they read them (the tiled forward's packing, split-KV's chunks of
+  // tokens, the backward's key tiles), so that they are never copied whole.
   DType kv_dtype = DType::f32;
+  // The same for q, out and dout, where the flash backward widens them as it reads them (the
+  // forward paths read an f32 q: with 16-bit tensors the API hands them an f32 copy).
+  DType qo_dtype = DType::f32;
   int block_q = 0, block_k = 0;  // 0: derive from the caches
   // Score modifiers (see AttentionOptions): softcap 0 is off, alibi_slopes null is off.
   float softcap = 0.0f;

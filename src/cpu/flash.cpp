@@ -39,6 +39,13 @@ void zero_rows(const Bshd& t, i64 batch, i64 seqlen, i64 heads, i64 d, int threa
 
 constexpr i64 kMaxTile = 256;
 
+// Row (b, s, h) of t as f32: the row itself, or widened into `room` when t holds 16-bit elements.
+const float* f32_row(const KernelSet& kernels, const Bshd& t, DType dtype, i64 b, i64 s, i64 h, i64 d, float* room) {
+  if (dtype == DType::f32) return t.row(b, s, h);
+  kernels.convert_to_f32(dtype, t.row(b, s, h, dtype), room, d);
+  return room;
+}
+
 // Enough tasks to keep a machine busy whatever its thread count, bounded by the
 // memory the extra dQ copies take (which grows linearly with seqlen_q).
 constexpr i64 kBackwardTargetTasks = 16;
@@ -186,9 +193,10 @@ void flash_backward(const Problem& p) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (i64 b = 0; b < p.batch; ++b) {
     for (i64 h = 0; h < p.heads; ++h) {
+      float o_room[kMaxHeadDim], dout_room[kMaxHeadDim];  // 16-bit rows, widened
       for (i64 i = 0; i < p.seqlen_q; ++i) {
-        const float* o = p.out.row(b, i, h);
-        const float* dout = p.dout.row(b, i, h);
+        const float* o = f32_row(kernels, p.out, p.qo_dtype, b, i, h, d, o_room);
+        const float* dout = f32_row(kernels, p.dout, p.qo_dtype, b, i, h, d, dout_room);
         float sum = 0.0f;
         for (i64 e = 0; e < d; ++e) sum += o[e] * dout[e];
         delta.data()[(b * p.heads + h) * p.seqlen_q + i] = sum;
