@@ -2,9 +2,8 @@
 //
 // bf16 and f16 tensors are computed in f32 (every feature as in f32, every product and
 // statistic in f32), and each output is rounded once into the caller's tensor. The flash
-// paths widen their inputs as they read them (the forward K and V, the backward all of
-// them); the forward's q and every output go through f32 copies, as does everything in the
-// standard path. The inputs' values are exact in f32, so the only rounding is the output's.
+// paths widen their inputs as they read them; every output goes through an f32 copy, as
+// does everything in the standard path. The inputs' values are exact in f32, so the only rounding is the output's.
 #include <omp.h>
 
 #include <algorithm>
@@ -130,9 +129,10 @@ Problem Problem::sequence(std::int64_t s) const {
   one.sequences = 0;
   one.batch_base = batch_base + s;
   if (alibi_slopes != nullptr) one.alibi_slopes = alibi_slopes + s * alibi_batch_stride;
-  for (Bshd* t : {&one.q, &one.out, &one.dout}) {
-    if (t->data != nullptr) t->data = advance(t->data, q0 * t->stride_s, qo_dtype);
+  for (Bshd* t : {&one.q, &one.dout}) {
+    if (t->data != nullptr) t->data = advance(t->data, q0 * t->stride_s, q_dtype);
   }
+  if (one.out.data != nullptr) one.out.data = advance(one.out.data, q0 * one.out.stride_s, out_dtype);
   if (one.dq.data != nullptr) one.dq.data += q0 * one.dq.stride_s;
   for (Bshd* t : {&one.k, &one.v}) {
     if (t->data != nullptr) t->data = advance(t->data, k0 * t->stride_s, kv_dtype);
@@ -207,10 +207,10 @@ void forward(const TensorView& q, const TensorView& k, const TensorView& v, cons
   if (p.dtype == DType::f32) return run(p, path);
   F32Copies copies(p);
   Problem f = p;
-  f.q = copies.input(p.q, p.seqlen_q, p.heads);
   if (algorithm == Algorithm::flash) {
-    f.kv_dtype = p.dtype;  // converted as the forward reads them, never copied whole
+    f.kv_dtype = f.q_dtype = p.dtype;  // q, k, v widened as the forward reads them, never copied whole
   } else {
+    f.q = copies.input(p.q, p.seqlen_q, p.heads);
     f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
     f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
   }
@@ -230,7 +230,7 @@ void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
   F32Copies copies(p);
   Problem f = p;
   if (algorithm == Algorithm::flash) {
-    f.kv_dtype = f.qo_dtype = p.dtype;  // the inputs widened as the kernels read them, never copied whole
+    f.kv_dtype = f.q_dtype = f.out_dtype = p.dtype;  // the inputs widened as the kernels read them
   } else {
     f.dout = copies.input(p.dout, p.seqlen_q, p.heads);
     f.q = copies.input(p.q, p.seqlen_q, p.heads);

@@ -67,9 +67,10 @@ struct Problem {
   // convert K and V as they read them (the tiled forward's packing, split-KV's chunks of
   // tokens, the backward's key tiles), so that they are never copied whole.
   DType kv_dtype = DType::f32;
-  // The same for q, out and dout, where the flash backward widens them as it reads them (the
-  // forward paths read an f32 q: with 16-bit tensors the API hands them an f32 copy).
-  DType qo_dtype = DType::f32;
+  // The same for q and dout, and for out where it is an input (the backward's), which the
+  // flash paths widen as they read them. Outputs are f32: with 16-bit tensors the API hands
+  // the paths f32 copies.
+  DType q_dtype = DType::f32, out_dtype = DType::f32;
   int block_q = 0, block_k = 0;  // 0: derive from the caches
   // Score modifiers (see AttentionOptions): softcap 0 is off, alibi_slopes null is off.
   float softcap = 0.0f;

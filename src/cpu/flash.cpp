@@ -195,8 +195,8 @@ void flash_backward(const Problem& p) {
     for (i64 h = 0; h < p.heads; ++h) {
       float o_room[kMaxHeadDim], dout_room[kMaxHeadDim];  // 16-bit rows, widened
       for (i64 i = 0; i < p.seqlen_q; ++i) {
-        const float* o = f32_row(kernels, p.out, p.qo_dtype, b, i, h, d, o_room);
-        const float* dout = f32_row(kernels, p.dout, p.qo_dtype, b, i, h, d, dout_room);
+        const float* o = f32_row(kernels, p.out, p.out_dtype, b, i, h, d, o_room);
+        const float* dout = f32_row(kernels, p.dout, p.q_dtype, b, i, h, d, dout_room);
         float sum = 0.0f;
         for (i64 e = 0; e < d; ++e) sum += o[e] * dout[e];
         delta.data()[(b * p.heads + h) * p.seqlen_q + i] = sum;
