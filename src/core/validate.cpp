@@ -7,6 +7,7 @@
 #include <cmath>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <omp.h>
@@ -112,6 +113,18 @@ class Checker {
       fail(name, "the last dimension (headdim) must be contiguous (stride 1), got stride " +
                      std::to_string(t.stride[3]));
     }
+  }
+
+  // q (BSHD, f32, bf16 or f16) and the BSHD tensors that share its dtype (`rule` says which),
+  // and lse, f32 in every dtype.
+  void attention_tensors(const TensorView& q, std::initializer_list<std::pair<const char*, const TensorView*>> sharing,
+                         const char* rule, const TensorView& lse) const {
+    if (q.rank == 4 && q.dtype != DType::f32 && q.dtype != DType::bf16 && q.dtype != DType::f16) {
+      fail("q", std::string("expected dtype f32, bf16 or f16, got ") + to_string(q.dtype));
+    }
+    bshd("q", q, q.dtype);
+    for (const auto& [name, t] : sharing) bshd(name, *t, q.dtype, rule);
+    basic("lse", lse, 3, DType::f32, "the log-sum-exp is f32 in every dtype");
   }
 
   void shape(const char* name, const TensorView& t, std::initializer_list<std::int64_t> expected,
@@ -433,16 +446,8 @@ constexpr const char* kCacheDtype = "q, k_cache, v_cache, out, k_new and v_new s
 Problem make_common(const Checker& c, const TensorView& q, const TensorView& k,
                     const TensorView& v, const TensorView& out, const TensorView& lse,
                     const AttentionOptions& o) {
-  // q sets the dtype: f32, bf16 or f16, shared by k, v, out (and the backward's dout, dq,
-  // dk, dv); lse stays f32.
-  if (q.rank == 4 && q.dtype != DType::f32 && q.dtype != DType::bf16 && q.dtype != DType::f16) {
-    c.fail("q", std::string("expected dtype f32, bf16 or f16, got ") + to_string(q.dtype));
-  }
-  c.bshd("q", q, q.dtype);
-  c.bshd("k", k, q.dtype, kSharedDtype);
-  c.bshd("v", v, q.dtype, kSharedDtype);
-  c.bshd("out", out, q.dtype, kSharedDtype);
-  c.basic("lse", lse, 3, DType::f32, "the log-sum-exp is f32 in every dtype");
+  // q sets the dtype, shared by k, v, out (and the backward's dout, dq, dk, dv).
+  c.attention_tensors(q, {{"k", &k}, {"v", &v}, {"out", &out}}, kSharedDtype, lse);
 
   Problem p;
   p.dtype = q.dtype;
@@ -520,14 +525,7 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
                               const KvCache& cache, const AttentionOptions& o) {
   const Checker c(fn);
   refuse_cache_options(c, o);
-  if (q.rank == 4 && q.dtype != DType::f32 && q.dtype != DType::bf16 && q.dtype != DType::f16) {
-    c.fail("q", std::string("expected dtype f32, bf16 or f16, got ") + to_string(q.dtype));
-  }
-  c.bshd("q", q, q.dtype);
-  c.bshd("k_cache", k_cache, q.dtype, kCacheDtype);
-  c.bshd("v_cache", v_cache, q.dtype, kCacheDtype);
-  c.bshd("out", out, q.dtype, kCacheDtype);
-  c.basic("lse", lse, 3, DType::f32, "the log-sum-exp is f32 in every dtype");
+  c.attention_tensors(q, {{"k_cache", &k_cache}, {"v_cache", &v_cache}, {"out", &out}}, kCacheDtype, lse);
   const std::int64_t batch = q.shape[0], seqlen_q = q.shape[1], heads = q.shape[2], d = q.shape[3];
   const std::int64_t heads_k = k_cache.shape[2];
   c.headdim(d);
