@@ -11,9 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "cpu/flash.hpp"
+#include "internal.hpp"
 #include "flashattn/isa.hpp"
-#include "harness/harness.hpp"
 #include "stats.hpp"
 #include "timing.hpp"
 
@@ -105,6 +104,34 @@ struct PulseRecord {
   Summary ms;
   double gflops() const { return Sgemm::gflops(ms.median); }
 };
+
+// The cases (bench_cases.cpp). The batch of a length (--batch, else --tokens / N).
+std::int64_t batch_for(const Config& cfg, std::int64_t seqlen);
+// The case of (N, d, variant, dtype) as the flags describe it.
+harness::Case make_case(const Config& cfg, std::int64_t seqlen, std::int64_t headdim, const std::string& variant,
+                        DType dtype);
+// The block mask of --mask at the case's shape: random at --density, or a pattern.
+void add_block_mask(const Config& cfg, harness::Case& c);
+// maskmod: the mask as a callable (bottom-right causal) in blocks of --mask-block.
+void add_mod_mask(const Config& cfg, harness::Case& c);
+// scoremod: a relative-position score_mod callable (s − 0.01 (q − kv)).
+void add_score_mod(harness::Case& c);
+// Fraction of the mask's blocks that are on (1 without a mask).
+double mask_density(const harness::Case& c);
+// One implementation's pass on a small version of the case, against the reference: its
+// max error, and that error as a fraction of FlashAttention's allowed error (twice standard
+// attention's on the same case, plus a floor); standard itself is held to its own limit.
+// With `baseline`, the other build's entry points are checked.
+struct Check {
+  double max_err, fraction;
+};
+class BaselineLibrary;
+Check validate(const Config& cfg, const harness::Case& full, Algorithm algorithm, const std::string& pass,
+               const BaselineLibrary* baseline = nullptr);
+// Fraction of the scores a block-sparse case computes against the dense case's.
+double computed_fraction(const Config& cfg, const harness::Case& c);
+// Bytes a case would hold (its tensors and what the path allocates), for --mem-cap-mib.
+std::int64_t estimated_bytes(const harness::Case& c, const std::string& impl, const std::string& pass);
 
 // The variant as the tables group it: "plain", or "plain bf16" for another dtype than f32.
 std::string variant_key(const Record& r);

@@ -18,8 +18,7 @@
 #include <random>
 
 #include "bench.hpp"
-#include "core/dtype.hpp"
-#include "core/memory.hpp"
+#include "internal.hpp"
 #include "flashattn/kvcache.hpp"
 #include "report.hpp"
 

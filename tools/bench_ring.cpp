@@ -29,7 +29,7 @@
 
 #include "args.hpp"
 #include "bench.hpp"
-#include "core/memory.hpp"
+#include "internal.hpp"
 #include "flashattn/ring.hpp"
 
 namespace flashattn::cli {

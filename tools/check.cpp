@@ -23,7 +23,7 @@
 #include "flashattn/isa.hpp"
 #include "flashattn/mask_mod.hpp"
 #include "flashattn/score_mod.hpp"
-#include "harness/harness.hpp"
+#include "internal.hpp"
 
 namespace flashattn::cli {
 namespace {

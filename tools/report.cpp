@@ -16,7 +16,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "cpu/dispatch.hpp"
+#include "internal.hpp"
 
 namespace flashattn::cli {
 

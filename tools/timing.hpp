@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "cpu/dispatch.hpp"
+#include "internal.hpp"
 #include "stats.hpp"
 
 namespace flashattn::cli {
@@ -62,7 +62,7 @@ class Sgemm {
 };
 
 // The FMA peak of a kernel build on `threads` threads, GFLOP/s: register-resident FMA
-// chains (peak_kernels.inc) timed on every thread at once, best of five ~20 ms runs. The
+// chains (kernels/peak.hpp) timed on every thread at once, best of five ~20 ms runs. The
 // honest anchor: what this machine's vectors can do, whatever BLAS build is installed.
 inline double fma_peak_gflops(Isa isa, int threads) {
   const KernelSet& kernels = kernels_for(isa);

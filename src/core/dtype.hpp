@@ -5,7 +5,7 @@
 // bf16 → f32 is exact, a signaling NaN stays one); subnormals of either
 // side are converted exactly (never flushed), as F16C's vcvtps2ph / vcvtph2ps do without
 // DAZ/FTZ. A finite f32 beyond a dtype's range rounds to infinity (f16: |x| >= 65520).
-// The vector conversions in convert_kernels.inc are tested bit for bit against these.
+// The vector conversions in kernels/convert.hpp are tested bit for bit against these.
 #pragma once
 
 #include <bit>

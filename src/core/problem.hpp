@@ -13,6 +13,8 @@
 
 namespace flashattn {
 
+struct TileCounts;  // core/tiles.hpp
+
 // `data` moved by `elements` elements of `dtype`: a tensor of 16-bit elements travels in the
 // same float* as an f32 one, its offsets counted in its own elements.
 inline float* advance(float* data, std::int64_t elements, DType dtype) {
@@ -60,7 +62,7 @@ struct Problem {
   int num_threads = 1;                  // resolved: >= 1
   Isa isa = Isa::portable;
   // The dtype of q, k, v, out, dout, dq, dk, dv. The paths compute on f32 tensors: with bf16 or
-  // f16 the API converts into f32 copies and back (api.cpp), and only the standard path reads
+  // f16 the API converts into f32 copies and back (api/attention.cpp), and only the standard path reads
   // this, to round its intermediates as a framework computing in that dtype would.
   DType dtype = DType::f32;
   // The element type k and v point at: f32, or the call's 16-bit dtype where the flash paths
@@ -191,6 +193,9 @@ struct Problem {
   Bhs lse;
   // Backward only.
   Bshd dout, dq, dk, dv;
+
+  // Tests only: what the flash kernels visit is counted here (null: not counted).
+  TileCounts* tile_counts = nullptr;
 
   std::int64_t group() const { return heads / heads_k; }
   // Whether scores of query block qb (mask_block_q rows) and key block kb of batch b,

@@ -53,11 +53,17 @@ constexpr i64 kMaxPartialDqBytes = i64{32} << 20;
 
 }  // namespace
 
-i64 flash_backward_chunks(const Problem& p, i64 key_tiles, i64 groups) {
+BackwardPlan flash_backward_plan(const Problem& p, const TileConfig& t) {
+  BackwardPlan plan;
+  plan.pairs_per_task = p.dbias_sums() ? p.batch * p.heads_k : 1;
+  plan.groups = p.batch * p.heads_k / std::max<i64>(plan.pairs_per_task, 1);
+  plan.key_tiles = ceil_div(p.seqlen_k, t.block_k);
   const i64 copy_bytes = p.batch * p.seqlen_q * p.heads * p.headdim * i64{sizeof(float)};
-  i64 chunks = ceil_div(kBackwardTargetTasks, std::max<i64>(groups, 1));
+  i64 chunks = ceil_div(kBackwardTargetTasks, std::max<i64>(plan.groups, 1));
   if (copy_bytes > 0) chunks = std::min(chunks, 1 + kMaxPartialDqBytes / copy_bytes);
-  return std::clamp<i64>(chunks, 1, std::max<i64>(key_tiles, 1));
+  plan.chunks = std::clamp<i64>(chunks, 1, std::max<i64>(plan.key_tiles, 1));
+  plan.tasks = plan.groups * plan.chunks;
+  return plan;
 }
 
 i64 tile_unit(Isa isa) {
@@ -148,19 +154,14 @@ void flash_forward(const Problem& p) {
   }
 
   // Main loop.
-  const i64 q_tiles = ceil_div(p.seqlen_q, tiles.block_q);
-  const i64 tasks = p.batch * p.heads * q_tiles;
+  const ForwardPlan plan = forward_plan(p, tiles);
 #pragma omp parallel num_threads(threads)
   {
     float* ws = scratch.data() + ws_floats * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
-    for (i64 task = 0; task < tasks; ++task) {
-      const i64 bh = task / q_tiles;
-      const i64 b = bh / p.heads, h = bh % p.heads;
-      const i64 qt = q_tiles - 1 - task % q_tiles;  // heaviest first under causal
-      const i64 q0 = qt * tiles.block_q;
-      const i64 q1 = std::min(q0 + tiles.block_q, p.seqlen_q);
-      kernels.forward_block(p, tiles, b, h, q0, q1, packed_kv(b, p.kv_head(h)), ws);
+    for (i64 n = 0; n < plan.tasks; ++n) {
+      const ForwardTask task = plan.task(p, tiles, n);
+      kernels.forward_block(p, tiles, task.b, task.h, task.q0, task.q1, packed_kv(task.b, p.kv_head(task.h)), ws);
     }
   }
 }
@@ -205,12 +206,10 @@ void flash_backward(const Problem& p) {
   }
 
   // A broadcast bias's gradient sums over batches or heads, which tasks of their own
-  // would add into one element in any order. Then a task is a chunk of key tiles for every
-  // (batch, kv-head), in that order: the sums are fixed whatever the thread count.
-  const i64 pairs_per_task = p.dbias_sums() ? p.batch * p.heads_k : 1;
-  const i64 groups = p.batch * p.heads_k / pairs_per_task;  // tasks per chunk
-  const i64 key_tiles = ceil_div(p.seqlen_k, tiles.block_k);
-  const i64 chunks = flash_backward_chunks(p, key_tiles, groups);
+  // would add into one element in any order: then a task walks every (batch, kv-head) of
+  // its chunk, in order, and the sums are fixed whatever the thread count (BackwardPlan).
+  const BackwardPlan plan = flash_backward_plan(p, tiles);
+  const i64 chunks = plan.chunks;
   const i64 copy_floats = p.batch * p.seqlen_q * p.heads * d;
   Buffer dq_copies(static_cast<std::size_t>(copy_floats * (chunks - 1)));
   if (dq_copies.size() > 0) std::memset(dq_copies.data(), 0, dq_copies.size() * sizeof(float));
@@ -222,23 +221,21 @@ void flash_backward(const Problem& p) {
 
   const i64 ws_floats = kernels.backward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
-  const i64 tasks = groups * chunks;
 
   // Main loop.
 #pragma omp parallel num_threads(threads)
   {
     float* ws = scratch.data() + ws_floats * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
-    for (i64 task = 0; task < tasks; ++task) {
+    for (i64 task = 0; task < plan.tasks; ++task) {
       const i64 chunk = task % chunks;
-      const i64 first = task / chunks * pairs_per_task;
+      const i64 first = task / chunks * plan.pairs_per_task;
       const Bshd target = dq_target(chunk);
-      for (i64 bhk = first; bhk < first + pairs_per_task; ++bhk) {
-        for (i64 kt = key_tiles * chunk / chunks; kt < key_tiles * (chunk + 1) / chunks; ++kt) {
+      for (i64 bhk = first; bhk < first + plan.pairs_per_task; ++bhk) {
+        for (i64 kt = plan.first_key_tile(chunk); kt < plan.first_key_tile(chunk + 1); ++kt) {
           const i64 kv0 = kt * tiles.block_k;
           const i64 kv1 = std::min(kv0 + tiles.block_k, p.seqlen_k);
-          kernels.backward_block(p, tiles, bhk / p.heads_k, bhk % p.heads_k, kv0, kv1, delta.data(),
-                                 target, ws);
+          kernels.backward_block(p, tiles, bhk / p.heads_k, bhk % p.heads_k, kv0, kv1, delta.data(), target, ws);
         }
       }
     }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/problem.hpp"
+#include "core/tiles.hpp"
 #include "cpu/kernels.hpp"
 
 namespace flashattn {
@@ -21,10 +22,9 @@ std::int64_t kernel_fast_memory();
 // tiles_for_fast_memory(kernel_fast_memory(), headdim, tile_unit, tile_side_cap).
 TileConfig choose_tiles(const Problem& p);
 
-// How many chunks of key tiles the backward splits the keys into, for `groups` tasks per
-// chunk (one per (batch, kv-head), or 1 when a task takes them all); each chunk past the
-// first adds into its own dQ copy.
-std::int64_t flash_backward_chunks(const Problem& p, std::int64_t key_tiles, std::int64_t groups);
+// The backward's tasks (core/tiles.hpp): chunks of key tiles, enough of them to keep a
+// machine busy whatever its thread count, bounded by the memory their dQ copies take.
+BackwardPlan flash_backward_plan(const Problem& p, const TileConfig& t);
 
 void flash_forward(const Problem& p);
 void flash_backward(const Problem& p);

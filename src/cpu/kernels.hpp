@@ -1,6 +1,6 @@
 // kernels.hpp — what each ISA build of the flash kernels provides.
 //
-// The kernels are written once (flash_kernels.inc) and compiled once per ISA, each in
+// The kernels are written once (cpu/kernels/, index in kernel_set.hpp) and compiled once per ISA, each in
 // its own translation unit with its own flags (kernels_<isa>.cpp). dispatch.cpp picks
 // the build; flash.cpp owns threading, scheduling and allocation, so that the ISA
 // units only compute on one tile at a time, in scratch memory they are handed.
@@ -9,16 +9,12 @@
 #include <cstdint>
 
 #include "core/problem.hpp"
+#include "core/tiles.hpp"
 
 namespace flashattn {
 
 inline constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
-// Tile sizes: block_q query rows (the paper's Br) by block_k keys (Bc).
-struct TileConfig {
-  int block_q = 0;
-  int block_k = 0;
-};
 
 // K and V of one (batch, kv-head), copied once per forward call into contiguous rows:
 // k is (seqlen_k + micro_rows, headdim), v is (seqlen_k, headdim rounded up to micro_cols)
@@ -52,7 +48,7 @@ struct KernelSet {
   void (*backward_block)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t hk,
                          std::int64_t kv0, std::int64_t kv1, const float* delta,
                          const Bshd& dq_target, float* workspace);
-  // Split-KV (split_kv_kernels.inc): queries i0 .. i1 of every query head of kv-heads
+  // Split-KV (kernels/split_kv.hpp): queries i0 .. i1 of every query head of kv-heads
   // hk0 .. hk1 in batch b (rows head-major, (hk1 − hk0) · group · (i1 − i0) of them) against
   // keys j0 .. j1, K and V read in place through Problem::kv_row. Writes each row's O and LSE
   // to out and lse, or, when partial_o is not null, to partial_o (rows × headdim) and
@@ -66,11 +62,11 @@ struct KernelSet {
   // c < n: philox.hpp's mask, eight counters at a time where the build has AVX2.
   void (*dropout_factors)(float* z, std::int64_t n, std::uint64_t seed, std::int64_t b, std::int64_t h,
                           std::int64_t i, std::int64_t j0, std::uint32_t threshold, float keep_scale);
-  // n elements of a 16-bit dtype (f16 or bf16) to f32 and back (convert_kernels.inc): bit for
+  // n elements of a 16-bit dtype (f16 or bf16) to f32 and back (kernels/convert.hpp): bit for
   // bit core/dtype.hpp's scalar rules, vectorized where the build can.
   void (*convert_to_f32)(DType dtype, const void* src, float* dst, std::int64_t n);
   void (*convert_from_f32)(DType dtype, const float* src, void* dst, std::int64_t n);
-  // The peak yardstick (peak_kernels.inc): `iterations` rounds of register-resident FMA
+  // The peak yardstick (kernels/peak.hpp): `iterations` rounds of register-resident FMA
   // chains, peak_flops_per_iteration FLOPs each.
   float (*fma_chains)(std::int64_t iterations);
   std::int64_t peak_flops_per_iteration;

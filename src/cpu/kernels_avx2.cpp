@@ -1,8 +1,4 @@
 // kernels_avx2.cpp — the flash kernels compiled for avx2 (-mavx2 -mfma -mf16c; flags set in CMakeLists.txt).
 #define FLASHATTN_KERNEL_SET kAvx2Kernels
 #define FLASHATTN_KERNEL_ISA Isa::avx2
-#include "cpu/convert_kernels.inc"
-#include "cpu/flash_kernels.inc"
-#include "cpu/split_kv_kernels.inc"
-#include "cpu/peak_kernels.inc"
-#include "cpu/kernel_set.inc"
+#include "cpu/kernels/kernel_set.hpp"

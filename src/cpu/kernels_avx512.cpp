@@ -1,8 +1,4 @@
 // kernels_avx512.cpp — the flash kernels compiled for avx512 (-mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma -mf16c; flags set in CMakeLists.txt).
 #define FLASHATTN_KERNEL_SET kAvx512Kernels
 #define FLASHATTN_KERNEL_ISA Isa::avx512
-#include "cpu/convert_kernels.inc"
-#include "cpu/flash_kernels.inc"
-#include "cpu/split_kv_kernels.inc"
-#include "cpu/peak_kernels.inc"
-#include "cpu/kernel_set.inc"
+#include "cpu/kernels/kernel_set.hpp"

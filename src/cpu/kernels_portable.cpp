@@ -1,8 +1,4 @@
 // kernels_portable.cpp — the flash kernels compiled for portable (baseline x86-64 (SSE2); flags set in CMakeLists.txt).
 #define FLASHATTN_KERNEL_SET kPortableKernels
 #define FLASHATTN_KERNEL_ISA Isa::portable
-#include "cpu/convert_kernels.inc"
-#include "cpu/flash_kernels.inc"
-#include "cpu/split_kv_kernels.inc"
-#include "cpu/peak_kernels.inc"
-#include "cpu/kernel_set.inc"
+#include "cpu/kernels/kernel_set.hpp"

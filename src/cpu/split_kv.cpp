@@ -1,5 +1,5 @@
 // split_kv.cpp — the split-KV forward (flash-decoding): row blocks, key ranges, threads and
-// the merge. The per-tile arithmetic is split_kv_kernels.inc's.
+// the merge. The per-tile arithmetic is kernels/split_kv.hpp's.
 //
 // A row block is queries i0 .. i1 − 1 of all the query heads of kv-heads hk0 .. hk1 − 1 in
 // one batch (at most kSplitRows rows where one kv-head's group allows), so that K and V are

@@ -118,7 +118,7 @@ foreach(f report.md results.csv results.jsonl)
 endforeach()
 file(READ "${WORK_DIR}/report/report.md" report)
 foreach(part "## Machine" "Runtime \\(ms, median\\), fwdbwd, padding" "## How the figures were taken" "## Flags" "OOM \\(skipped\\)" "## Memory footprint"
-             "Figure 2 \\(left\\)" "## IO model" "\\| flash \\| fwd \\| 64 \\|")
+             "Figure 2 \\(left\\)" "## IO model" "\\| flash \\| paper \\| fwd \\| 64 \\|")
   if(NOT report MATCHES "${part}")
     message(FATAL_ERROR "report.md lacks ${part}:\n${report}")
   endif()

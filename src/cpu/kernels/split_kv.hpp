@@ -1,8 +1,7 @@
-// split_kv_kernels.inc — the split-KV (flash-decoding) tile kernel for calls with few
-// queries, written once, compiled per ISA. Included by kernels_<isa>.cpp after
-// flash_kernels.inc, whose helpers (gemm, modify_scores, window_in_tile, dropout_factors,
-// Carver) it shares: scores are modified and masked by the same code as the tiled forward's;
-// and after convert_kernels.inc, which widens a chunk of 16-bit K or V rows (Problem::kv_dtype)
+// split_kv.hpp — the split-KV (flash-decoding) tile kernel for calls with few queries. It
+// shares the tiled kernels' parts (micro_gemm.hpp's products, scores.hpp's modifiers and
+// masks, dropout.hpp, tile_io.hpp's Carver): scores are modified and masked by the same code
+// as the tiled forward's; and convert.hpp, which widens a chunk of 16-bit K or V rows (Problem::kv_dtype)
 // into scratch as it is read, so that a bf16 or f16 cache is read at 2 bytes per element.
 //
 // One call computes a row block — queries i0 .. i1 − 1 of every query head of kv-heads
@@ -18,8 +17,21 @@
 //   O += P V through the micro-kernel, with V's rows in place as its streamed operand.
 // Each row ends as O = acc / l and its LSE, written to out and lse, or to a partial that
 // split_kv.cpp merges with the other key ranges' by their LSE.
+//
+// Part of the per-ISA kernel build: included (through kernels/kernel_set.hpp) only by
+// kernels_<isa>.cpp, each compiled with its own flags. Everything here has internal linkage,
+// so builds with different flags never share a function.
+#pragma once
 
 #include <vector>
+
+#include "core/tiles.hpp"
+#include "cpu/kernels/convert.hpp"
+#include "cpu/kernels/dropout.hpp"
+#include "cpu/kernels/micro_gemm.hpp"
+#include "cpu/kernels/scores.hpp"
+#include "cpu/kernels/tile_io.hpp"
+#include "cpu/vec_math.hpp"
 
 namespace flashattn {
 namespace {
@@ -135,6 +147,11 @@ void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i
   std::vector<const float*> chunk_storage(static_cast<std::size_t>((hk1 - hk0) * kTokenChunk));
   const float** chunk = chunk_storage.data();  // a chunk of tokens' rows, per kv-head
   auto query_of = [&](i64 r) { return i0 + r % nq; };
+  // Split-KV takes no block mask (uses_split_kv): its element rules are the element mask
+  // and the documents.
+  TileMask rules;
+  rules.documents = p.doc_q != nullptr;
+  rules.elements = p.elem_mask != nullptr || rules.documents;
 
   // Setup: scale · Q with zero padding; empty statistics.
   for (i64 r = 0; r < rows; ++r) {
@@ -194,15 +211,11 @@ void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i
     for (i64 r = 0; r < rows; ++r) {
       float* row = w.s + r * kSplitTile;
       const i64 h = head_of(r), i = query_of(r);
-      const TileRange seen = window_in_tile(p, b, i, t0, bc);
+      const TileRange seen = TileMask::window_of_row(p, b, i, t0, bc);
       const i64 end = seen.end > seen.begin ? seen.end : seen.begin;
       for (i64 x = 0; x < seen.begin; ++x) row[x] = kNegInf;
       for (i64 x = end; x < bc_pad; ++x) row[x] = kNegInf;
-      if (p.elem_mask != nullptr || p.doc_q != nullptr) {
-        for (i64 x = seen.begin; x < end; ++x) {
-          if (!p.mask_keeps(b, h, i, t0 + x) || !p.same_document(b, i, t0 + x)) row[x] = kNegInf;
-        }
-      }
+      if (rules.elements) mask_row_elements(p, rules, b, h, i, t0, row, seen.begin, end, kNegInf);
     }
 
     // Online softmax along each row.

@@ -1,6 +1,12 @@
-// peak_kernels.inc — the machine's own yardstick, compiled per ISA (included by
-// kernels_<isa>.cpp before kernel_set.inc): the FMA throughput of this build's vectors,
+// peak.hpp — the machine's own yardstick: the FMA throughput of this build's vectors,
 // which the benchmark measures in its own process and reports every figure against.
+//
+// Part of the per-ISA kernel build: included (through kernels/kernel_set.hpp) only by
+// kernels_<isa>.cpp, each compiled with its own flags. Everything here has internal linkage,
+// so builds with different flags never share a function.
+#pragma once
+
+#include "cpu/kernels/micro_gemm.hpp"
 
 namespace flashattn {
 namespace {

@@ -1,7 +1,12 @@
-// convert_kernels.inc — f32 from and to the 16-bit dtypes, compiled per ISA (included first
-// by kernels_<isa>.cpp: the tile kernels widen 16-bit rows as they load them). Bit for bit the scalar rules of core/dtype.hpp:
+// convert.hpp — f32 from and to the 16-bit dtypes (the tile loaders widen 16-bit rows as
+// they read them). Bit for bit the scalar rules of core/dtype.hpp:
 // f16 by F16C (vcvtph2ps / vcvtps2ph, round to nearest even; the AVX2 build requires F16C),
 // bf16 by integer rounding (vcvtneps2bf16 would flush subnormals, so it is not used).
+//
+// Part of the per-ISA kernel build: included (through kernels/kernel_set.hpp) only by
+// kernels_<isa>.cpp, each compiled with its own flags. Everything here has internal linkage,
+// so builds with different flags never share a function.
+#pragma once
 
 #include <cstdint>
 

@@ -1,0 +1,75 @@
+// tile_io.hpp — moving rows of the caller's tensors into tiles in scratch and back:
+// widened from 16 bits as they are read, scaled, transposed, zero padded; and the carving of
+// one thread's scratch.
+//
+// Part of the per-ISA kernel build: included (through kernels/kernel_set.hpp) only by
+// kernels_<isa>.cpp, each compiled with its own flags. Everything here has internal linkage,
+// so builds with different flags never share a function.
+#pragma once
+
+#include <cstring>
+
+#include "core/problem.hpp"
+#include "cpu/kernels/convert.hpp"
+#include "cpu/kernels/micro_gemm.hpp"
+
+namespace flashattn {
+namespace {
+
+// Row (b, s, h) of t as f32: the row itself, or widened into `room` (d floats) when t holds
+// 16-bit elements.
+const float* f32_row(const Bshd& t, DType dtype, i64 b, i64 s, i64 h, i64 d, float* room) {
+  if (dtype == DType::f32) return t.row(b, s, h);
+  convert_to_f32(dtype, t.row(b, s, h, dtype), room, d);
+  return room;
+}
+
+// dst (n_pad × d_pad) = factor · rows r0 .. r0+n of head h, zero padded.
+void load_rows(const Bshd& t, DType dtype, i64 b, i64 h, i64 r0, i64 n, i64 d, float factor, float* dst, i64 n_pad,
+               i64 d_pad) {
+  for (i64 r = 0; r < n_pad; ++r) {
+    float* out = dst + r * d_pad;
+    i64 e = 0;
+    if (r < n) {
+      const float* src = f32_row(t, dtype, b, r0 + r, h, d, out);  // widened in place
+      for (; e < d; ++e) out[e] = src[e] * factor;
+    }
+    for (; e < d_pad; ++e) out[e] = 0.0f;
+  }
+}
+
+// dst (d × ld) = factor · rows r0 .. r0+n of head h, transposed; columns n .. n_pad zero.
+void load_rows_transposed(const Bshd& t, DType dtype, i64 b, i64 h, i64 r0, i64 n, i64 d, float factor, float* dst,
+                          i64 ld, i64 n_pad) {
+  float room[kMaxHeadDim];
+  for (i64 c = 0; c < n; ++c) {
+    const float* src = f32_row(t, dtype, b, r0 + c, h, d, room);
+    for (i64 e = 0; e < d; ++e) dst[e * ld + c] = src[e] * factor;
+  }
+  for (i64 e = 0; e < d; ++e) {
+    for (i64 c = n; c < n_pad; ++c) dst[e * ld + c] = 0.0f;
+  }
+}
+
+// dst rows (m × n, ldd) += factor · src (m × n, lds).
+void add_rows(i64 m, i64 n, const float* src, i64 lds, float factor, float* dst, i64 ldd) {
+  for (i64 i = 0; i < m; ++i) {
+    const float* __restrict s = src + i * lds;
+    float* __restrict t = dst + i * ldd;
+    for (i64 j = 0; j < n; ++j) t[j] += factor * s[j];
+  }
+}
+
+// Scratch layout: every piece 64-byte aligned; with base == nullptr only counts.
+struct Carver {
+  float* base;
+  i64 used = 0;
+  float* take(i64 floats) {
+    float* p = base ? base + used : nullptr;
+    used += round_up(floats, 16);
+    return p;
+  }
+};
+
+}  // namespace
+}  // namespace flashattn
