@@ -63,6 +63,34 @@ struct ScriptedMachine {
   }
 };
 
+// A competitor the pulse does not see: other processes took half the machine during run 2
+// (and its pulse), while every pulse stayed at the reference.
+TEST(BenchTiming, RunsBesideOtherProcessesAreDiscardedAndRepeated) {
+  ScriptedMachine m;
+  PulseMonitor monitor;
+  for (int i = 0; i < 5; ++i) monitor.add(100);
+  const TimingPolicy policy{3, 3, 6, 0.0};
+  int run = 0, window = 0;
+  std::vector<double> times = {10, 50, 11, 12};
+  // The first call opens the window; then one per run (run and its pulse).
+  std::vector<double> shares = {0.9, 0.02, 0.5, kMaxOtherCpuShare, 0.0};
+  const auto t = time_interleaved(policy, monitor, {[&] { return times[run++]; }}, [&] { return m.pulse(); }, {},
+                                  [&] { return shares[window++]; });
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_EQ(t[0].discarded, 1);
+  EXPECT_FALSE(t[0].unstable);
+  EXPECT_EQ(t[0].quiet_ms, (std::vector<double>{10, 11, 12}));
+  EXPECT_EQ(window, 5);
+}
+
+// The share is read from /proc: a fraction, and a busy competitor shows in it.
+TEST(BenchTiming, OtherCpuShareIsAFraction) {
+  OtherCpuShare share;
+  const double idle = share();
+  EXPECT_GE(idle, 0.0);
+  EXPECT_LE(idle, 1.0);
+}
+
 TEST(BenchTiming, RunsNextToASlowPulseAreDiscardedAndRepeated) {
   ScriptedMachine m;
   // Pulses: the one before the first run, then one after each run. The 3rd pulse (after

@@ -49,6 +49,13 @@ class PulseMonitor {
   std::vector<double> pulses_;
 };
 
+// Other processes on the machine: a run is also disturbed when, over it and the pulse after
+// it, anything but this process (the hypervisor's steal included) took more than this share
+// of the machine's CPU time. A compute pulse can miss such a competitor: a compile at idle
+// priority beside the default benchmark left the SGEMM pulse 8% slow (inside the tolerance)
+// while standard attention's decode, memory-bound and synchronizing often, ran 40–50% slower.
+inline constexpr double kMaxOtherCpuShare = 0.15;
+
 // How many runs a case gets: at least `min_runs` quiet ones (a disturbed run is repeated
 // while fewer than `max_retries` were, or while its runs and pulses add up to less than
 // five budgets, so that a cheap case outwaits a slow stretch of a few seconds), then more

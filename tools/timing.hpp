@@ -1,5 +1,6 @@
 // timing.hpp — how the subcommands time cases: caches flushed before each run, SGEMM runs
-// (the machine's pulse) after each, runs next to a slow pulse discarded and repeated, the
+// (the machine's pulse) after each, runs next to a slow pulse or beside other processes'
+// CPU use discarded and repeated, the
 // cases of a group interleaved run by run so that their ratios are taken in the same
 // seconds. The rules themselves (what is slow, how many runs) are in stats.hpp.
 #pragma once
@@ -10,8 +11,11 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <memory>
+#include <sstream>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -119,18 +123,66 @@ class ReadBandwidth {
   volatile float sink_ = 0.0f;
 };
 
+// The share of the machine's CPU time since the previous call that other processes took:
+// /proc/stat's busy time over every CPU (steal included: the hypervisor ran someone else)
+// less this process's own (/proc/self/stat), both in clock ticks; 0 where /proc cannot be read.
+class OtherCpuShare {
+ public:
+  OtherCpuShare() { sample(&last_); }
+  double operator()() {
+    Ticks now;
+    if (!sample(&now)) return 0.0;
+    const double total = static_cast<double>(now.total - last_.total);
+    const double other = static_cast<double>((now.busy - last_.busy) - (now.own - last_.own));
+    last_ = now;
+    return total > 0 ? std::clamp(other / total, 0.0, 1.0) : 0.0;
+  }
+
+ private:
+  struct Ticks {
+    long long busy = 0, total = 0, own = 0;
+  };
+  static bool sample(Ticks* t) {
+    std::ifstream stat("/proc/stat");
+    std::string cpu;
+    long long user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
+    if (!(stat >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) || cpu != "cpu") return false;
+    std::ifstream self("/proc/self/stat");
+    std::string line;
+    if (!std::getline(self, line)) return false;
+    const auto close = line.rfind(')');  // the command name may hold spaces
+    if (close == std::string::npos) return false;
+    std::istringstream fields(line.substr(close + 2));
+    std::string field;
+    long long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && fields >> field; ++i) {  // utime and stime are fields 14 and 15
+      if (i == 14) utime = std::stoll(field);
+      if (i == 15) stime = std::stoll(field);
+    }
+    t->busy = user + nice + system + irq + softirq + steal;
+    t->total = t->busy + idle + iowait;
+    t->own = utime + stime;
+    return true;
+  }
+  Ticks last_;
+};
+
 // Times a group of cases in rounds: each round runs every case that still needs runs once,
 // each run followed by a pulse. A run is quiet when neither the pulse before it nor the one
-// after it is slow for `monitor` (every pulse joins the monitor). `run_case[i]()` runs case
-// i once and returns its milliseconds (flushing first is its business); `pulse()` likewise
-// returns one pulse's milliseconds. Scripted functions make this testable without a clock.
+// after it is slow for `monitor` (every pulse joins the monitor), and other processes took
+// at most kMaxOtherCpuShare of the machine over it and its pulse (`other_share()`, called
+// after every pulse, says how much they took since its previous call; none: not checked).
+// `run_case[i]()` runs case i once and returns its milliseconds (flushing first is its
+// business); `pulse()` likewise returns one pulse's milliseconds. Scripted functions make
+// this testable without a clock.
 // Cases with the same `partner` id (default: each its own) run back to back in every round
 // while any of them needs more runs, and are quiet or disturbed together (any slow pulse
 // from before the first to after the last), so that their runs pair up round by round.
 inline std::vector<CaseTiming> time_interleaved(const TimingPolicy& policy, PulseMonitor& monitor,
                                                 const std::vector<std::function<double()>>& run_case,
                                                 const std::function<double()>& pulse,
-                                                std::vector<int> partner = {}) {
+                                                std::vector<int> partner = {},
+                                                const std::function<double()>& other_share = {}) {
   const std::size_t n = run_case.size();
   if (partner.empty()) {
     for (std::size_t i = 0; i < n; ++i) partner.push_back(static_cast<int>(i));
@@ -145,6 +197,8 @@ inline std::vector<CaseTiming> time_interleaved(const TimingPolicy& policy, Puls
   std::vector<CaseTimer> timers(n, CaseTimer(policy));
   double before = pulse();
   monitor.add(before);
+  auto crowded = [&] { return other_share && other_share() > kMaxOtherCpuShare; };
+  crowded();  // the window starts here
   bool any = true;
   for (int round = 0; any; ++round) {
     any = false;
@@ -156,7 +210,7 @@ inline std::vector<CaseTiming> time_interleaved(const TimingPolicy& policy, Puls
       for (std::size_t i : group) {
         const double ms = run_case[i]();
         const double after = pulse();
-        slow = slow || monitor.slow(after);
+        slow = crowded() || slow || monitor.slow(after);
         monitor.add(after);
         runs.push_back({ms, after});
         before = after;
@@ -175,6 +229,7 @@ struct Stopwatch {
   CacheFlusher flusher;
   Sgemm sgemm;
   PulseMonitor monitor;
+  OtherCpuShare other_cpu;
 
   // The session's reference pulse: one warm-up SGEMM, then `count` pulses; returns them.
   std::vector<double> calibrate(int count) {
@@ -199,7 +254,8 @@ struct Stopwatch {
         return milliseconds(t0);
       });
     }
-    return time_interleaved(policy, monitor, timed, [this] { return pulse(); }, std::move(partner));
+    return time_interleaved(policy, monitor, timed, [this] { return pulse(); }, std::move(partner),
+                            [this] { return other_cpu(); });
   }
 };
 
