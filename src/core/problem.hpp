@@ -248,12 +248,12 @@ struct Problem {
   // none for padding keys.
   Span queries_of_key_tile(std::int64_t b, std::int64_t kv0, std::int64_t kv1, std::int64_t block_q) const {
     auto clamp_rows = [&](std::int64_t i) { return i < 0 ? 0 : (i > seqlen_q ? seqlen_q : i); };
+    std::int64_t first = 0;
     Span s{0, seqlen_q};
-    if (window_right >= 0 && kv0 >= prefix_length) {
-      s.begin = clamp_rows(kv0 - key_offset() - window_right) / block_q * block_q;
-    }
+    if (window_right >= 0 && kv0 >= prefix_length) first = clamp_rows(kv0 - key_offset() - window_right);
     if (window_left >= 0) s.end = clamp_rows(kv1 - key_offset() + window_left);
-    if (kv0 >= key_limit(b)) s.end = s.begin;
+    s.begin = first / block_q * block_q;
+    if (first >= s.end || kv0 >= key_limit(b)) s.end = s.begin;  // no query reaches these keys
     return s;
   }
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }

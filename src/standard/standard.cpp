@@ -16,6 +16,7 @@
 
 #include "core/memory.hpp"
 #include "core/philox.hpp"
+#include "core/tiles.hpp"
 #include "cpu/dispatch.hpp"
 #include "cpu/vec_math.hpp"
 
@@ -79,23 +80,25 @@ void modify_row(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float*
 }
 
 // Sets row[j] = value for the keys j < n of query i (batch b, head h) that the block mask,
-// the explicit mask or the documents hide.
+// the explicit mask or the documents hide: core/tiles.hpp's element rules, one block of the
+// block mask at a time (the whole row without one).
 void fill_masked(const Problem& p, i64 b, i64 h, i64 i, float* row, i64 n, float value) {
-  if (p.mask_blocks != nullptr) {
-    for (i64 kb = 0; kb * p.mask_block_k < n; ++kb) {
-      const i64 end = std::min(n, (kb + 1) * p.mask_block_k);
-      if (!p.block_active(b, h, i / p.mask_block_q, kb)) {
-        for (i64 j = kb * p.mask_block_k; j < end; ++j) row[j] = value;
-      } else if (const std::uint64_t* bits = p.block_bits(b, h, i / p.mask_block_q, kb)) {
-        for (i64 j = kb * p.mask_block_k; j < end; ++j) {
-          if (!p.bit_keeps(bits, i, j)) row[j] = value;
-        }
+  TileMask rules;
+  rules.documents = p.doc_q != nullptr;
+  const i64 block = p.mask_blocks != nullptr ? p.mask_block_k : n;
+  for (i64 j0 = 0; j0 < n; j0 += block) {
+    const i64 end = std::min(n, j0 + block);
+    if (p.mask_blocks != nullptr) {
+      if (!p.block_active(b, h, i / p.mask_block_q, j0 / block)) {
+        for (i64 j = j0; j < end; ++j) row[j] = value;
+        continue;
       }
+      rules.bits = p.block_bits(b, h, i / p.mask_block_q, j0 / block);
     }
-  }
-  if (p.elem_mask != nullptr || p.doc_q != nullptr) {
-    for (i64 j = 0; j < n; ++j) {
-      if (!p.mask_keeps(b, h, i, j) || !p.same_document(b, i, j)) row[j] = value;
+    if (p.elem_mask != nullptr || rules.documents || rules.bits != nullptr) {
+      for (i64 j = j0; j < end; ++j) {
+        if (!rules.keeps(p, b, h, i, j)) row[j] = value;
+      }
     }
   }
 }
