@@ -68,11 +68,7 @@ BackwardScratch carve_backward(float* base, const TileConfig& t, i64 d, i64* flo
   return w;
 }
 
-i64 backward_workspace_floats(const TileConfig& t, i64 d) {
-  i64 floats = 0;
-  carve_backward(nullptr, t, d, &floats);
-  return floats;
-}
+i64 backward_workspace_floats(const TileConfig& t, i64 d) { return scratch_floats(carve_backward, t, d); }
 
 // One key tile's state through its query tiles.
 struct BackwardTile {

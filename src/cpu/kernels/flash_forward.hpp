@@ -66,11 +66,7 @@ ForwardScratch carve_forward(float* base, const TileConfig& t, i64 d, i64* float
   return w;
 }
 
-i64 forward_workspace_floats(const TileConfig& t, i64 d) {
-  i64 floats = 0;
-  carve_forward(nullptr, t, d, &floats);
-  return floats;
-}
+i64 forward_workspace_floats(const TileConfig& t, i64 d) { return scratch_floats(carve_forward, t, d); }
 
 // One query tile's state through its key tiles.
 struct ForwardTile {

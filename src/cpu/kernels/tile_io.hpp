@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/problem.hpp"
+#include "core/tiles.hpp"
 #include "cpu/kernels/convert.hpp"
 #include "cpu/kernels/micro_gemm.hpp"
 
@@ -70,6 +71,14 @@ struct Carver {
     return p;
   }
 };
+
+// Scratch floats one thread needs for the layout `carve` makes (carved with no base).
+template <typename Carve>
+i64 scratch_floats(Carve carve, const TileConfig& t, i64 d) {
+  i64 floats = 0;
+  carve(nullptr, t, d, &floats);
+  return floats;
+}
 
 }  // namespace
 }  // namespace flashattn
