@@ -197,10 +197,10 @@ TEST(IoCount, CountsWhatTheKernelsVisit) {
     if (grads.dbias.view().rank == 4) options.dbias = grads.dbias.view();  // shaped as the (broadcast) bias
     Problem p = make_forward_problem("test", in.q.view(), in.k.view(), in.v.view(), fwd.out.view(), fwd.lse.view(),
                                      options, Algorithm::flash);
+    const Traffic f = flash_forward_traffic(p, choose_tiles(p));  // before the instrument is attached
     TileCounts counts;
     p.tile_counts = &counts;
     flash_forward(p);
-    const Traffic f = flash_forward_traffic(p, choose_tiles(p));
     EXPECT_GT(f.pairs, 0) << name;
     EXPECT_EQ(counts.pairs.load(), f.pairs) << name;
     EXPECT_EQ(counts.query_rows.load(), f.query_rows) << name;
@@ -209,10 +209,10 @@ TEST(IoCount, CountsWhatTheKernelsVisit) {
     Problem pb = make_backward_problem("test", in.dout.view(), in.q.view(), in.k.view(), in.v.view(), fwd.out.view(),
                                        fwd.lse.view(), grads.dq.view(), grads.dk.view(), grads.dv.view(), options,
                                        Algorithm::flash);
+    const Traffic b = flash_backward_traffic(pb, choose_tiles(pb));
     TileCounts back;
     pb.tile_counts = &back;
     flash_backward(pb);
-    const Traffic b = flash_backward_traffic(pb, choose_tiles(pb));
     EXPECT_EQ(back.pairs.load(), b.pairs) << name;
     EXPECT_EQ(back.query_rows.load(), b.query_rows) << name;
     EXPECT_EQ(back.key_rows.load(), b.key_rows) << name;

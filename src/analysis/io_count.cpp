@@ -105,20 +105,16 @@ Traffic flash_backward_traffic(const Problem& p, TileConfig tiles) {
   const BackwardPlan plan = flash_backward_plan(p, tiles);
   t.writes += (plan.chunks - 1) * q_elems;
   for (i64 task = 0; task < plan.tasks; ++task) {
-    const i64 chunk = task % plan.chunks, first = task / plan.chunks * plan.pairs_per_task;
-    for (i64 bhk = first; bhk < first + plan.pairs_per_task; ++bhk) {
-      for (i64 kt = plan.first_key_tile(chunk); kt < plan.first_key_tile(chunk + 1); ++kt) {
-        const i64 kv0 = kt * tiles.block_k, kv1 = std::min<i64>(kv0 + tiles.block_k, p.seqlen_k);
-        t.reads += 3 * (kv1 - kv0) * d;
-        walk_query_tiles(p, tiles, bhk / p.heads_k, bhk % p.heads_k, kv0, kv1, [&](const TilePair& pair) {
-          const i64 br = pair.q1 - pair.q0;
-          t.reads += 3 * br * d + 2 * br;
-          t.writes += br * d;
-          count_pair(p, pair, 10.0, true, &t);
-        });
-        t.writes += 2 * (kv1 - kv0) * d;
-      }
-    }
+    plan.walk_task(p, tiles, task, [&](i64 b, i64 hk, i64 kv0, i64 kv1) {
+      t.reads += 3 * (kv1 - kv0) * d;
+      walk_query_tiles(p, tiles, b, hk, kv0, kv1, [&](const TilePair& pair) {
+        const i64 br = pair.q1 - pair.q0;
+        t.reads += 3 * br * d + 2 * br;
+        t.writes += br * d;
+        count_pair(p, pair, 10.0, true, &t);
+      });
+      t.writes += 2 * (kv1 - kv0) * d;
+    });
   }
   if (plan.chunks > 1) {
     t.reads += plan.chunks * q_elems;

@@ -92,6 +92,13 @@ struct TileCounts {
 bool pair_mask(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t h, std::int64_t q0, std::int64_t q1,
                std::int64_t j0, std::int64_t j1, const IdRange& q_docs, const IdRange& k_docs, TileMask* mask);
 
+// Hands a visited pair to `visit`, counted first where a test asks (Problem::tile_counts).
+template <class Visit>
+void visit_pair(const Problem& p, const TilePair& pair, Visit& visit) {
+  if (p.tile_counts != nullptr) p.tile_counts->note(pair);
+  visit(pair);
+}
+
 // The forward's walk: the key tiles queries q0 .. q1 − 1 of (b, h) visit, in key order.
 template <class Visit>
 void walk_key_tiles(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t h, std::int64_t q0,
@@ -102,7 +109,7 @@ void walk_key_tiles(const Problem& p, const TileConfig& t, std::int64_t b, std::
     const std::int64_t j1 = keys.end - j0 < t.block_k ? keys.end : j0 + t.block_k;
     const IdRange k_docs = p.doc_k ? id_range(p.doc_k + b * p.seqlen_k + j0, j1 - j0) : IdRange{};
     TileMask mask;
-    if (pair_mask(p, t, b, h, q0, q1, j0, j1, q_docs, k_docs, &mask)) visit(TilePair{h, q0, q1, j0, j1, mask});
+    if (pair_mask(p, t, b, h, q0, q1, j0, j1, q_docs, k_docs, &mask)) visit_pair(p, TilePair{h, q0, q1, j0, j1, mask}, visit);
   }
 }
 
@@ -118,7 +125,7 @@ void walk_query_tiles(const Problem& p, const TileConfig& t, std::int64_t b, std
       const std::int64_t q1 = p.seqlen_q - q0 < t.block_q ? p.seqlen_q : q0 + t.block_q;
       const IdRange q_docs = p.doc_q ? id_range(p.doc_q + b * p.seqlen_q + q0, q1 - q0) : IdRange{};
       TileMask mask;
-      if (pair_mask(p, t, b, h, q0, q1, j0, j1, q_docs, k_docs, &mask)) visit(TilePair{h, q0, q1, j0, j1, mask});
+      if (pair_mask(p, t, b, h, q0, q1, j0, j1, q_docs, k_docs, &mask)) visit_pair(p, TilePair{h, q0, q1, j0, j1, mask}, visit);
     }
   }
 }
@@ -145,6 +152,18 @@ struct BackwardPlan {
   std::int64_t groups = 0;          // tasks per chunk
   std::int64_t key_tiles = 0, chunks = 1, tasks = 0;
   std::int64_t first_key_tile(std::int64_t chunk) const { return key_tiles * chunk / chunks; }
+  std::int64_t chunk_of(std::int64_t task) const { return task % chunks; }
+  // The key tiles task `task` walks, in order: visit(b, hk, kv0, kv1).
+  template <class Visit>
+  void walk_task(const Problem& p, const TileConfig& t, std::int64_t task, Visit&& visit) const {
+    const std::int64_t chunk = chunk_of(task), first = task / chunks * pairs_per_task;
+    for (std::int64_t bhk = first; bhk < first + pairs_per_task; ++bhk) {
+      for (std::int64_t kt = first_key_tile(chunk); kt < first_key_tile(chunk + 1); ++kt) {
+        const std::int64_t kv0 = kt * t.block_k, kv1 = p.seqlen_k - kv0 < t.block_k ? p.seqlen_k : kv0 + t.block_k;
+        visit(bhk / p.heads_k, bhk % p.heads_k, kv0, kv1);
+      }
+    }
+  }
 };
 
 }  // namespace flashattn

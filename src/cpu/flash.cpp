@@ -228,16 +228,10 @@ void flash_backward(const Problem& p) {
     float* ws = scratch.data() + ws_floats * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < plan.tasks; ++task) {
-      const i64 chunk = task % chunks;
-      const i64 first = task / chunks * plan.pairs_per_task;
-      const Bshd target = dq_target(chunk);
-      for (i64 bhk = first; bhk < first + plan.pairs_per_task; ++bhk) {
-        for (i64 kt = plan.first_key_tile(chunk); kt < plan.first_key_tile(chunk + 1); ++kt) {
-          const i64 kv0 = kt * tiles.block_k;
-          const i64 kv1 = std::min(kv0 + tiles.block_k, p.seqlen_k);
-          kernels.backward_block(p, tiles, bhk / p.heads_k, bhk % p.heads_k, kv0, kv1, delta.data(), target, ws);
-        }
-      }
+      const Bshd target = dq_target(plan.chunk_of(task));
+      plan.walk_task(p, tiles, task, [&](i64 b, i64 hk, i64 kv0, i64 kv1) {
+        kernels.backward_block(p, tiles, b, hk, kv0, kv1, delta.data(), target, ws);
+      });
     }
   }
 

@@ -180,7 +180,6 @@ void backward_tiles(const Problem& p, const TileConfig& t, i64 b, i64 hk, i64 kv
 
   // Main loop: every query head of the group, every query tile that sees these keys.
   walk_query_tiles(p, t, b, hk, kv0, kv1, [&](const TilePair& pair) {
-    if (p.tile_counts != nullptr) p.tile_counts->note(pair);
     if (pair.mask.partial()) {
       backward_pair<kGeneral, true>(f, pair);
     } else {

@@ -137,7 +137,6 @@ void forward_tiles(const Problem& p, const TileConfig& t, i64 b, i64 h, i64 q0, 
 
   // Main loop over the key tiles some row of this tile sees.
   walk_key_tiles(p, t, b, h, q0, q1, [&](const TilePair& pair) {
-    if (p.tile_counts != nullptr) p.tile_counts->note(pair);
     if (pair.mask.partial()) {
       forward_pair<kGeneral, true>(f, pair);
     } else {
