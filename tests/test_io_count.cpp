@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "analysis/io_count.hpp"
+#include "api/validate.hpp"
 #include "cpu/flash.hpp"
 #include "flashattn/block_sparse.hpp"
 #include "harness/harness.hpp"

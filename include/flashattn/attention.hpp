@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "flashattn/export.hpp"
 #include "flashattn/isa.hpp"
 #include "flashattn/tensor.hpp"
 
@@ -166,25 +167,25 @@ enum class Algorithm {
   standard,  // materializes S and P (N×N) with BLAS GEMMs: the paper's baseline
 };
 
-const char* to_string(Algorithm algorithm);
+FLASHATTN_API const char* to_string(Algorithm algorithm);
 
 // Largest head dimension any path accepts.
 inline constexpr std::int64_t kMaxHeadDim = 256;
 
 // Writes out and lse. Throws flashattn::Error on bad arguments, before writing anything.
-void forward(const TensorView& q, const TensorView& k, const TensorView& v,
+FLASHATTN_API void forward(const TensorView& q, const TensorView& k, const TensorView& v,
              const TensorView& out, const TensorView& lse,
              const AttentionOptions& options = {}, Algorithm algorithm = Algorithm::flash);
 
 // Writes dq, dk, dv from dout and the forward's q, k, v, out, lse (same options and seed).
-void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
+FLASHATTN_API void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
               const TensorView& v, const TensorView& out, const TensorView& lse,
               const TensorView& dq, const TensorView& dk, const TensorView& dv,
               const AttentionOptions& options = {}, Algorithm algorithm = Algorithm::flash);
 
 // The dropout mask as a pure function (counter-based Philox4x32-10): true where the
 // score (b, h, i, j) is kept. The kernels call exactly this, so callers can rebuild it.
-bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_t b, std::int64_t h,
+FLASHATTN_API bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_t b, std::int64_t h,
                   std::int64_t i, std::int64_t j);
 
 }  // namespace flashattn
@@ -192,4 +193,4 @@ bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_t b, std::int6
 // A hash of the public structs' layout (their sizes and every member's offset): two builds
 // with the same fingerprint can share TensorView and AttentionOptions in one process. Tools
 // that load another build beside this one (flashattn bench --baseline-lib) check it.
-extern "C" std::uint64_t flashattn_abi_fingerprint();
+extern "C" FLASHATTN_API std::uint64_t flashattn_abi_fingerprint();

@@ -9,23 +9,24 @@
 #include <vector>
 
 #include "flashattn/attention.hpp"
+#include "flashattn/export.hpp"
 
 namespace flashattn {
 
 // The mask's shape for a problem: ⌈seqlen_q / block_q⌉ × ⌈seqlen_k / block_k⌉ blocks.
-BlockMask make_block_mask(const std::vector<std::uint8_t>& blocks, std::int64_t seqlen_q,
+FLASHATTN_API BlockMask make_block_mask(const std::vector<std::uint8_t>& blocks, std::int64_t seqlen_q,
                           std::int64_t seqlen_k, std::int64_t block_q, std::int64_t block_k);
 
 // Local + global: block (r, c) is on when |r − c| <= window, or r < global, or c < global.
-std::vector<std::uint8_t> local_global_blocks(std::int64_t rows, std::int64_t cols,
+FLASHATTN_API std::vector<std::uint8_t> local_global_blocks(std::int64_t rows, std::int64_t cols,
                                               std::int64_t window, std::int64_t global);
 // Fixed stride: on within each stride × stride diagonal group, and in the last column of
 // every group (the "summary" blocks every query sees).
-std::vector<std::uint8_t> fixed_stride_blocks(std::int64_t rows, std::int64_t cols, std::int64_t stride);
+FLASHATTN_API std::vector<std::uint8_t> fixed_stride_blocks(std::int64_t rows, std::int64_t cols, std::int64_t stride);
 // Butterfly: on where r == c or r XOR c is a power of two.
-std::vector<std::uint8_t> butterfly_blocks(std::int64_t rows, std::int64_t cols);
+FLASHATTN_API std::vector<std::uint8_t> butterfly_blocks(std::int64_t rows, std::int64_t cols);
 // Exactly round(density · rows · cols) blocks on, chosen by `seed`.
-std::vector<std::uint8_t> random_blocks(std::int64_t rows, std::int64_t cols, double density,
+FLASHATTN_API std::vector<std::uint8_t> random_blocks(std::int64_t rows, std::int64_t cols, double density,
                                         std::uint64_t seed);
 
 }  // namespace flashattn

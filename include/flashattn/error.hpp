@@ -8,9 +8,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "flashattn/export.hpp"
+
 namespace flashattn {
 
-class Error : public std::invalid_argument {
+class FLASHATTN_API Error : public std::invalid_argument {
  public:
   explicit Error(const std::string& what) : std::invalid_argument(what) {}
 };

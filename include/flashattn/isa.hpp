@@ -9,16 +9,18 @@
 #include <string_view>
 #include <vector>
 
+#include "flashattn/export.hpp"
+
 namespace flashattn {
 
 enum class Isa { portable, avx2, avx512 };
 
-const char* to_string(Isa isa);
-std::optional<Isa> parse_isa(std::string_view name);
+FLASHATTN_API const char* to_string(Isa isa);
+FLASHATTN_API std::optional<Isa> parse_isa(std::string_view name);
 
 // The kernel builds this CPU can run, portable first.
-std::vector<Isa> supported_isas();
+FLASHATTN_API std::vector<Isa> supported_isas();
 // The build used when a call does not ask for one: FLASHATTN_ISA if set, else the best supported.
-Isa default_isa();
+FLASHATTN_API Isa default_isa();
 
 }  // namespace flashattn

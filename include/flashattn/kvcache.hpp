@@ -27,6 +27,7 @@
 #include <optional>
 
 #include "flashattn/attention.hpp"
+#include "flashattn/export.hpp"
 #include "flashattn/tensor.hpp"
 
 namespace flashattn {
@@ -61,7 +62,7 @@ struct KvCache {
 // flashattn::Error naming the argument, before writing anything, on a bad call: a cache too
 // small for cache_seqlens + seqlen_new, a block_table entry out of range or repeated within a
 // batch, shapes that disagree, outputs overlapping inputs, an option the call does not take.
-void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const TensorView& v_cache,
+FLASHATTN_API void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const TensorView& v_cache,
                           const TensorView& out, const TensorView& lse, const KvCache& cache,
                           const AttentionOptions& options = {});
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "flashattn/attention.hpp"
+#include "flashattn/export.hpp"
 
 namespace flashattn::ring {
 
@@ -34,7 +35,7 @@ enum class Layout {
   zigzag,
 };
 
-const char* to_string(Layout layout);
+FLASHATTN_API const char* to_string(Layout layout);
 
 // Rows begin .. begin + length − 1 of the whole sequence.
 struct Chunk {
@@ -44,14 +45,14 @@ struct Chunk {
 // The chunks rank `rank` of `ranks` holds of a sequence of `seqlen` rows, in local order.
 // A sequence cut into n pieces gives piece c ⌊seqlen / n⌋ rows, plus one for c < seqlen % n;
 // contiguous cuts into P pieces (the helpers' split; the API takes any), zigzag into 2P.
-std::vector<Chunk> chunks(Layout layout, std::int64_t seqlen, int ranks, int rank);
-std::int64_t local_length(Layout layout, std::int64_t seqlen, int ranks, int rank);
+FLASHATTN_API std::vector<Chunk> chunks(Layout layout, std::int64_t seqlen, int ranks, int rank);
+FLASHATTN_API std::int64_t local_length(Layout layout, std::int64_t seqlen, int ranks, int rank);
 
 // Copies rank's rows of a whole-sequence tensor into its local one, or back. seq_dim is
 // the sequence dimension: 1 for q, k, v, out and gradients (BSHD), 2 for lse (B, H, S).
 // f32 views of equal rank and equal sizes except along seq_dim.
-void shard(const TensorView& whole, const TensorView& local, int seq_dim, Layout layout, int ranks, int rank);
-void unshard(const TensorView& local, const TensorView& whole, int seq_dim, Layout layout, int ranks, int rank);
+FLASHATTN_API void shard(const TensorView& whole, const TensorView& local, int seq_dim, Layout layout, int ranks, int rank);
+FLASHATTN_API void unshard(const TensorView& local, const TensorView& whole, int seq_dim, Layout layout, int ranks, int rank);
 
 // What a call did on this rank (optional out-parameter), for benchmarks.
 struct Stats {
@@ -77,12 +78,12 @@ struct Stats {
 // flashattn::Error (naming the rank and the argument) before anything is written. The progress of
 // transfers during compute uses a helper thread when MPI was initialised with at least
 // MPI_THREAD_SERIALIZED; otherwise transfers progress only between kernel calls.
-void forward(MPI_Comm comm, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+FLASHATTN_API void forward(MPI_Comm comm, const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
              const TensorView& lse, const AttentionOptions& options = {}, Layout layout = Layout::contiguous,
              Stats* stats = nullptr);
 
 // dq, dk, dv of the local rows from the forward's out and lse (same options, layout, seed).
-void backward(MPI_Comm comm, const TensorView& dout, const TensorView& q, const TensorView& k, const TensorView& v,
+FLASHATTN_API void backward(MPI_Comm comm, const TensorView& dout, const TensorView& q, const TensorView& k, const TensorView& v,
               const TensorView& out, const TensorView& lse, const TensorView& dq, const TensorView& dk,
               const TensorView& dv, const AttentionOptions& options = {}, Layout layout = Layout::contiguous,
               Stats* stats = nullptr);

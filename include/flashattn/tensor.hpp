@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <initializer_list>
 
+#include "flashattn/export.hpp"
+
 namespace flashattn {
 
 // Element types. f32 is the only type computed today (f16 and bf16 exist so that the
@@ -15,9 +17,9 @@ namespace flashattn {
 // u8 is for masks: nonzero means "keep".
 enum class DType : std::uint8_t { f32, f16, bf16, u8 };
 
-const char* to_string(DType dtype);
+FLASHATTN_API const char* to_string(DType dtype);
 
-struct TensorView {
+struct FLASHATTN_API TensorView {
   static constexpr int kMaxRank = 4;
 
   void* data = nullptr;

@@ -13,6 +13,7 @@
 
 #include "core/memory.hpp"
 #include "core/philox.hpp"
+#include "api/validate.hpp"
 #include "core/problem.hpp"
 #include "cpu/dispatch.hpp"
 #include "cpu/flash.hpp"

@@ -9,8 +9,10 @@
 #include <cstring>
 #include <vector>
 
+#include "api/validate.hpp"
 #include "core/memory.hpp"
 #include "core/problem.hpp"
+#include "cpu/dispatch.hpp"
 #include "cpu/flash.hpp"
 #include "cpu/split_kv.hpp"
 
@@ -33,19 +35,6 @@ void rotate(float* x, const float* cos, const float* sin, i64 rotary_dim, bool i
   }
 }
 
-// dst (d f32) = the row src of `dtype` elements, widened; and back, rounded to nearest even.
-// (The append and the few rows of q and out a decoding call has: scalar is enough.)
-void widen(DType dtype, const void* src, float* dst, i64 d) {
-  if (dtype == DType::f32) return static_cast<void>(std::memcpy(dst, src, sizeof(float) * d));
-  const auto* s = static_cast<const std::uint16_t*>(src);
-  for (i64 x = 0; x < d; ++x) dst[x] = dtype == DType::bf16 ? bf16_to_f32(s[x]) : f16_to_f32(s[x]);
-}
-void narrow(DType dtype, const float* src, void* dst, i64 d) {
-  if (dtype == DType::f32) return static_cast<void>(std::memcpy(dst, src, sizeof(float) * d));
-  auto* t = static_cast<std::uint16_t*>(dst);
-  for (i64 x = 0; x < d; ++x) t[x] = dtype == DType::bf16 ? f32_to_bf16(src[x]) : f32_to_f16(src[x]);
-}
-
 }  // namespace
 
 void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const TensorView& v_cache,
@@ -59,6 +48,7 @@ void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const 
   const i64 batch = static_cast<i64>(batches.size()), seqlen_q = first.seqlen_q, heads = first.heads,
             heads_k = first.heads_k, d = first.headdim;
   const int threads = first.num_threads;
+  const KernelSet& kernels = kernels_for(first.isa);  // its conversions widen and round rows
   auto cos_at = [&call](i64 pos) { return call.cos + pos * call.cos_stride; };
   auto sin_at = [&call](i64 pos) { return call.sin + pos * call.sin_stride; };
 
@@ -75,7 +65,7 @@ void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const 
         const i64 pos = call.cache_seqlens[b] + (call.rotate_q_per_position ? i : 0);
         for (i64 h = 0; h < heads; ++h) {
           float* dst = rq.row(b, i, h);
-          widen(dtype, batches[b].q.row(0, i, h, dtype), dst, d);
+          kernels.convert_to_f32(dtype, batches[b].q.row(0, i, h, dtype), dst, d);
           if (call.rotary_dim > 0) rotate(dst, cos_at(pos), sin_at(pos), call.rotary_dim, call.interleaved);
         }
       }
@@ -108,9 +98,9 @@ void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const 
             std::memcpy(k, call.k_new.row(b, i, h, dtype), static_cast<std::size_t>(bytes));
           } else {
             float row[kMaxHeadDim];
-            widen(dtype, call.k_new.row(b, i, h, dtype), row, d);
+            kernels.convert_to_f32(dtype, call.k_new.row(b, i, h, dtype), row, d);
             rotate(row, cos_at(pos), sin_at(pos), call.rotary_dim, call.interleaved);
-            narrow(dtype, row, k, d);
+            kernels.convert_from_f32(dtype, row, k, d);
           }
         }
       }
@@ -133,7 +123,7 @@ void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const 
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (i64 b = 0; b < batch; ++b) {
       for (i64 i = 0; i < seqlen_q; ++i) {
-        for (i64 h = 0; h < heads; ++h) narrow(dtype, batches[b].out.row(0, i, h), user_out[b].row(0, i, h, dtype), d);
+        for (i64 h = 0; h < heads; ++h) kernels.convert_from_f32(dtype, batches[b].out.row(0, i, h), user_out[b].row(0, i, h, dtype), d);
       }
     }
   }

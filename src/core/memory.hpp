@@ -7,9 +7,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "flashattn/export.hpp"
+
 namespace flashattn {
 
-class Buffer {
+// Exported for flashattn::ring, whose buffers count with the library's.
+class FLASHATTN_API Buffer {
  public:
   Buffer() = default;
   explicit Buffer(std::size_t floats);

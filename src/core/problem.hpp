@@ -1,11 +1,10 @@
 // problem.hpp — the one parameter struct every path (reference, standard, flash) reads.
 //
-// Built and validated once at the API boundary (validate.cpp); kernels trust it.
+// Built and validated once at the API boundary (api/validate.cpp); kernels trust it.
 // All sizes, strides and indices are 64-bit.
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "core/dtype.hpp"
 #include "flashattn/attention.hpp"
@@ -32,6 +31,15 @@ struct Bshd {
   // The row of a tensor of `dtype` elements (a 16-bit one's is not a float row).
   void* row(std::int64_t b, std::int64_t s, std::int64_t h, DType dtype) const {
     return advance(data, b * stride_b + s * stride_s + h * stride_h, dtype);
+  }
+  // The row as f32 (d elements): itself, or widened by `widen` (the caller's kernel build's
+  // conversion) into `room` when the tensor holds 16-bit elements.
+  template <class Widen>
+  const float* f32_row(std::int64_t b, std::int64_t s, std::int64_t h, DType dtype, std::int64_t d, float* room,
+                       Widen widen) const {
+    if (dtype == DType::f32) return row(b, s, h);
+    widen(dtype, row(b, s, h, dtype), room, d);
+    return room;
   }
 };
 
@@ -258,40 +266,5 @@ struct Problem {
   }
   std::int64_t clamp_keys(std::int64_t j) const { return j < 0 ? 0 : (j > seqlen_k ? seqlen_k : j); }
 };
-
-// A validated forward_with_kvcache call: what to append, then one Problem per batch
-// (batch 1, seqlen_k = L_b, k and v that batch's cache rows or pages, q, out and lse that
-// batch's rows). kvcache.cpp appends and rotates; the forward kernels attend.
-struct KvCacheCall {
-  std::vector<Problem> batches;
-  const std::int32_t* cache_seqlens = nullptr;
-  std::int64_t seqlen_new = 0;
-  Bshd k_new, v_new;  // data null: nothing to append; new key i of batch b goes to
-                      // batches[b].kv_row(batches[b].k, 0, cache_seqlens[b] + i, h)
-  // Rotary embedding (rotary_dim 0: none): cos and sin rows of rotary_dim / 2 values.
-  const float* cos = nullptr;
-  const float* sin = nullptr;
-  std::int64_t cos_stride = 0, sin_stride = 0, rotary_dim = 0;
-  bool interleaved = false;
-  bool rotate_q_per_position = false;  // causal or windowed: query i at cache_seqlens + i
-};
-
-// Checks `options` against a problem whose shape fields are set and stores them in p;
-// throws flashattn::Error naming the option. The API boundary and the test harness both
-// turn options into a Problem through it.
-void apply_options(const char* fn, Problem& p, const AttentionOptions& options);
-
-// Validation at the API boundary; throw flashattn::Error naming the argument.
-// `algorithm` adds its own limits (standard's seqlen_q × seqlen_k matrices).
-Problem make_forward_problem(const char* fn, const TensorView& q, const TensorView& k,
-                             const TensorView& v, const TensorView& out, const TensorView& lse,
-                             const AttentionOptions& options, Algorithm algorithm);
-Problem make_backward_problem(const char* fn, const TensorView& dout, const TensorView& q,
-                              const TensorView& k, const TensorView& v, const TensorView& out,
-                              const TensorView& lse, const TensorView& dq, const TensorView& dk,
-                              const TensorView& dv, const AttentionOptions& options, Algorithm algorithm);
-KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorView& k_cache,
-                              const TensorView& v_cache, const TensorView& out, const TensorView& lse,
-                              const KvCache& cache, const AttentionOptions& options);
 
 }  // namespace flashattn

@@ -39,13 +39,6 @@ void zero_rows(const Bshd& t, i64 batch, i64 seqlen, i64 heads, i64 d, int threa
 
 constexpr i64 kMaxTile = 256;
 
-// Row (b, s, h) of t as f32: the row itself, or widened into `room` when t holds 16-bit elements.
-const float* f32_row(const KernelSet& kernels, const Bshd& t, DType dtype, i64 b, i64 s, i64 h, i64 d, float* room) {
-  if (dtype == DType::f32) return t.row(b, s, h);
-  kernels.convert_to_f32(dtype, t.row(b, s, h, dtype), room, d);
-  return room;
-}
-
 // Enough tasks to keep a machine busy whatever its thread count, bounded by the
 // memory the extra dQ copies take (which grows linearly with seqlen_q).
 constexpr i64 kBackwardTargetTasks = 16;
@@ -196,8 +189,8 @@ void flash_backward(const Problem& p) {
     for (i64 h = 0; h < p.heads; ++h) {
       float o_room[kMaxHeadDim], dout_room[kMaxHeadDim];  // 16-bit rows, widened
       for (i64 i = 0; i < p.seqlen_q; ++i) {
-        const float* o = f32_row(kernels, p.out, p.out_dtype, b, i, h, d, o_room);
-        const float* dout = f32_row(kernels, p.dout, p.q_dtype, b, i, h, d, dout_room);
+        const float* o = p.out.f32_row(b, i, h, p.out_dtype, d, o_room, kernels.convert_to_f32);
+        const float* dout = p.dout.f32_row(b, i, h, p.q_dtype, d, dout_room, kernels.convert_to_f32);
         float sum = 0.0f;
         for (i64 e = 0; e < d; ++e) sum += o[e] * dout[e];
         delta.data()[(b * p.heads + h) * p.seqlen_q + i] = sum;

@@ -63,7 +63,7 @@ struct KernelSet {
   void (*dropout_factors)(float* z, std::int64_t n, std::uint64_t seed, std::int64_t b, std::int64_t h,
                           std::int64_t i, std::int64_t j0, std::uint32_t threshold, float keep_scale);
   // n elements of a 16-bit dtype (f16 or bf16) to f32 and back (kernels/convert.hpp): bit for
-  // bit core/dtype.hpp's scalar rules, vectorized where the build can.
+  // bit core/dtype.hpp's scalar rules, vectorized where the build can; f32 is copied.
   void (*convert_to_f32)(DType dtype, const void* src, float* dst, std::int64_t n);
   void (*convert_from_f32)(DType dtype, const float* src, void* dst, std::int64_t n);
   // The peak yardstick (kernels/peak.hpp): `iterations` rounds of register-resident FMA

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "api/validate.hpp"
 #include "core/dtype.hpp"
 #include "flashattn/block_sparse.hpp"
 #include "reference/reference.hpp"

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "core/memory.hpp"
+#include "api/validate.hpp"
 #include "core/problem.hpp"
 #include "flashattn/error.hpp"
 

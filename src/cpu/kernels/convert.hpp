@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "core/dtype.hpp"
 
@@ -39,8 +40,9 @@ inline __m256i bf16_bits_rounded(__m256 x) {
 }
 #endif
 
-// dst[i] = src[i] as f32, src holding n elements of `dtype` (f16 or bf16).
+// dst[i] = src[i] as f32, src holding n elements of `dtype` (f32: a copy).
 void convert_to_f32(DType dtype, const void* src, float* dst, i64 n) {
+  if (dtype == DType::f32) return static_cast<void>(std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(n)));
   const auto* s = static_cast<const std::uint16_t*>(src);
   i64 i = 0;
 #if defined(__AVX512F__)
@@ -65,8 +67,9 @@ void convert_to_f32(DType dtype, const void* src, float* dst, i64 n) {
   }
 }
 
-// dst[i] = src[i] rounded to `dtype` (f16 or bf16), n elements.
+// dst[i] = src[i] rounded to `dtype` (f32: a copy), n elements.
 void convert_from_f32(DType dtype, const float* src, void* dst, i64 n) {
+  if (dtype == DType::f32) return static_cast<void>(std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(n)));
   auto* d = static_cast<std::uint16_t*>(dst);
   i64 i = 0;
 #if defined(__AVX512F__)

@@ -156,7 +156,7 @@ void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i
   // Setup: scale · Q with zero padding; empty statistics.
   for (i64 r = 0; r < rows; ++r) {
     float* dst = w.q + r * d_pad;
-    const float* src = f32_row(p.q, p.q_dtype, b, query_of(r), head_of(r), d, dst);  // widened in place
+    const float* src = p.q.f32_row(b, query_of(r), head_of(r), p.q_dtype, d, dst, convert_to_f32);  // widened in place
     for (i64 x = 0; x < d; ++x) dst[x] = src[x] * p.scale;
     for (i64 x = d; x < d_pad; ++x) dst[x] = 0.0f;
     w.m[r] = w.mb[r] = kNegInf;

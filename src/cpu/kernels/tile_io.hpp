@@ -17,14 +17,6 @@
 namespace flashattn {
 namespace {
 
-// Row (b, s, h) of t as f32: the row itself, or widened into `room` (d floats) when t holds
-// 16-bit elements.
-const float* f32_row(const Bshd& t, DType dtype, i64 b, i64 s, i64 h, i64 d, float* room) {
-  if (dtype == DType::f32) return t.row(b, s, h);
-  convert_to_f32(dtype, t.row(b, s, h, dtype), room, d);
-  return room;
-}
-
 // dst (n_pad × d_pad) = factor · rows r0 .. r0+n of head h, zero padded.
 void load_rows(const Bshd& t, DType dtype, i64 b, i64 h, i64 r0, i64 n, i64 d, float factor, float* dst, i64 n_pad,
                i64 d_pad) {
@@ -32,7 +24,7 @@ void load_rows(const Bshd& t, DType dtype, i64 b, i64 h, i64 r0, i64 n, i64 d, f
     float* out = dst + r * d_pad;
     i64 e = 0;
     if (r < n) {
-      const float* src = f32_row(t, dtype, b, r0 + r, h, d, out);  // widened in place
+      const float* src = t.f32_row(b, r0 + r, h, dtype, d, out, convert_to_f32);  // widened in place
       for (; e < d; ++e) out[e] = src[e] * factor;
     }
     for (; e < d_pad; ++e) out[e] = 0.0f;
@@ -44,7 +36,7 @@ void load_rows_transposed(const Bshd& t, DType dtype, i64 b, i64 h, i64 r0, i64 
                           i64 ld, i64 n_pad) {
   float room[kMaxHeadDim];
   for (i64 c = 0; c < n; ++c) {
-    const float* src = f32_row(t, dtype, b, r0 + c, h, d, room);
+    const float* src = t.f32_row(b, r0 + c, h, dtype, d, room, convert_to_f32);
     for (i64 e = 0; e < d; ++e) dst[e * ld + c] = src[e] * factor;
   }
   for (i64 e = 0; e < d; ++e) {

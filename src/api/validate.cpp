@@ -2,6 +2,8 @@
 //
 // Nothing is written before every check has passed, so a bad call leaves the
 // caller's buffers as they were.
+#include "api/validate.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -16,6 +18,7 @@
 #include "core/philox.hpp"
 #include "core/problem.hpp"
 #include "flashattn/error.hpp"
+#include "flashattn/isa.hpp"
 
 namespace flashattn {
 namespace {
