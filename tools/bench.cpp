@@ -143,15 +143,15 @@ sgemm_gflops), peak_gflops (the f32 FMA peak of the dispatched kernel build on t
 threads, measured at the start: bf16 and f16 compute in f32), peak_ratio (gflops /
 peak_gflops: the headline), dtype, variant, key_padding (true when keys are padded); ms_min, ms_max, ms_q1,
 ms_q3 (of the quiet runs), runs (how many), run_ms and run_sgemm_ms (each quiet run and the
-pulse after it), discarded (disturbed runs dropped), spread (ms_max / ms_min), noisy
+pulse after it; on decode rows run_read_ms, the suite's pulse being a streaming read), discarded (disturbed runs dropped), spread (ms_max / ms_min), noisy
 (spread > 1.15), unstable (fewer than --repeat quiet runs: the figures are then of every
 run), remeasured (measured again at the end), err_fraction (max_err / allowed error, null
 when not checked), ok (false when the check failed); on fwdbwd rows consistent (false when
 fwd + bwd disagree with it beyond their spread); with --baseline-lib, baseline_ratio,
 baseline_ratio_lo, baseline_ratio_hi, baseline_significant, baseline_pairs; on decode rows
 (pass "decode", variant contiguous or pagedP) page_size, bytes_read (the K and V bytes the
-call must read), gbps (bytes_read per second), bandwidth_gbps (the streaming read measured
-beside the case's runs, same threads) and bandwidth_ratio (gbps / bandwidth_gbps). The first
+call must read), gbps (bytes_read per second), bandwidth_gbps (the streaming read after the
+case's runs, same threads: the decode suite's pulse; sgemm_gflops is one SGEMM after them) and bandwidth_ratio (gbps / bandwidth_gbps). The first
 record has impl "sgemm", pass "gemm", m, n, k, and ms, ms_min, ms_max, runs of the
 session's five reference pulses.
 )usage";

@@ -35,9 +35,10 @@ sides each file's (process's) median is a sample, so the variation between proce
 counted; with one file a side the runs (`run_ms`) are, and it is not. To resolve a few
 percent, time both builds in one process instead: `flashattn bench --baseline-lib`.
 
-  --by ms|sgemm      ms (default): the times as they are; sgemm: each run's time divided by
-                     the SGEMM pulse that followed it (cancels drift of the whole machine,
-                     adds the pulse's own variation between processes)
+  --by ms|pulse      ms (default): the times as they are; pulse: each run's time divided by
+                     the pulse that followed it — SGEMM, or on decode rows the streaming read
+                     (cancels drift of the whole machine, adds the pulse's own variation
+                     between processes); `sgemm` is an older name for pulse
   --confidence C     two-sided confidence of the interval, default 0.95
   --json FILE|-      also write one JSON object per matched case (- for stdout, then no table)
 
@@ -99,12 +100,14 @@ void read_side(const std::string& list, Cases& cases) {
       std::vector<double> pulse;
       if (j.contains("run_sgemm_ms")) {
         pulse = j["run_sgemm_ms"].get<std::vector<double>>();
+      } else if (j.contains("run_read_ms")) {  // the decode suite's streaming-read pulse
+        pulse = j["run_read_ms"].get<std::vector<double>>();
       } else {
         const double gflops = j.value("sgemm_gflops", 0.0);
         pulse.assign(ms.size(), gflops > 0 ? Sgemm::kFlops / (gflops * 1e6) : 0.0);
       }
       if (pulse.size() != ms.size()) {
-        throw std::runtime_error(file + ":" + std::to_string(line_no) + ": run_ms and run_sgemm_ms differ in length");
+        throw std::runtime_error(file + ":" + std::to_string(line_no) + ": run_ms and its pulses differ in length");
       }
       std::vector<double> run_ms, run_normalized;
       for (std::size_t i = 0; i < ms.size(); ++i) {
@@ -153,7 +156,7 @@ int compare_main(int argc, char** argv) {
       throw UsageError("--compare needs two lists of JSON-lines files, A then B");
     }
     Args args(argc - 2, argv + 2);
-    by = args.words("by", {"ms"}, {"sgemm", "ms"}).front();
+    by = args.words("by", {"ms"}, {"pulse", "sgemm", "ms"}).front();
     confidence = args.real("confidence", 0.95, 0.5, 0.9999);
     json_path = args.text("json", "");
     args.finish();
@@ -168,7 +171,7 @@ int compare_main(int argc, char** argv) {
   std::ostream* json = open_json(json_path, json_file);
   const bool table = json_path != "-";
   if (table) {
-    std::printf("B / A, %s, %.0f%% confidence interval (Welch's t on log times)\n\n", by == "sgemm" ? "each run's time over its SGEMM pulse" : "raw times", 100 * confidence);
+    std::printf("B / A, %s, %.0f%% confidence interval (Welch's t on log times)\n\n", by != "ms" ? "each run's time over its pulse" : "raw times", 100 * confidence);
     std::printf("%-46s %10s %10s %7s %7s %17s  %s\n", "case", "A ms", "B ms", "runs", "B/A", "interval", "verdict");
   }
   int matched = 0, slower = 0, faster = 0, agree = 0, per_process_cases = 0;
@@ -182,13 +185,13 @@ int compare_main(int argc, char** argv) {
     // One process a side: its runs are the samples, and that variation is not.
     const bool per_process = sa.file_ms.size() >= 2 && sb.file_ms.size() >= 2;
     per_process_cases += per_process;
-    const std::vector<double>& va = per_process ? (by == "sgemm" ? sa.file_normalized : sa.file_ms)
-                                                : (by == "sgemm" ? sa.normalized : sa.ms);
-    const std::vector<double>& vb = per_process ? (by == "sgemm" ? sb.file_normalized : sb.file_ms)
-                                                : (by == "sgemm" ? sb.normalized : sb.ms);
+    const std::vector<double>& va = per_process ? (by != "ms" ? sa.file_normalized : sa.file_ms)
+                                                : (by != "ms" ? sa.normalized : sa.ms);
+    const std::vector<double>& vb = per_process ? (by != "ms" ? sb.file_normalized : sb.file_ms)
+                                                : (by != "ms" ? sb.normalized : sb.ms);
     if (std::any_of(va.begin(), va.end(), [](double v) { return std::isnan(v); }) ||
         std::any_of(vb.begin(), vb.end(), [](double v) { return std::isnan(v); })) {
-      throw std::runtime_error("a record of " + describe(a.key_json.at(id)) + " has no SGEMM pulse: use --by ms");
+      throw std::runtime_error("a record of " + describe(a.key_json.at(id)) + " has no pulse: use --by ms");
     }
     const RatioEstimate r = compare_samples(va, vb, confidence);
     ++matched;

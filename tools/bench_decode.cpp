@@ -2,7 +2,8 @@
 // seqlen_q new queries per head against a KV cache of seqlen_k keys. Such a call does little
 // arithmetic; its speed is how fast it reads K and V, so each row reports the K and V bytes
 // the call must read per second against a streaming read of memory measured in the same
-// process, on the same threads, beside the case's runs (bandwidth_ratio).
+// process, on the same threads, after each of the case's runs (bandwidth_ratio): the
+// suite's pulse, which decides which runs were disturbed.
 //
 // Cases of one (batch, seqlen_k) share one cache and run interleaved, caches flushed before
 // each run, with the suite's pulse and sweep rules (timing.hpp, stats.hpp):
@@ -155,8 +156,9 @@ std::pair<double, double> check(const Config& cfg, const std::string& impl, i64 
 std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
                                      const std::function<void(const Record&)>& row) {
   const DecodeConfig& d = cfg.decode;
-  ReadBandwidth bandwidth(cfg.threads);
-  bandwidth.gbps();  // its pages faulted in before anything is timed
+  // The suite's own pulse: a streaming read after every run, calibrated here.
+  Stopwatch reads(PulseKind::read_bandwidth, cfg.threads);
+  reads.calibrate(5);
 
   struct Planned {
     std::string impl;
@@ -174,17 +176,16 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
     i64 batch, seqlen_k;
     DType dtype;
     std::vector<Record> records;
-    std::vector<double> bandwidths;
   };
   std::vector<Group> groups;
   for (const auto& [batch, seqlen_k] : d.shapes) {
-    for (DType dtype : cfg.dtypes) groups.push_back({batch, seqlen_k, dtype, {}, {}});
+    for (DType dtype : cfg.dtypes) groups.push_back({batch, seqlen_k, dtype, {}});
   }
   const std::string isa_name = to_string(cfg.isa.value_or(default_isa()));
   const std::string blas_name = std::string("openblas-") + openblas_get_corename();
 
   // A group: its cache made, every case checked (first sweep) and warmed up, then timed
-  // interleaved; the streaming read measured three times before and once after.
+  // interleaved with a streaming read after every run; one SGEMM after them.
   auto measure = [&](Group& g, const TimingPolicy& policy, int round_base, bool first_sweep) {
     harness::Case c = decode_case(cfg, g.batch, g.seqlen_k, g.dtype);
     const harness::Shape& s = c.shape;
@@ -252,10 +253,8 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
       timed.push_back(n);
       runs.push_back(run);
     }
-    for (int i = 0; i < 3; ++i) g.bandwidths.push_back(bandwidth.gbps());
-    const std::vector<CaseTiming> timings = stopwatch.time(policy, runs);
-    g.bandwidths.push_back(bandwidth.gbps());
-    const double gbps = summarize(g.bandwidths).median;
+    const std::vector<CaseTiming> timings = reads.time(policy, runs);
+    const double sgemm_gflops = Sgemm::gflops(stopwatch.pulse());
     for (std::size_t t = 0; t < timed.size(); ++t) {
       add_sweep(fresh[timed[t]], timings[t], round_base, first_sweep ? nullptr : &g.records[timed[t]],
                 cfg.policy.min_runs);
@@ -263,8 +262,8 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
     for (Record& r : fresh) {
       if (r.skipped) continue;
       r.gflops = r.flops / (r.ms() * 1e6);
-      r.sgemm_gflops = Sgemm::gflops(r.timing.pulse_median_ms);
-      r.bandwidth_gbps = gbps;
+      r.sgemm_gflops = sgemm_gflops;
+      r.bandwidth_gbps = reads.read->gbps_of(r.timing.pulse_median_ms);
     }
     g.records = fresh;
   };

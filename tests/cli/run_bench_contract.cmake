@@ -37,7 +37,8 @@ foreach(bad "--bogus" "--seqlen;abc" "--headdim;300" "--heads;6;--heads-k;4" "--
 endforeach()
 
 # The decode suite: every (batch, seqlen_k) with standard, flash and kvcache (contiguous and
-# paged), each record with the K+V bytes read, its GB/s and the bandwidth measured beside it.
+# paged), each record with the K+V bytes read, its GB/s and the bandwidth measured beside it:
+# the suite's pulse, a streaming read after every run (run_read_ms, one per run).
 run_json_lines(lines out ${FLASHATTN} bench --out none --pass decode --batch 1,2 --seqlen-k 256,512 --heads 4
                         --heads-k 2 --headdim 32 --page-size 0,16 --threads 2 --repeat 1 --json -)
 list(LENGTH lines count)
@@ -47,10 +48,12 @@ endif()
 list(REMOVE_AT lines 0)
 foreach(line IN LISTS lines)
   require_fields("${line}" impl pass batch heads heads_k seqlen_q seqlen_k headdim ms gflops peak_bytes max_err
-                 err_fraction ok variant page_size bytes_read gbps bandwidth_gbps bandwidth_ratio)
+                 err_fraction ok variant page_size bytes_read gbps bandwidth_gbps bandwidth_ratio runs run_read_ms)
   math(EXPR want "2 * ${batch} * ${seqlen_k} * 2 * 32 * 4")
+  string(JSON n_reads LENGTH "${line}" run_read_ms)
+  string(JSON sgemm_pulses ERROR_VARIABLE no_sgemm_pulses GET "${line}" run_sgemm_ms)
   if(NOT pass STREQUAL "decode" OR NOT seqlen_q EQUAL 1 OR NOT bytes_read EQUAL want OR NOT bandwidth_ratio GREATER 0
-     OR NOT ok STREQUAL "ON")
+     OR NOT ok STREQUAL "ON" OR NOT n_reads EQUAL runs OR NOT no_sgemm_pulses)
     message(FATAL_ERROR "decode record does not describe its case (bytes_read ${want} expected) or failed: ${line}")
   endif()
 endforeach()
