@@ -96,7 +96,6 @@ class ReadBandwidth {
         buffer_(static_cast<std::size_t>(std::max<std::int64_t>(std::int64_t{256} << 20, 4 * cache_sizes().last_level_bytes) /
                                          sizeof(float)),
                 1.0f) {}
-  double gbps() { return gbps_of(run_ms()); }
   double gbps_of(double ms) const { return ms > 0 ? static_cast<double>(bytes()) / (ms * 1e6) : 0.0; }
   // One streaming read of the whole buffer, milliseconds.
   double run_ms() {
@@ -238,13 +237,16 @@ enum class PulseKind { sgemm, read_bandwidth };
 // are flushed before every run and every SGEMM pulse (a streaming read of four times the
 // last-level caches evicts them itself).
 struct Stopwatch {
-  explicit Stopwatch(PulseKind kind = PulseKind::sgemm, int threads = 1) : kind(kind) {
-    if (kind == PulseKind::read_bandwidth) read = std::make_unique<ReadBandwidth>(threads);
+  explicit Stopwatch(PulseKind kind = PulseKind::sgemm, int threads = 1) {
+    if (kind == PulseKind::read_bandwidth) {
+      read = std::make_unique<ReadBandwidth>(threads);
+    } else {
+      sgemm = std::make_unique<Sgemm>();
+    }
   }
-  PulseKind kind;
   CacheFlusher flusher;
-  Sgemm sgemm;
-  std::unique_ptr<ReadBandwidth> read;  // the read_bandwidth pulse
+  std::unique_ptr<Sgemm> sgemm;         // the pulse: one of the two
+  std::unique_ptr<ReadBandwidth> read;
   PulseMonitor monitor;
   OtherCpuShare other_cpu;
 
@@ -257,9 +259,9 @@ struct Stopwatch {
     return pulses;
   }
   double pulse() {
-    if (kind == PulseKind::read_bandwidth) return read->run_ms();
+    if (read) return read->run_ms();
     flusher.flush();
-    return sgemm.run_ms();
+    return sgemm->run_ms();
   }
   std::vector<CaseTiming> time(const TimingPolicy& policy, const std::vector<std::function<void()>>& runs,
                                std::vector<int> partner = {}) {
