@@ -108,7 +108,7 @@ JSON lines instead (`flashattn bench --compare --help`).
                      runs (at most --repeat sweeps), default 3
   --dtype T[,T...]   f32 (default), bf16, f16: the dtype of q, k, v and the outputs (the
                      standard baseline computes in it too, as PyTorch does)
-  --isa NAME         force the flash kernels: portable, avx2, avx512
+  --isa NAME         force the flash kernels: portable, avx2, avx512, avx512_bf16
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
   --forward-kernel K automatic (default), tiled or split_kv: the flash forward's kernel
@@ -322,7 +322,7 @@ int bench_main(int argc, char** argv) {
     if (args.has("isa")) {
       const std::string name = args.text("isa", "");
       cfg.isa = parse_isa(name);
-      if (!cfg.isa) throw UsageError("--isa: unknown '" + name + "' (portable, avx2, avx512)");
+      if (!cfg.isa) throw UsageError("--isa: unknown '" + name + "' (" + isa_names() + ")");
     }
     args.finish();
   } catch (const UsageError& e) {

@@ -53,7 +53,7 @@ N²d²/M, and traffic measured on this machine beside the model.
   --batch B          default 1
   --heads H          default 1 (the sweep); the Figure 2 table uses --fig-heads
   --causal           causal mask (bottom-right aligned)
-  --isa NAME         tile unit of this kernel build: portable, avx2, avx512 (default: this CPU's)
+  --isa NAME         tile unit of this kernel build: portable, avx2, avx512, avx512_bf16 (default: this CPU's)
   --fig-seqlen N     Figure 2 table and block sweep: sequence length, default 1024
   --fig-heads H      Figure 2 table and block sweep: heads, default 8
   --blocks B[,B...]  block sweep tile sizes, default 16,32,48,64,96,144,192,256
@@ -258,7 +258,7 @@ int io_main(int argc, char** argv) {
     if (args.has("isa")) {
       const std::string name = args.text("isa", "");
       const std::optional<Isa> isa = parse_isa(name);
-      if (!isa) throw UsageError("--isa: unknown '" + name + "' (portable, avx2, avx512)");
+      if (!isa) throw UsageError("--isa: unknown '" + name + "' (" + isa_names() + ")");
       cfg.isa = *isa;
     }
     cfg.fig_seqlen = args.integer("fig-seqlen", 1024, 1, i64{1} << 20);

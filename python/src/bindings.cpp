@@ -158,7 +158,7 @@ AttentionOptions attention_options(const Options& o, std::int64_t batch, std::in
   a.num_threads = o.num_threads;
   if (o.isa) {
     a.isa = parse_isa(*o.isa);
-    if (!a.isa) throw nb::value_error(("flashattn: isa: expected portable, avx2 or avx512, got '" + *o.isa + "'").c_str());
+    if (!a.isa) throw nb::value_error(("flashattn: isa: expected one of " + std::string(isa_names()) + ", got '" + *o.isa + "'").c_str());
   }
   a.block_q = o.block_q;
   a.block_k = o.block_k;

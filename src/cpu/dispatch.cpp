@@ -1,6 +1,6 @@
 // dispatch.cpp — the one place CPU features are detected and kernel builds chosen.
 //
-// Order of preference: avx512 > avx2 > portable. FLASHATTN_ISA in the environment
+// Order of preference: avx512_bf16 > avx512 > avx2 > portable. FLASHATTN_ISA in the environment
 // overrides the default (and a name the CPU cannot run is an error at the first call,
 // not a crash); AttentionOptions::isa overrides it per call.
 #include "cpu/dispatch.hpp"
@@ -31,9 +31,12 @@ bool cpu_has_avx512() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512dq");
 }
+
+bool cpu_has_avx512_bf16() { return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16"); }
 #else
 bool cpu_has_avx2() { return false; }  // not built for this processor
 bool cpu_has_avx512() { return false; }
+bool cpu_has_avx512_bf16() { return false; }
 #endif
 
 // "32K", "1024K", "1M" as written in /sys/devices/system/cpu/cpu0/cache/index*/size.
@@ -108,12 +111,15 @@ const char* to_string(Isa isa) {
     case Isa::portable: return "portable";
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
+    case Isa::avx512_bf16: return "avx512_bf16";
   }
   return "?";
 }
 
+const char* isa_names() { return "portable, avx2, avx512, avx512_bf16"; }
+
 std::optional<Isa> parse_isa(std::string_view name) {
-  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512}) {
+  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512, Isa::avx512_bf16}) {
     if (name == to_string(isa)) return isa;
   }
   return std::nullopt;
@@ -123,6 +129,7 @@ std::vector<Isa> supported_isas() {
   std::vector<Isa> isas{Isa::portable};
   if (cpu_has_avx2()) isas.push_back(Isa::avx2);
   if (cpu_has_avx512()) isas.push_back(Isa::avx512);
+  if (cpu_has_avx512_bf16()) isas.push_back(Isa::avx512_bf16);
   return isas;
 }
 
@@ -131,8 +138,7 @@ Isa default_isa() {
     if (const char* env = std::getenv("FLASHATTN_ISA"); env != nullptr && *env != '\0') {
       const std::optional<Isa> forced = parse_isa(env);
       if (!forced) {
-        throw Error(std::string("FLASHATTN_ISA: unknown value '") + env +
-                    "' (expected portable, avx2 or avx512)");
+        throw Error(std::string("FLASHATTN_ISA: unknown value '") + env + "' (expected one of " + isa_names() + ")");
       }
       return *forced;  // whether the CPU supports it is checked at each call
     }
@@ -149,6 +155,7 @@ const CacheSizes& cache_sizes() {
 const KernelSet& kernels_for(Isa isa) {
 #if defined(FLASHATTN_X86_KERNELS)
   switch (isa) {
+    case Isa::avx512_bf16: return kAvx512Bf16Kernels;
     case Isa::avx512: return kAvx512Kernels;
     case Isa::avx2: return kAvx2Kernels;
     case Isa::portable: break;

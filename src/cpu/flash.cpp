@@ -18,6 +18,7 @@
 #include <cmath>
 #include <numeric>
 #include <cstring>
+#include <vector>
 
 #include "core/memory.hpp"
 #include "cpu/dispatch.hpp"
@@ -114,35 +115,18 @@ void flash_forward(const Problem& p) {
   const KernelSet& kernels = kernels_for(p.isa);
   const TileConfig tiles = choose_tiles(p);
   const int threads = p.num_threads;
-  const i64 d = p.headdim;
-  const i64 ws_floats = kernels.forward_workspace_floats(tiles, d);
+  const i64 ws_floats = kernels.forward_workspace_floats(tiles, p.headdim);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
-  // Setup: K and V of every (batch, kv-head) into contiguous, padded f32 rows (PackedKv).
-  const i64 d_pad = ceil_div(d, kernels.micro_cols) * kernels.micro_cols;
-  const i64 k_floats = (p.seqlen_k + kernels.micro_rows) * d, v_floats = p.seqlen_k * d_pad;
-  Buffer packed(static_cast<std::size_t>(p.batch * p.heads_k * (k_floats + v_floats)));
-  auto packed_kv = [&](i64 b, i64 hk) {
-    float* base = packed.data() + (b * p.heads_k + hk) * (k_floats + v_floats);
-    return PackedKv{base, base + k_floats};
-  };
+  // Setup: K and V of every (batch, kv-head) into contiguous, padded rows (PackedKv).
+  const i64 kv_floats = kernels.packed_kv_floats(p, tiles);
+  Buffer packed(static_cast<std::size_t>(p.batch * p.heads_k * kv_floats));
+  std::vector<PackedKv> packed_kv(static_cast<std::size_t>(p.batch * p.heads_k));
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (i64 b = 0; b < p.batch; ++b) {
     for (i64 hk = 0; hk < p.heads_k; ++hk) {
-      const PackedKv kv = packed_kv(b, hk);
-      float* k = const_cast<float*>(kv.k);
-      float* v = const_cast<float*>(kv.v);
-      for (i64 j = 0; j < p.seqlen_k; ++j) {
-        if (p.kv_dtype == DType::f32) {
-          std::memcpy(k + j * d, p.k.row(b, j, hk), sizeof(float) * d);
-          std::memcpy(v + j * d_pad, p.v.row(b, j, hk), sizeof(float) * d);
-        } else {  // 16-bit K and V are widened here, in the copy the kernels read anyway
-          kernels.convert_to_f32(p.kv_dtype, p.kv_row16(p.k, b, j, hk), k + j * d, d);
-          kernels.convert_to_f32(p.kv_dtype, p.kv_row16(p.v, b, j, hk), v + j * d_pad, d);
-        }
-        std::memset(v + j * d_pad + d, 0, sizeof(float) * (d_pad - d));
-      }
-      std::memset(k + p.seqlen_k * d, 0, sizeof(float) * kernels.micro_rows * d);
+      const i64 group = b * p.heads_k + hk;
+      packed_kv[static_cast<std::size_t>(group)] = kernels.pack_kv(p, tiles, b, hk, packed.data() + group * kv_floats);
     }
   }
 
@@ -154,7 +138,8 @@ void flash_forward(const Problem& p) {
 #pragma omp for schedule(dynamic, 1)
     for (i64 n = 0; n < plan.tasks; ++n) {
       const ForwardTask task = plan.task(p, tiles, n);
-      kernels.forward_block(p, tiles, task.b, task.h, task.q0, task.q1, packed_kv(task.b, p.kv_head(task.h)), ws);
+      const PackedKv& kv = packed_kv[static_cast<std::size_t>(task.b * p.heads_k + p.kv_head(task.h))];
+      kernels.forward_block(p, tiles, task.b, task.h, task.q0, task.q1, kv, ws);
     }
   }
 }

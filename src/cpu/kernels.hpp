@@ -16,9 +16,12 @@ namespace flashattn {
 inline constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 
-// K and V of one (batch, kv-head), copied once per forward call into contiguous rows:
-// k is (seqlen_k + micro_rows, headdim), v is (seqlen_k, headdim rounded up to micro_cols)
-// with zero padding. In place, rows lie a whole token apart (heads · headdim floats) and
+// K and V of one (batch, kv-head), copied once per forward call into contiguous rows
+// (KernelSet::pack_kv): k is (seqlen_k + micro_rows, headdim), v is (seqlen_k, headdim
+// rounded up to micro_cols) with zero padding, f32; or, where the build multiplies bf16
+// (bf16 calls on avx512_bf16), k_pairs is K in bf16 (seqlen_k + micro_rows rows of
+// ⌈headdim / 2⌉ pairs) and v_pairs is V as pairs of rows (⌈seqlen_k / 2⌉ rows of padded
+// headdim pairs), half the bytes (kernels/flash_forward.hpp). In place, rows lie a whole token apart (heads · headdim floats) and
 // a tile's rows span more pages than the TLB holds; every query tile re-reads them.
 // Measured (8 heads, d = 64, 2 threads): reading K and V in place instead, copying only
 // the last tile, was slower even where the copy is a pass nothing overlaps: N = 1024
@@ -26,8 +29,10 @@ inline constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return 
 // needs it, and the next group ahead, was slower too (causal N = 1024: 0.58 vs 0.67 of
 // SGEMM), as was one task per group with a per-thread copy (N = 4096: 0.81 vs 0.87).
 struct PackedKv {
-  const float* k;
-  const float* v;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  const std::uint32_t* k_pairs = nullptr;
+  const std::uint32_t* v_pairs = nullptr;
 };
 
 struct KernelSet {
@@ -39,6 +44,9 @@ struct KernelSet {
   std::int64_t (*backward_workspace_floats)(const TileConfig& t, std::int64_t headdim);
   // Scratch floats one thread needs for a split-KV block of `rows` rows.
   std::int64_t (*split_kv_workspace_floats)(std::int64_t rows, std::int64_t headdim);
+  // Floats of packed K and V one (batch, kv-head) takes, and the packing of one into `base`.
+  std::int64_t (*packed_kv_floats)(const Problem& p, const TileConfig& t);
+  PackedKv (*pack_kv)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t hk, float* base);
   // Output rows q0 .. q1 (q1 - q0 <= block_q) of head h in batch b: writes out and lse.
   void (*forward_block)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t h,
                         std::int64_t q0, std::int64_t q1, const PackedKv& kv, float* workspace);
@@ -66,14 +74,18 @@ struct KernelSet {
   // bit core/dtype.hpp's scalar rules, vectorized where the build can; f32 is copied.
   void (*convert_to_f32)(DType dtype, const void* src, float* dst, std::int64_t n);
   void (*convert_from_f32)(DType dtype, const float* src, void* dst, std::int64_t n);
-  // The peak yardstick (kernels/peak.hpp): `iterations` rounds of register-resident FMA
-  // chains, peak_flops_per_iteration FLOPs each.
+  // The peak yardsticks (kernels/peak.hpp): `iterations` rounds of register-resident FMA
+  // chains, peak_flops_per_iteration FLOPs each; and of the build's bf16 products (vdpbf16ps
+  // chains where it has them, else the FMA chains), peak_bf16_flops_per_iteration each.
   float (*fma_chains)(std::int64_t iterations);
   std::int64_t peak_flops_per_iteration;
+  float (*bf16_chains)(std::int64_t iterations);
+  std::int64_t peak_bf16_flops_per_iteration;
 };
 
 extern const KernelSet kPortableKernels;
 extern const KernelSet kAvx2Kernels;
 extern const KernelSet kAvx512Kernels;
+extern const KernelSet kAvx512Bf16Kernels;
 
 }  // namespace flashattn

@@ -6,7 +6,7 @@ set(allowed
   # flashattn/attention.hpp, tensor.hpp, isa.hpp, error.hpp
   "flashattn::forward" "flashattn::backward" "flashattn::dropout_keep" "flashattn::to_string"
   "flashattn::TensorView::contiguous" "flashattn::TensorView::strided" "flashattn::TensorView::numel"
-  "flashattn::parse_isa" "flashattn::supported_isas" "flashattn::default_isa" "flashattn_abi_fingerprint"
+  "flashattn::parse_isa" "flashattn::isa_names" "flashattn::supported_isas" "flashattn::default_isa" "flashattn_abi_fingerprint"
   "typeinfo for flashattn::Error" "typeinfo name for flashattn::Error" "vtable for flashattn::Error"
   # flashattn/block_sparse.hpp, kvcache.hpp
   "flashattn::make_block_mask" "flashattn::local_global_blocks" "flashattn::fixed_stride_blocks"

@@ -10,7 +10,7 @@
 //   flash_backward.hpp  the tiled backward's driver (one key tile)
 //   split_kv.hpp        the split-KV (decoding) driver
 //   convert.hpp         16-bit dtypes to f32 and back
-//   peak.hpp            the FMA yardstick of the benchmark
+//   peak.hpp            the FMA and bf16 yardsticks of the benchmark
 // Everything but the KernelSet object has internal linkage.
 #pragma once
 
@@ -30,6 +30,8 @@ extern const KernelSet FLASHATTN_KERNEL_SET{FLASHATTN_KERNEL_ISA,
                                             forward_workspace_floats,
                                             backward_workspace_floats,
                                             split_kv_workspace_floats,
+                                            packed_kv_floats,
+                                            pack_kv,
                                             forward_block,
                                             backward_block,
                                             split_kv_block,
@@ -38,6 +40,8 @@ extern const KernelSet FLASHATTN_KERNEL_SET{FLASHATTN_KERNEL_ISA,
                                             convert_to_f32,
                                             convert_from_f32,
                                             fma_chains,
-                                            kPeakFlopsPerIteration};
+                                            kPeakFlopsPerIteration,
+                                            bf16_chains,
+                                            kPeakBf16FlopsPerIteration};
 
 }  // namespace flashattn

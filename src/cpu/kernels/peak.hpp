@@ -1,5 +1,6 @@
-// peak.hpp — the machine's own yardstick: the FMA throughput of this build's vectors,
-// which the benchmark measures in its own process and reports every figure against.
+// peak.hpp — the machine's own yardsticks: the FMA throughput of this build's vectors, and
+// of its bf16 products, which the benchmark measures in its own process and reports every
+// figure against (f32 calls against the first, 16-bit calls against the second).
 //
 // Part of the per-ISA kernel build: included (through kernels/kernel_set.hpp) only by
 // kernels_<isa>.cpp, each compiled with its own flags. Everything here has internal linkage,
@@ -17,16 +18,8 @@ namespace {
 constexpr i64 kPeakChains = 12;
 constexpr i64 kPeakFlopsPerIteration = 2 * kPeakChains * kLanes;
 
-// Runs `iterations` rounds of the chains; returns a value that depends on every chain, so
-// that nothing is left out.
-float fma_chains(i64 iterations) {
-  Vec acc[kPeakChains];
-  for (i64 c = 0; c < kPeakChains; ++c) acc[c] = simd::set1(1e-3f * static_cast<float>(c));
-  const Vec a = simd::set1(0.9999999f), b = simd::set1(1e-7f);
-  for (i64 i = 0; i < iterations; ++i) {
-#pragma GCC unroll 16
-    for (i64 c = 0; c < kPeakChains; ++c) acc[c] = simd::fma(acc[c], a, b);
-  }
+// A value that depends on every chain, so that nothing is left out.
+float sum_of_chains(const Vec* acc) {
   Vec sum = simd::zero();
   for (i64 c = 0; c < kPeakChains; ++c) sum = simd::add(sum, acc[c]);
   float lanes[kLanes];
@@ -35,6 +28,39 @@ float fma_chains(i64 iterations) {
   for (i64 l = 0; l < kLanes; ++l) total += lanes[l];
   return total;
 }
+
+// Runs `iterations` rounds of the chains.
+float fma_chains(i64 iterations) {
+  Vec acc[kPeakChains];
+  for (i64 c = 0; c < kPeakChains; ++c) acc[c] = simd::set1(1e-3f * static_cast<float>(c));
+  const Vec a = simd::set1(0.9999999f), b = simd::set1(1e-7f);
+  for (i64 i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
+    for (i64 c = 0; c < kPeakChains; ++c) acc[c] = simd::fma(acc[c], a, b);
+  }
+  return sum_of_chains(acc);
+}
+
+// The same chains through the build's bf16 products: vdpbf16ps where the build has it
+// (kLanes lanes × 2 products × 2 FLOPs per instruction), else the FMA chains themselves —
+// the build computes bf16 in f32.
+#if defined(__AVX512BF16__)
+constexpr i64 kPeakBf16FlopsPerIteration = 4 * kPeakChains * kLanes;
+float bf16_chains(i64 iterations) {
+  Vec acc[kPeakChains];
+  for (i64 c = 0; c < kPeakChains; ++c) acc[c] = simd::set1(1e-3f * static_cast<float>(c));
+  const std::uint32_t one_pair = 0x3f803f80u, tiny_pair = 0x33d633d6u;  // (1, 1) and (1e-7, 1e-7) in bf16
+  const Vec a = Bf16Products::broadcast(&one_pair), b = Bf16Products::broadcast(&tiny_pair);
+  for (i64 i = 0; i < iterations; ++i) {
+#pragma GCC unroll 16
+    for (i64 c = 0; c < kPeakChains; ++c) acc[c] = Bf16Products::madd(acc[c], a, b);
+  }
+  return sum_of_chains(acc);
+}
+#else
+constexpr i64 kPeakBf16FlopsPerIteration = kPeakFlopsPerIteration;
+float bf16_chains(i64 iterations) { return fma_chains(iterations); }
+#endif
 
 }  // namespace
 }  // namespace flashattn

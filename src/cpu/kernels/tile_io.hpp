@@ -53,6 +53,28 @@ void add_rows(i64 m, i64 n, const float* src, i64 lds, float factor, float* dst,
   }
 }
 
+#if defined(__AVX512BF16__)
+// Sixteen f32 pairs (lo[c], hi[c]) rounded to bf16 by core/dtype.hpp's rule, as the words
+// Bf16Products multiplies: lo in the low half.
+inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+  return _mm512_or_si512(bf16_bits_rounded(lo), _mm512_slli_epi32(bf16_bits_rounded(hi), 16));
+}
+
+// dst (⌈m / 2⌉ × n words, ldd) = rows 2p and 2p + 1 of src (m × n, lds) as bf16 pairs, the
+// last row of an odd m paired with zero; n a multiple of kLanes.
+void pack_row_pairs(i64 m, i64 n, const float* src, i64 lds, std::uint32_t* dst, i64 ldd) {
+  for (i64 r = 0; r < m; r += 2) {
+    const float* lo = src + r * lds;
+    const float* hi = r + 1 < m ? lo + lds : nullptr;
+    std::uint32_t* out = dst + r / 2 * ldd;
+    for (i64 c = 0; c < n; c += kLanes) {
+      const __m512 h = hi != nullptr ? _mm512_loadu_ps(hi + c) : _mm512_setzero_ps();
+      _mm512_storeu_si512(out + c, bf16_pairs(_mm512_loadu_ps(lo + c), h));
+    }
+  }
+}
+#endif
+
 // Scratch layout: every piece 64-byte aligned; with base == nullptr only counts.
 struct Carver {
   float* base;
@@ -62,6 +84,7 @@ struct Carver {
     used += round_up(floats, 16);
     return p;
   }
+  std::uint32_t* take_words(i64 words) { return reinterpret_cast<std::uint32_t*>(take(words)); }
 };
 
 // Scratch floats one thread needs for the layout `carve` makes (carved with no base).
