@@ -228,7 +228,7 @@ TEST(ValidationAliasing, PackedQkvAndItsGradientAreAccepted) {
 TEST(ValidationIsa, UnsupportedIsaIsAnErrorNotACrash) {
   const std::vector<Isa> supported = supported_isas();
   ASSERT_EQ(supported.front(), Isa::portable);
-  for (Isa isa : {Isa::avx2, Isa::avx512, Isa::avx512_bf16}) {
+  for (Isa isa : {Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::amx}) {
     if (std::find(supported.begin(), supported.end(), isa) != supported.end()) continue;
     Args args;
     args.options.isa = isa;

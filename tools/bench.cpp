@@ -108,7 +108,7 @@ JSON lines instead (`flashattn bench --compare --help`).
                      runs (at most --repeat sweeps), default 3
   --dtype T[,T...]   f32 (default), bf16, f16: the dtype of q, k, v and the outputs (the
                      standard baseline computes in it too, as PyTorch does)
-  --isa NAME         force the flash kernels: portable, avx2, avx512, avx512_bf16
+  --isa NAME         force the flash kernels: portable, avx2, avx512, avx512_bf16, amx
   --block-q BQ       flash tile rows (default: from the cache sizes)
   --block-k BK       flash tile keys (default: from the cache sizes)
   --forward-kernel K automatic (default), tiled or split_kv: the flash forward's kernel

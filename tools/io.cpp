@@ -53,7 +53,7 @@ N²d²/M, and traffic measured on this machine beside the model.
   --batch B          default 1
   --heads H          default 1 (the sweep); the Figure 2 table uses --fig-heads
   --causal           causal mask (bottom-right aligned)
-  --isa NAME         tile unit of this kernel build: portable, avx2, avx512, avx512_bf16 (default: this CPU's)
+  --isa NAME         tile unit of this kernel build: portable, avx2, avx512, avx512_bf16, amx (default: this CPU's)
   --fig-seqlen N     Figure 2 table and block sweep: sequence length, default 1024
   --fig-heads H      Figure 2 table and block sweep: heads, default 8
   --blocks B[,B...]  block sweep tile sizes, default 16,32,48,64,96,144,192,256

@@ -1,10 +1,11 @@
 // dispatch.cpp — the one place CPU features are detected and kernel builds chosen.
 //
-// Order of preference: avx512_bf16 > avx512 > avx2 > portable. FLASHATTN_ISA in the environment
+// Order of preference: amx > avx512_bf16 > avx512 > avx2 > portable. FLASHATTN_ISA in the environment
 // overrides the default (and a name the CPU cannot run is an error at the first call,
 // not a crash); AttentionOptions::isa overrides it per call.
 #include "cpu/dispatch.hpp"
 
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,10 +34,24 @@ bool cpu_has_avx512() {
 }
 
 bool cpu_has_avx512_bf16() { return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16"); }
+
+// AMX tiles need the OS's permission for their state, asked once per process
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA); a kernel that refuses it has no AMX.
+bool cpu_has_amx() {
+  static const bool granted = [] {
+    if (!cpu_has_avx512_bf16() || !__builtin_cpu_supports("amx-tile") || !__builtin_cpu_supports("amx-bf16")) {
+      return false;
+    }
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+}
 #else
 bool cpu_has_avx2() { return false; }  // not built for this processor
 bool cpu_has_avx512() { return false; }
 bool cpu_has_avx512_bf16() { return false; }
+bool cpu_has_amx() { return false; }
 #endif
 
 // "32K", "1024K", "1M" as written in /sys/devices/system/cpu/cpu0/cache/index*/size.
@@ -112,14 +127,15 @@ const char* to_string(Isa isa) {
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
     case Isa::avx512_bf16: return "avx512_bf16";
+    case Isa::amx: return "amx";
   }
   return "?";
 }
 
-const char* isa_names() { return "portable, avx2, avx512, avx512_bf16"; }
+const char* isa_names() { return "portable, avx2, avx512, avx512_bf16, amx"; }
 
 std::optional<Isa> parse_isa(std::string_view name) {
-  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512, Isa::avx512_bf16}) {
+  for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::amx}) {
     if (name == to_string(isa)) return isa;
   }
   return std::nullopt;
@@ -130,6 +146,7 @@ std::vector<Isa> supported_isas() {
   if (cpu_has_avx2()) isas.push_back(Isa::avx2);
   if (cpu_has_avx512()) isas.push_back(Isa::avx512);
   if (cpu_has_avx512_bf16()) isas.push_back(Isa::avx512_bf16);
+  if (cpu_has_amx()) isas.push_back(Isa::amx);
   return isas;
 }
 
@@ -155,6 +172,7 @@ const CacheSizes& cache_sizes() {
 const KernelSet& kernels_for(Isa isa) {
 #if defined(FLASHATTN_X86_KERNELS)
   switch (isa) {
+    case Isa::amx: return kAmxKernels;
     case Isa::avx512_bf16: return kAvx512Bf16Kernels;
     case Isa::avx512: return kAvx512Kernels;
     case Isa::avx2: return kAvx2Kernels;

@@ -33,6 +33,7 @@ struct PackedKv {
   const float* v = nullptr;
   const std::uint32_t* k_pairs = nullptr;
   const std::uint32_t* v_pairs = nullptr;
+  const std::uint16_t* v_t = nullptr;  // AMX: Vᵀ in bf16, (headdim padded, seqlen_k + 32 or so)
 };
 
 struct KernelSet {
@@ -87,5 +88,6 @@ extern const KernelSet kPortableKernels;
 extern const KernelSet kAvx2Kernels;
 extern const KernelSet kAvx512Kernels;
 extern const KernelSet kAvx512Bf16Kernels;
+extern const KernelSet kAmxKernels;
 
 }  // namespace flashattn

@@ -24,6 +24,7 @@
 #include "core/tiles.hpp"
 #include "cpu/kernels.hpp"
 #include "cpu/kernels/dropout.hpp"
+#include "cpu/kernels/amx_products.hpp"
 #include "cpu/kernels/micro_gemm.hpp"
 #include "cpu/kernels/online_softmax.hpp"
 #include "cpu/kernels/scores.hpp"
@@ -56,8 +57,19 @@ struct ForwardExtents {
   i64 d_pad;
 };
 
+// bf16 operands are padded along their depth (headdim for K, keys for V) to what one step
+// reads: a pair for vdpbf16ps, 32 elements for an AMX tile; and K by whole steps of rows.
+#if defined(__AMX_BF16__)
+constexpr i64 kDepthAlign = 32;
+constexpr i64 kKeyRowsPad = 32;
+#else
+constexpr i64 kDepthAlign = 2;
+constexpr i64 kKeyRowsPad = kRows;
+#endif
+
 ForwardExtents forward_extents(const TileConfig& t, i64 d) {
-  return {round_up(round_up(t.block_q, kRows), kCols), round_up(t.block_k, kRows), round_up(d, kCols)};
+  return {round_up(round_up(t.block_q, kRows), kCols), round_up(round_up(t.block_k, kRows), kKeyRowsPad),
+          round_up(d, kCols)};
 }
 
 ForwardScratch carve_forward(float* base, const TileConfig& t, i64 d, i64* floats) {
@@ -66,7 +78,7 @@ ForwardScratch carve_forward(float* base, const TileConfig& t, i64 d, i64* float
   ForwardScratch w{c.take(d * e.cols_q), c.take(e.rows_k * e.cols_q), c.take(e.cols_q * e.d_pad),
                    c.take(e.cols_q),     c.take(e.cols_q),            c.take(e.cols_q),
                    c.take(e.cols_q),     c.take(e.cols_q),            c.take(e.rows_k),
-                   c.take_words((d + 1) / 2 * e.cols_q), c.take_words(e.rows_k / 2 * e.cols_q)};
+                   c.take_words(round_up(d, kDepthAlign) / 2 * e.cols_q), c.take_words(e.rows_k / 2 * e.cols_q)};
   if (floats) *floats = c.used;
   return w;
 }
@@ -84,43 +96,66 @@ bool bf16_products(const Problem& p, const TileConfig& t) {
 #endif
 }
 
-// PackedKv's layouts (cpu/kernels.hpp): f32 rows, or bf16 K rows and pairs of V rows.
+// PackedKv's layouts (cpu/kernels.hpp): f32 rows; or K in bf16 rows of `k_row` elements
+// (kKeyRowsPad zero rows after the last) and V as pairs of rows (vdpbf16ps) or transposed,
+// `vt_row` keys per row of Vᵀ (AMX).
+struct Bf16KvLayout {
+  i64 k_row, k_floats, vt_row;
+  explicit Bf16KvLayout(const Problem& p)
+      : k_row(round_up(p.headdim, kDepthAlign)),
+        k_floats(round_up((p.seqlen_k + kKeyRowsPad) * k_row / 2, 16)),
+        vt_row(round_up(p.seqlen_k, 2) + 32) {}  // a tile from the last even key reads 32
+};
+
 i64 packed_kv_floats(const Problem& p, const TileConfig& t) {
   const i64 d = p.headdim, d_pad = round_up(d, kCols), n = p.seqlen_k;
-  if (bf16_products(p, t)) return round_up((n + kRows) * ((d + 1) / 2), 16) + (n + 1) / 2 * d_pad;
-  return (n + kRows) * d + n * d_pad;
+  if (!bf16_products(p, t)) return (n + kRows) * d + n * d_pad;
+  const Bf16KvLayout l(p);
+  return l.k_floats + (kDepthAlign == 32 ? d_pad * l.vt_row / 2 : (n + 1) / 2 * d_pad);
 }
 
 PackedKv pack_kv(const Problem& p, const TileConfig& t, i64 b, i64 hk, float* base) {
   const i64 d = p.headdim, d_pad = round_up(d, kCols), n = p.seqlen_k;
 #if defined(__AVX512BF16__)
   if (bf16_products(p, t)) {
-    const i64 dw = (d + 1) / 2;  // words per K row
-    auto* k = reinterpret_cast<std::uint16_t*>(base);                                   // (n + kRows, 2 dw)
-    auto* v = reinterpret_cast<std::uint32_t*>(base + round_up((n + kRows) * dw, 16));  // (⌈n / 2⌉, d_pad)
-    for (i64 j = 0; j < n; ++j) {
-      std::memcpy(k + j * 2 * dw, p.kv_row16(p.k, b, j, hk), sizeof(std::uint16_t) * d);
-      if (d % 2 != 0) k[j * 2 * dw + d] = 0;
-    }
-    std::memset(k + n * 2 * dw, 0, sizeof(std::uint16_t) * kRows * 2 * dw);
-    for (i64 j = 0; j < n; j += 2) {
-      const std::uint16_t* lo = p.kv_row16(p.v, b, j, hk);
-      const std::uint16_t* hi = j + 1 < n ? p.kv_row16(p.v, b, j + 1, hk) : nullptr;
-      std::uint32_t* out = v + j / 2 * d_pad;
-      i64 x = 0;
-      for (; x + kLanes <= d; x += kLanes) {
-        const __m256i l = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + x));
-        const __m256i h = hi != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + x)) : _mm256_setzero_si256();
-        _mm512_storeu_si512(out + x, _mm512_or_si512(_mm512_cvtepu16_epi32(l), _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    const Bf16KvLayout l(p);
+    auto* k = reinterpret_cast<std::uint16_t*>(base);  // (n + kKeyRowsPad, k_row)
+    std::memset(k, 0, sizeof(float) * static_cast<std::size_t>(l.k_floats));
+    for (i64 j = 0; j < n; ++j) std::memcpy(k + j * l.k_row, p.kv_row16(p.k, b, j, hk), sizeof(std::uint16_t) * d);
+    PackedKv kv;
+    kv.k_pairs = reinterpret_cast<const std::uint32_t*>(k);
+    if constexpr (kDepthAlign == 32) {
+      auto* vt = reinterpret_cast<std::uint16_t*>(base + l.k_floats);  // (d_pad, vt_row)
+      std::memset(vt, 0, sizeof(std::uint16_t) * static_cast<std::size_t>(d_pad * l.vt_row));
+      for (i64 j = 0; j < n; ++j) {
+        const std::uint16_t* row = p.kv_row16(p.v, b, j, hk);
+        for (i64 x = 0; x < d; ++x) vt[x * l.vt_row + j] = row[x];
       }
-      for (; x < d_pad; ++x) out[x] = x < d ? lo[x] | (hi != nullptr ? std::uint32_t{hi[x]} << 16 : 0u) : 0u;
+      kv.v_t = vt;
+    } else {
+      auto* v = reinterpret_cast<std::uint32_t*>(base + l.k_floats);  // (⌈n / 2⌉, d_pad)
+      for (i64 j = 0; j < n; j += 2) {
+        const std::uint16_t* lo = p.kv_row16(p.v, b, j, hk);
+        const std::uint16_t* hi = j + 1 < n ? p.kv_row16(p.v, b, j + 1, hk) : nullptr;
+        std::uint32_t* out = v + j / 2 * d_pad;
+        i64 x = 0;
+        for (; x + kLanes <= d; x += kLanes) {
+          const __m256i lo16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + x));
+          const __m256i hi16 =
+              hi != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + x)) : _mm256_setzero_si256();
+          _mm512_storeu_si512(out + x, _mm512_or_si512(_mm512_cvtepu16_epi32(lo16),
+                                                       _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi16), 16)));
+        }
+        for (; x < d_pad; ++x) out[x] = x < d ? lo[x] | (hi != nullptr ? std::uint32_t{hi[x]} << 16 : 0u) : 0u;
+      }
+      kv.v_pairs = v;
     }
-    return {nullptr, nullptr, reinterpret_cast<const std::uint32_t*>(k), v};
+    return kv;
   }
 #else
   (void)t;
 #endif
-  float* k = base;                  // (n + kRows, d)
+  float* k = base;                    // (n + kRows, d)
   float* v = base + (n + kRows) * d;  // (n, d_pad)
   for (i64 j = 0; j < n; ++j) {
     if (p.kv_dtype == DType::f32) {
@@ -133,7 +168,10 @@ PackedKv pack_kv(const Problem& p, const TileConfig& t, i64 b, i64 hk, float* ba
     std::memset(v + j * d_pad + d, 0, sizeof(float) * (d_pad - d));
   }
   std::memset(k + n * d, 0, sizeof(float) * kRows * d);
-  return {k, v};
+  PackedKv kv;
+  kv.k = k;
+  kv.v = v;
+  return kv;
 }
 
 // One query tile's state through its key tiles.
@@ -147,8 +185,9 @@ struct ForwardTile {
   i64 rows;  // queries as rows of O
 };
 
-// The two products of a pair, in f32 or bf16: Sᵀ = K (scale · Q)ᵀ of keys j0 .. j0 + rows
-// (`part` of it), and O += P V over bc keys.
+// The products of a pair, by kind (micro_gemm.hpp, amx_products.hpp): the query tile as the
+// score product reads it; Sᵀ = K (scale · Q)ᵀ of keys j0 .. j0 + rows (`part` of it); and
+// O += P V over bc keys. The output accumulates as (queries, d_pad), or transposed for AMX.
 void load_queries(const F32Products&, const ForwardTile& f) {  // (scale · Q)ᵀ, zero padding columns
   load_rows_transposed(f.p.q, f.p.q_dtype, f.b, f.h, f.q0, f.br, f.p.headdim, f.p.scale, f.w.qt, f.e.cols_q, f.cols);
 }
@@ -163,14 +202,19 @@ void output_product(const F32Products& ops, const ForwardTile& f, i64 j0, i64 bc
   gemm<true>(f.rows, d_pad, bc, f.w.st, 1, f.e.cols_q, f.kv.v + j0 * d_pad, d_pad, f.w.acc, d_pad, part, ops);
 }
 #if defined(__AVX512BF16__)
-void load_queries(const Bf16Products&, const ForwardTile& f) {  // Qᵀ in pairs, scaled as the products finish
-  load_rows_transposed(f.p.q, f.p.q_dtype, f.b, f.h, f.q0, f.br, f.p.headdim, 1.0f, f.w.qt, f.e.cols_q, f.cols);
-  pack_row_pairs(f.p.headdim, f.cols, f.w.qt, f.e.cols_q, f.w.qt_pairs, f.e.cols_q);
+// Qᵀ in pairs (zero rows up to the padded depth), scaled as the score product finishes.
+void load_queries(const Bf16Products&, const ForwardTile& f) {
+  const i64 d = f.p.headdim, ld = f.e.cols_q;
+  load_rows_transposed(f.p.q, f.p.q_dtype, f.b, f.h, f.q0, f.br, d, 1.0f, f.w.qt, ld, f.cols);
+  pack_row_pairs(d, f.cols, f.w.qt, ld, f.w.qt_pairs, ld);
+  const i64 packed = (d + 1) / 2, padded = round_up(d, kDepthAlign) / 2;
+  std::memset(f.w.qt_pairs + packed * ld, 0, sizeof(std::uint32_t) * (padded - packed) * ld);
 }
 template <typename Part>
 void score_product(const Bf16Products& ops, const ForwardTile& f, i64 j0, i64 rows, Part part) {
-  const i64 d = f.p.headdim, dw = (d + 1) / 2, ld = f.e.cols_q;
-  gemm<false>(rows, f.cols, d, f.kv.k_pairs + j0 * dw, dw, 1, f.w.qt_pairs, ld, f.w.st, ld, part, ops);
+  const i64 k_words = round_up(f.p.headdim, kDepthAlign) / 2, ld = f.e.cols_q;
+  gemm<false>(rows, f.cols, f.p.headdim, f.kv.k_pairs + j0 * k_words, k_words, 1, f.w.qt_pairs, ld, f.w.st, ld, part,
+              ops);
 }
 template <typename Part>
 void output_product(const Bf16Products&, const ForwardTile& f, i64 j0, i64 bc, Part part) {
@@ -180,6 +224,47 @@ void output_product(const Bf16Products&, const ForwardTile& f, i64 j0, i64 bc, P
              Bf16Products{});  // unscaled
 }
 #endif
+#if defined(__AMX_BF16__)
+// Whole 32 × 32 blocks: the causal diagonal's hidden part is computed and masked.
+template <typename Part>
+void score_product(const AmxProducts& ops, const ForwardTile& f, i64 j0, i64 rows, Part) {
+  const i64 k_row = round_up(f.p.headdim, kDepthAlign), ld = f.e.cols_q;
+  const i64 key_rows = round_up(rows, 32);
+  amx_gemm<false>(key_rows, f.cols, k_row, reinterpret_cast<const std::uint16_t*>(f.kv.k_pairs) + j0 * k_row, k_row,
+                  f.w.qt_pairs, ld, f.w.st, ld);
+  const Vec scale = simd::set1(ops.scale);
+  for (i64 c = 0; c < key_rows; ++c) {
+    float* row = f.w.st + c * ld;
+    for (i64 i = 0; i < f.cols; i += kLanes) simd::store(row + i, simd::mul(simd::load(row + i), scale));
+  }
+}
+template <typename Part>
+void output_product(const AmxProducts&, const ForwardTile& f, i64 j0, i64 bc, Part) {  // Oᵀ += Vᵀ P
+  const i64 ld = f.e.cols_q, keys = round_up(bc, 32);
+  pack_row_pairs(bc, f.cols, f.w.st, ld, f.w.p_pairs, ld);  // P rounded to bf16, zero past the tile's keys
+  const i64 packed = (bc + 1) / 2;
+  std::memset(f.w.p_pairs + packed * ld, 0, sizeof(std::uint32_t) * (keys / 2 - packed) * ld);
+  const Bf16KvLayout l(f.p);
+  amx_gemm<true>(f.e.d_pad, f.cols, keys, f.kv.v_t + j0, l.vt_row, f.w.p_pairs, ld, f.w.acc, ld);
+}
+#endif
+
+// acc · alpha per query, as the output is laid out.
+template <typename Ops>
+void rescale_output(const ForwardTile& f) {
+  if constexpr (Ops::kOutputTransposed) {
+    for (i64 x = 0; x < f.p.headdim; ++x) {
+      float* row = f.w.acc + x * f.e.cols_q;
+      for (i64 i = 0; i < f.cols; i += kLanes) simd::store(row + i, simd::mul(simd::load(row + i), simd::load(f.w.alpha + i)));
+    }
+  } else {
+    for (i64 i = 0; i < f.br; ++i) {
+      const float alpha = f.w.alpha[i];
+      float* __restrict acc = f.w.acc + i * f.e.d_pad;
+      for (i64 x = 0; x < f.p.headdim; ++x) acc[x] *= alpha;
+    }
+  }
+}
 
 // Sᵀ = K (scale · Q)ᵀ for keys j0 .. j1 of the pair, its modifiers and mask, the online
 // softmax, dropout, O += P V.
@@ -187,7 +272,7 @@ template <bool kGeneral, bool kPartial, typename Ops>
 void forward_pair(const Ops& ops, const ForwardTile& f, const TilePair& pair) {
   const Problem& p = f.p;
   const ForwardScratch& w = f.w;
-  const i64 d = p.headdim, ld = f.e.cols_q, j0 = pair.j0, bc = pair.j1 - pair.j0;
+  const i64 ld = f.e.cols_q, j0 = pair.j0, bc = pair.j1 - pair.j0;
   const TileMask& mask = pair.mask;
   const i64 key_rows = round_up(bc, kRows);
   // The products skip what a whole register tile of queries cannot see past the diagonal;
@@ -202,16 +287,14 @@ void forward_pair(const Ops& ops, const ForwardTile& f, const TilePair& pair) {
 
   online_softmax_columns(w.st, ld, f.cols, bc, w.m, w.mb, w.l, w.alpha, w.neg_ref);
   const std::uint32_t threshold = p.dropout_threshold;
-  for (i64 i = 0; i < f.br; ++i) {
-    if (kGeneral && threshold != 0) {
+  if (kGeneral && threshold != 0) {
+    for (i64 i = 0; i < f.br; ++i) {
       dropout_factors(w.drop, bc, p.seed, p.batch_base + f.b, f.h, p.dropout_offset_q + f.q0 + i,
                       p.dropout_offset_k + j0, threshold, p.keep_scale);
       for (i64 c = 0; c < bc; ++c) w.st[c * ld + i] *= w.drop[c];
     }
-    const float alpha = w.alpha[i];
-    float* __restrict acc = w.acc + i * f.e.d_pad;
-    for (i64 x = 0; x < d; ++x) acc[x] *= alpha;
   }
+  rescale_output<Ops>(f);
   if (kPartial && mask.skip_hidden) {
     output_product(ops, f, j0, bc, CausalOutput{mask.diag});
   } else {
@@ -228,8 +311,9 @@ void forward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b,
   const ForwardScratch& w = f.w;
 
   // Setup: the query tile as the score product reads it; empty statistics.
+  ops.prepare();
   load_queries(ops, f);
-  std::memset(w.acc, 0, sizeof(float) * f.rows * f.e.d_pad);
+  std::memset(w.acc, 0, sizeof(float) * f.e.cols_q * f.e.d_pad);
   for (i64 i = 0; i < f.cols; ++i) {
     w.m[i] = w.mb[i] = kNegInf;
     w.l[i] = 0.0f;
@@ -249,13 +333,18 @@ void forward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b,
     const float l = w.l[i];
     const float inv = l == 0.0f ? 0.0f : 1.0f / l;
     float* dst = p.out.row(b, q0 + i, h);
-    for (i64 x = 0; x < d; ++x) dst[x] = w.acc[i * f.e.d_pad + x] * inv;
+    if constexpr (Ops::kOutputTransposed) {
+      for (i64 x = 0; x < d; ++x) dst[x] = w.acc[x * f.e.cols_q + i] * inv;
+    } else {
+      for (i64 x = 0; x < d; ++x) dst[x] = w.acc[i * f.e.d_pad + x] * inv;
+    }
     // LSE = mb · ln 2 + ln l, written as m + (ln l − r · ln 2) with r = m · log2 e − mb the
     // rounding of mb (exact through the fma): for a row dominated by one score this gives
     // LSE = m to the last bit, as standard attention does, so P = 1 there in the backward.
     const float r = std::fma(w.m[i], kLog2e, -w.mb[i]);
     p.lse.at(b, h, q0 + i) = l == 0.0f ? kNegInf : w.m[i] + (std::log(l) - r * kLn2);
   }
+  ops.finish_block();
 }
 
 template <typename Ops>
@@ -267,7 +356,9 @@ void forward_block_with(const Ops& ops, const Problem& p, const TileConfig& t, i
 
 void forward_block(const Problem& p, const TileConfig& t, i64 b, i64 h, i64 q0, i64 q1, const PackedKv& kv,
                    float* scratch) {
-#if defined(__AVX512BF16__)
+#if defined(__AMX_BF16__)
+  if (bf16_products(p, t)) return forward_block_with(AmxProducts{p.scale}, p, t, b, h, q0, q1, kv, scratch);
+#elif defined(__AVX512BF16__)
   if (bf16_products(p, t)) return forward_block_with(Bf16Products{p.scale}, p, t, b, h, q0, q1, kv, scratch);
 #endif
   forward_block_with(F32Products{}, p, t, b, h, q0, q1, kv, scratch);

@@ -81,6 +81,11 @@ struct F32Products {
   static Vec load(const float* b) { return simd::load(b); }
   static Vec madd(Vec acc, Vec a, Vec b) { return simd::fma(a, b, acc); }
   Vec finish(Vec acc) const { return acc; }
+  // For the forward (flash_forward.hpp): its output accumulates as (queries, d), and the
+  // products need no per-thread state.
+  static constexpr bool kOutputTransposed = false;
+  static void prepare() {}
+  static void finish_block() {}
 };
 
 #if defined(__AVX512BF16__)
@@ -100,6 +105,9 @@ struct Bf16Products {
   }
   float scale = 1.0f;
   Vec finish(Vec acc) const { return simd::mul(acc, simd::set1(scale)); }
+  static constexpr bool kOutputTransposed = false;
+  static void prepare() {}
+  static void finish_block() {}
 };
 #endif
 
