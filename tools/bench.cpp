@@ -139,8 +139,8 @@ the call allocated at peak, measured), max_err (null when not checked), block_q,
 density (fraction of the block mask's blocks on; 1 without one), mask (none, or the
 pattern), skipped (present only on a case skipped for the memory cap, with peak_bytes the
 estimate), sgemm_gflops (the pulses after this case's runs), sgemm_ratio (gflops /
-sgemm_gflops), peak_gflops (the f32 FMA peak of the dispatched kernel build on the same
-threads, measured at the start: bf16 and f16 compute in f32), peak_ratio (gflops /
+sgemm_gflops), peak_gflops (the peak of the dispatched kernel build for the record's dtype on
+the same threads, measured at the start: f32 FMA for f32 and f16, bf16 products for bf16), peak_ratio (gflops /
 peak_gflops: the headline), dtype, variant, key_padding (true when keys are padded); ms_min, ms_max, ms_q1,
 ms_q3 (of the quiet runs), runs (how many), run_ms and run_sgemm_ms (each quiet run and the
 pulse after it; on decode rows run_read_ms, the suite's pulse being a streaming read), discarded (disturbed runs dropped), spread (ms_max / ms_min), noisy
@@ -378,7 +378,8 @@ int bench_main(int argc, char** argv) {
   Stopwatch stopwatch;
   cfg.flush_bytes = stopwatch.flusher.bytes();
   PulseRecord pulse{cfg.threads, blas_name, summarize(stopwatch.calibrate(5))};
-  cfg.peak_gflops = fma_peak_gflops(cfg.isa.value_or(default_isa()), cfg.threads);
+  cfg.peak_gflops = peak_gflops(cfg.isa.value_or(default_isa()), DType::f32, cfg.threads);
+  cfg.peak_bf16_gflops = peak_gflops(cfg.isa.value_or(default_isa()), DType::bf16, cfg.threads);
   if (json) *json << json_pulse(pulse) << std::endl;
   const std::string blas_warning = blas_core_warning();
   if (table) {
@@ -393,9 +394,9 @@ int bench_main(int argc, char** argv) {
     std::printf("sgemm 2048^3 (the pulse): %.2f ms median of %zu, %.1f GFLOP/s; a run next to a pulse %.0f%% below "
                 "the session's reference (first quartile of its pulses) is discarded and repeated\n",
                 pulse.ms.median, pulse.ms.n, pulse.gflops(), 100 * stopwatch.monitor.tolerance());
-    std::printf("peak: %.1f GFLOP/s, f32 FMA of the %s kernel build on %d thread(s) (/peak: the headline ratio; bf16 "
-                "and f16 compute in f32 as yet)\n",
-                cfg.peak_gflops, isa_name.c_str(), cfg.threads);
+    std::printf("peak: %.1f GFLOP/s f32 FMA, %.1f GFLOP/s bf16 products, of the %s kernel build on %d thread(s) "
+                "(/peak: the headline ratio, against the peak of the call's dtype; f16 computes in f32)\n",
+                cfg.peak_gflops, cfg.peak_bf16_gflops, isa_name.c_str(), cfg.threads);
     if (cfg.training) {
       std::printf("%zu cases; batch %s, %lld head(s); each case at least %d quiet runs, interleaved per (N, d, variant)\n",
                   plan.size(),
@@ -431,7 +432,7 @@ int bench_main(int argc, char** argv) {
       std::printf("%-11s %-7s %-14s %7lld %7lld %5lld %7s %10.3f %6.1f%% %9.1f %6.3f %7.3f %10.2f %9s %6s %s\n",
                   r.impl.c_str(), r.pass.c_str(), variant_key(r).c_str(), (long long)r.shape.seqlen_q,
                   (long long)r.shape.seqlen_k, (long long)r.shape.headdim, tiles.c_str(), r.ms(),
-                  100 * (r.timing.summary.spread() - 1), r.gflops, r.gflops / cfg.peak_gflops, r.gflops / r.sgemm_gflops,
+                  100 * (r.timing.summary.spread() - 1), r.gflops, r.gflops / cfg.peak_for(r.dtype), r.gflops / r.sgemm_gflops,
                   r.peak_bytes / 1048576.0, r.err < 0 ? "-" : json_number(r.err).c_str(), runs.c_str(),
                   row_flags(r).c_str());
     }

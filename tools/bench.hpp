@@ -58,9 +58,12 @@ struct Config {
   std::int64_t flush_bytes = 0;  // written between runs to evict the caches
   std::optional<Isa> isa;
   std::string json, out;
-  // The machine's peak for the dispatched path, measured in this process: the f32 FMA
-  // throughput of the kernel build on every thread (bf16 and f16 compute in f32 as yet).
+  // The machine's peak for the dispatched path, measured in this process on every thread:
+  // the f32 FMA throughput of the kernel build (f32 and f16 calls, which compute in f32),
+  // and its bf16 products' (bf16 calls). peak_for picks a record's.
   double peak_gflops = 0;
+  double peak_bf16_gflops = 0;
+  double peak_for(DType dtype) const { return dtype == DType::bf16 ? peak_bf16_gflops : peak_gflops; }
   std::string baseline_lib;  // another build's libflashattn.so, timed beside this one
   std::string command_line;
   DecodeConfig decode;

@@ -80,8 +80,8 @@ std::string json_record(const Config& cfg, const Record& r) {
        << ",\"density\":" << json_number(r.density) << ",\"mask\":\"" << r.mask << "\""
        << ",\"sgemm_gflops\":" << json_number(r.sgemm_gflops)
        << ",\"sgemm_ratio\":" << json_number(r.gflops / r.sgemm_gflops)
-       << ",\"peak_gflops\":" << json_number(cfg.peak_gflops)
-       << ",\"peak_ratio\":" << (cfg.peak_gflops > 0 ? json_number(r.gflops / cfg.peak_gflops) : std::string("null"))
+       << ",\"peak_gflops\":" << json_number(cfg.peak_for(r.dtype))
+       << ",\"peak_ratio\":" << (cfg.peak_for(r.dtype) > 0 ? json_number(r.gflops / cfg.peak_for(r.dtype)) : std::string("null"))
        << ",\"ms_min\":" << json_number(t.summary.min) << ",\"ms_max\":" << json_number(t.summary.max)
        << ",\"ms_q1\":" << json_number(t.summary.q1) << ",\"ms_q3\":" << json_number(t.summary.q3)
        << ",\"runs\":" << t.summary.n << ",\"discarded\":" << t.discarded << ",\"spread\":" << json_number(t.summary.spread())

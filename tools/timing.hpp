@@ -65,20 +65,25 @@ class Sgemm {
   std::vector<float> a_, b_, c_;
 };
 
-// The FMA peak of a kernel build on `threads` threads, GFLOP/s: register-resident FMA
-// chains (kernels/peak.hpp) timed on every thread at once, best of five ~20 ms runs. The
-// honest anchor: what this machine's vectors can do, whatever BLAS build is installed.
-inline double fma_peak_gflops(Isa isa, int threads) {
+// The peak of a kernel build on `threads` threads, GFLOP/s, for calls of `dtype`: the f32
+// FMA chains (kernels/peak.hpp), or for bf16 the build's bf16 products (vdpbf16ps or AMX
+// tiles where it has them), timed on every thread at once, best of five runs of 20 ms or
+// more. The honest anchor: what this machine can do, whatever BLAS build is installed.
+inline double peak_gflops(Isa isa, DType dtype, int threads) {
   const KernelSet& kernels = kernels_for(isa);
-  constexpr std::int64_t kIterations = std::int64_t{1} << 21;
+  const bool bf16 = dtype == DType::bf16;
+  const auto chains = bf16 ? kernels.bf16_chains : kernels.fma_chains;
+  const std::int64_t flops_per_iteration = bf16 ? kernels.peak_bf16_flops_per_iteration : kernels.peak_flops_per_iteration;
+  // As many FLOPs as 2^21 rounds of the FMA chains, whichever chains run.
+  const std::int64_t iterations = (std::int64_t{1} << 21) * kernels.peak_flops_per_iteration / flops_per_iteration;
   double best = 0;
   float sink = 0;
   for (int run = 0; run < 5; ++run) {
     const auto t0 = Clock::now();
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
-    sink += kernels.fma_chains(kIterations);
+    sink += chains(iterations);
     const double ms = milliseconds(t0);
-    best = std::max(best, threads * static_cast<double>(kIterations * kernels.peak_flops_per_iteration) / (ms * 1e6));
+    best = std::max(best, threads * static_cast<double>(iterations * flops_per_iteration) / (ms * 1e6));
   }
   volatile float keep = sink;  // the chains' results are used
   (void)keep;

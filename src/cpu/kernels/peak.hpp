@@ -7,6 +7,7 @@
 // so builds with different flags never share a function.
 #pragma once
 
+#include "cpu/kernels/amx_products.hpp"
 #include "cpu/kernels/micro_gemm.hpp"
 
 namespace flashattn {
@@ -41,10 +42,46 @@ float fma_chains(i64 iterations) {
   return sum_of_chains(acc);
 }
 
-// The same chains through the build's bf16 products: vdpbf16ps where the build has it
-// (kLanes lanes × 2 products × 2 FLOPs per instruction), else the FMA chains themselves —
-// the build computes bf16 in f32.
-#if defined(__AVX512BF16__)
+// The same chains through the build's bf16 products: AMX tiles where the build has them
+// (four accumulator tiles, 16 × 16 × 32 products of 2 FLOPs per tdpbf16ps), vdpbf16ps where
+// it has that (kLanes lanes × 2 products × 2 FLOPs per instruction), else the FMA chains
+// themselves — the build computes bf16 in f32.
+#if defined(__AMX_BF16__)
+constexpr i64 kPeakBf16FlopsPerIteration = 4 * 2 * 16 * 16 * 32;
+float bf16_chains(i64 iterations) {
+  alignas(64) std::uint16_t operand[16 * 32];
+  for (std::uint16_t& x : operand) x = 0x33d6;  // 1e-7 in bf16: the sums stay small
+  alignas(64) float sums[16 * 16];
+  amx_configure();
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  compiler_barrier();
+  _tile_loadd(4, operand, 64);
+  _tile_loadd(5, operand, 64);
+  _tile_loadd(6, operand, 64);
+  _tile_loadd(7, operand, 64);
+  for (i64 i = 0; i < iterations; ++i) {
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  float total = 0.0f;
+  for (int t = 0; t < 4; ++t) {
+    switch (t) {  // tile numbers are immediates
+      case 0: _tile_stored(0, sums, 64); break;
+      case 1: _tile_stored(1, sums, 64); break;
+      case 2: _tile_stored(2, sums, 64); break;
+      default: _tile_stored(3, sums, 64); break;
+    }
+    for (float s : sums) total += s;
+  }
+  _tile_release();
+  return total;
+}
+#elif defined(__AVX512BF16__)
 constexpr i64 kPeakBf16FlopsPerIteration = 4 * kPeakChains * kLanes;
 float bf16_chains(i64 iterations) {
   Vec acc[kPeakChains];
