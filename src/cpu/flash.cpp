@@ -200,6 +200,18 @@ void flash_backward(const Problem& p) {
   const i64 ws_floats = kernels.backward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
+  // Q and dO packed for the kernels, where the build asks (PackedQ).
+  const i64 q_floats = kernels.packed_q_floats(p, tiles);
+  Buffer packed(static_cast<std::size_t>(q_floats > 0 ? p.batch * p.heads * q_floats : 0));
+  std::vector<PackedQ> packed_q(static_cast<std::size_t>(q_floats > 0 ? p.batch * p.heads : 0));
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (q_floats > 0)
+  for (i64 b = 0; b < (q_floats > 0 ? p.batch : 0); ++b) {
+    for (i64 h = 0; h < p.heads; ++h) {
+      const i64 at = b * p.heads + h;
+      packed_q[static_cast<std::size_t>(at)] = kernels.pack_q(p, tiles, b, h, packed.data() + at * q_floats);
+    }
+  }
+
   // Main loop.
 #pragma omp parallel num_threads(threads)
   {
@@ -208,7 +220,8 @@ void flash_backward(const Problem& p) {
     for (i64 task = 0; task < plan.tasks; ++task) {
       const Bshd target = dq_target(plan.chunk_of(task));
       plan.walk_task(p, tiles, task, [&](i64 b, i64 hk, i64 kv0, i64 kv1) {
-        kernels.backward_block(p, tiles, b, hk, kv0, kv1, delta.data(), target, ws);
+        kernels.backward_block(p, tiles, b, hk, kv0, kv1, delta.data(), packed_q.empty() ? nullptr : packed_q.data(),
+                               target, ws);
       });
     }
   }

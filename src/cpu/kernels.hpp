@@ -36,6 +36,17 @@ struct PackedKv {
   const std::uint16_t* v_t = nullptr;  // AMX: Vᵀ in bf16, (headdim padded, seqlen_k + 32 or so)
 };
 
+// Q and dO of one (batch, head), packed once per backward call where the build multiplies
+// bf16 on AMX tiles (kernels/flash_backward.hpp): bf16 rows (seqlen_q + 32 rounded to 32, of
+// headdim rounded to 32) and the same transposed, zero padded. The other builds read Q and
+// dO in place.
+struct PackedQ {
+  const std::uint16_t* q = nullptr;
+  const std::uint16_t* q_t = nullptr;
+  const std::uint16_t* dout = nullptr;
+  const std::uint16_t* dout_t = nullptr;
+};
+
 struct KernelSet {
   Isa isa;
   int micro_rows;  // register tile of the micro-kernel: rows of the output ...
@@ -51,11 +62,16 @@ struct KernelSet {
   // Output rows q0 .. q1 (q1 - q0 <= block_q) of head h in batch b: writes out and lse.
   void (*forward_block)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t h,
                         std::int64_t q0, std::int64_t q1, const PackedKv& kv, float* workspace);
+  // Floats of packed Q and dO one (batch, head) takes (0: the backward reads them in place),
+  // and the packing of one into `base`.
+  std::int64_t (*packed_q_floats)(const Problem& p, const TileConfig& t);
+  PackedQ (*pack_q)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t h, float* base);
   // Keys kv0 .. kv1 (kv1 - kv0 <= block_k) of kv-head hk in batch b, over every query
   // head of its group: writes those rows of dk and dv, and adds to the rows of dq_target.
-  // delta is rowsum(dO ∘ O), (batch, heads, seqlen_q) contiguous.
+  // delta is rowsum(dO ∘ O), (batch, heads, seqlen_q) contiguous; packed_q is indexed by
+  // b · heads + h (null where packed_q_floats is 0).
   void (*backward_block)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t hk,
-                         std::int64_t kv0, std::int64_t kv1, const float* delta,
+                         std::int64_t kv0, std::int64_t kv1, const float* delta, const PackedQ* packed_q,
                          const Bshd& dq_target, float* workspace);
   // Split-KV (kernels/split_kv.hpp): queries i0 .. i1 of every query head of kv-heads
   // hk0 .. hk1 in batch b (rows head-major, (hk1 − hk0) · group · (i1 − i0) of them) against

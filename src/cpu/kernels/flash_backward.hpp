@@ -8,6 +8,9 @@
 //
 // As in the forward, kGeneral (modifiers, element rules, dropout) and kPartial (the pair's
 // mask cuts it) are compile-time: a plain problem's full tile carries no test for them.
+// The five products are f32 (F32Products), or for bf16 calls on the amx build bf16 AMX tile
+// products (AmxProducts): Q and dO packed once per call (PackedQ), K and V once per key
+// tile, P and dS rounded to bf16 before their products; dK and dV accumulate transposed.
 //
 // Part of the per-ISA kernel build: included (through kernels/kernel_set.hpp) only by
 // kernels_<isa>.cpp, each compiled with its own flags. Everything here has internal linkage,
@@ -18,7 +21,9 @@
 
 #include "core/tiles.hpp"
 #include "cpu/kernels.hpp"
+#include "cpu/kernels/amx_products.hpp"
 #include "cpu/kernels/dropout.hpp"
+#include "cpu/kernels/flash_forward.hpp"
 #include "cpu/kernels/micro_gemm.hpp"
 #include "cpu/kernels/scores.hpp"
 #include "cpu/kernels/tile_io.hpp"
@@ -35,7 +40,8 @@ struct Extents {
 };
 
 Extents extents(const TileConfig& t, i64 d) {
-  return {round_up(t.block_q, kRows), round_up(round_up(t.block_k, kRows), kCols), round_up(d, kCols)};
+  return {round_up(round_up(t.block_q, kRows), kKeyRowsPad), round_up(round_up(t.block_k, kRows), kCols),
+          round_up(d, kCols)};
 }
 
 struct BackwardScratch {
@@ -54,6 +60,13 @@ struct BackwardScratch {
   float* drop;   // (cols_k)             one query's dropout factors over the tile's keys
   float* lse;    // (rows_q)
   float* delta;  // (rows_q)
+  // bf16 tile products (AMX) only:
+  std::uint32_t* kt_pairs;  // (d_pad / 2, cols_k)   Kᵀ as pairs of dimensions
+  std::uint32_t* vt_pairs;  // (d_pad / 2, cols_k)   Vᵀ likewise
+  std::uint32_t* k_pairs;   // (cols_k / 2, d_pad)   K as pairs of keys
+  std::uint32_t* p_pairs;   // (rows_q / 2, cols_k)  P (with dropout) as pairs of queries
+  std::uint32_t* ds_pairs;  // (rows_q / 2, cols_k)  dS likewise
+  std::uint16_t* ds;        // (rows_q, cols_k)      dS in bf16
 };
 
 BackwardScratch carve_backward(float* base, const TileConfig& t, i64 d, i64* floats) {
@@ -63,12 +76,56 @@ BackwardScratch carve_backward(float* base, const TileConfig& t, i64 d, i64* flo
                     c.take(d * e.cols_k),       c.take(e.cols_k * e.d_pad), c.take(e.rows_q * e.cols_k),
                     c.take(e.rows_q * e.cols_k), c.take(e.cols_k * e.d_pad), c.take(e.cols_k * e.d_pad),
                     c.take(e.rows_q * e.d_pad), c.take(e.rows_q * e.cols_k), c.take(e.rows_q * e.cols_k),
-                    c.take(e.cols_k),           c.take(e.rows_q),            c.take(e.rows_q)};
+                    c.take(e.cols_k),           c.take(e.rows_q),            c.take(e.rows_q),
+                    c.take_words(e.d_pad / 2 * e.cols_k), c.take_words(e.d_pad / 2 * e.cols_k),
+                    c.take_words(e.cols_k / 2 * e.d_pad), c.take_words(e.rows_q / 2 * e.cols_k),
+                    c.take_words(e.rows_q / 2 * e.cols_k),
+                    reinterpret_cast<std::uint16_t*>(c.take_words(e.rows_q / 2 * e.cols_k))};
   if (floats) *floats = c.used;
   return w;
 }
 
 i64 backward_workspace_floats(const TileConfig& t, i64 d) { return scratch_floats(carve_backward, t, d); }
+
+// PackedQ's layout (cpu/kernels.hpp), on the amx build for bf16 calls.
+bool backward_tile_products(const Problem& p, const TileConfig& t) {
+#if defined(__AMX_BF16__)
+  return bf16_products(p, t);
+#else
+  (void)p, (void)t;
+  return false;
+#endif
+}
+struct PackedQLayout {
+  i64 rows, d_pad;
+  explicit PackedQLayout(const Problem& p) : rows(round_up(p.seqlen_q + 32, 32)), d_pad(round_up(p.headdim, 32)) {}
+};
+
+i64 packed_q_floats(const Problem& p, const TileConfig& t) {
+  if (!backward_tile_products(p, t)) return 0;
+  const PackedQLayout l(p);
+  return 2 * l.rows * l.d_pad;  // four bf16 copies
+}
+
+PackedQ pack_q(const Problem& p, const TileConfig& t, i64 b, i64 h, float* base) {
+  if (!backward_tile_products(p, t)) return {};
+  const PackedQLayout l(p);
+  const i64 d = p.headdim, copy = l.rows * l.d_pad;
+  auto* q = reinterpret_cast<std::uint16_t*>(base);
+  std::memset(q, 0, sizeof(std::uint16_t) * 4 * copy);
+  std::uint16_t *q_t = q + copy, *dout = q_t + copy, *dout_t = dout + copy;
+  for (i64 i = 0; i < p.seqlen_q; ++i) {
+    const auto* q_row = static_cast<const std::uint16_t*>(p.q.row(b, i, h, p.q_dtype));
+    const auto* dout_row = static_cast<const std::uint16_t*>(p.dout.row(b, i, h, p.q_dtype));
+    std::memcpy(q + i * l.d_pad, q_row, sizeof(std::uint16_t) * d);
+    std::memcpy(dout + i * l.d_pad, dout_row, sizeof(std::uint16_t) * d);
+    for (i64 x = 0; x < d; ++x) {
+      q_t[x * l.rows + i] = q_row[x];
+      dout_t[x * l.rows + i] = dout_row[x];
+    }
+  }
+  return {q, q_t, dout, dout_t};
+}
 
 // One key tile's state through its query tiles.
 struct BackwardTile {
@@ -79,29 +136,72 @@ struct BackwardTile {
   i64 cols;      // n of the score products
   i64 key_rows;  // m of the dK, dV products
   const float* delta;
+  const PackedQ* packed_q;  // indexed by b · heads + h (AMX only)
   const Bshd& dq_target;
 };
+
+// The products of a pair, by kind: S = (scale · Q) Kᵀ and dP = dO Vᵀ of queries i0 .. i0 +
+// br (rows of them computed) against the key tile; and, once P and dS are made, dV += Pᵀ dO,
+// dK += dSᵀ (scale · Q) and dQ += scale · dS K.
+void score_products(const F32Products&, const BackwardTile& f, i64 h, i64 i0, i64 br, i64 rows) {
+  const Problem& p = f.p;
+  const BackwardScratch& w = f.w;
+  const i64 d = p.headdim, ld = f.e.cols_k;
+  load_rows(p.q, p.q_dtype, f.b, h, i0, br, d, p.scale, w.q, rows, f.e.d_pad);  // as the forward did
+  load_rows(p.dout, p.q_dtype, f.b, h, i0, br, d, 1.0f, w.dout, rows, f.e.d_pad);
+  gemm<false>(rows, f.cols, d, w.q, f.e.d_pad, 1, w.kt, ld, w.s, ld);      // S
+  gemm<false>(rows, f.cols, d, w.dout, f.e.d_pad, 1, w.vt, ld, w.dp, ld);  // dO Vᵀ
+}
+void gradient_products(const F32Products&, const BackwardTile& f, i64 h, i64 i0, i64 br, i64 rows) {
+  const BackwardScratch& w = f.w;
+  const i64 ld = f.e.cols_k, d_pad = f.e.d_pad;
+  gemm<true>(f.key_rows, d_pad, br, w.s, 1, ld, w.dout, d_pad, w.dv, d_pad);  // dV += Pᵀ dO
+  gemm<true>(f.key_rows, d_pad, br, w.dp, 1, ld, w.q, d_pad, w.dk, d_pad);    // dK += dSᵀ (scale Q)
+  gemm<false>(rows, d_pad, f.bc, w.dp, ld, 1, w.k, d_pad, w.dq, d_pad);        // dS K
+  add_rows(br, f.p.headdim, w.dq, d_pad, f.p.scale, f.dq_target.row(f.b, i0, h), f.dq_target.stride_s);
+}
+#if defined(__AMX_BF16__)
+// Q unscaled (the scale applied to S as the forward did, and to dK at the end).
+void score_products(const AmxProducts& ops, const BackwardTile& f, i64 h, i64 i0, i64, i64 rows) {
+  const PackedQ& q = f.packed_q[f.b * f.p.heads + h];
+  const BackwardScratch& w = f.w;
+  const i64 ld = f.e.cols_k, d_pad = f.e.d_pad;
+  amx_gemm<false>(rows, f.cols, d_pad, q.q + i0 * d_pad, d_pad, w.kt_pairs, ld, w.s, ld);       // S / scale
+  amx_gemm<false>(rows, f.cols, d_pad, q.dout + i0 * d_pad, d_pad, w.vt_pairs, ld, w.dp, ld);   // dO Vᵀ
+  scale_rows(rows, f.cols, w.s, ld, ops.scale);
+}
+void gradient_products(const AmxProducts&, const BackwardTile& f, i64 h, i64 i0, i64 br, i64 rows) {
+  const PackedQ& q = f.packed_q[f.b * f.p.heads + h];
+  const PackedQLayout l(f.p);
+  const BackwardScratch& w = f.w;
+  const i64 ld = f.e.cols_k, d_pad = f.e.d_pad;
+  pack_row_pairs(br, rows, f.cols, w.s, ld, w.p_pairs, ld);    // P, zero past the tile's queries
+  pack_row_pairs(br, rows, f.cols, w.dp, ld, w.ds_pairs, ld);  // dS
+  round_rows_to_bf16(rows, f.cols, w.dp, ld, w.ds, ld);
+  amx_gemm<true>(d_pad, f.cols, rows, q.dout_t + i0, l.rows, w.p_pairs, ld, w.dv, ld);  // dVᵀ += dOᵀ P
+  amx_gemm<true>(d_pad, f.cols, rows, q.q_t + i0, l.rows, w.ds_pairs, ld, w.dk, ld);    // dKᵀ += Qᵀ dS
+  amx_gemm<false>(rows, d_pad, f.cols, w.ds, ld, w.k_pairs, d_pad, w.dq, d_pad);        // dS K
+  add_rows(br, f.p.headdim, w.dq, d_pad, f.p.scale, f.dq_target.row(f.b, i0, h), f.dq_target.stride_s);
+}
+#endif
 
 // P and dS of queries q0 .. q1 of head h against the key tile; dV, dK and dQ from them.
 // Forced inline into the walk, where it was one loop body before the tile walk existed:
 // without it the backward ran 4.8% and 6.9% slower than that build at d = 128 (flashattn
 // bench --baseline-lib, bwd, 8 heads, N = 4096, 15 and 25 paired runs), with it 1.0007
 // [0.955, 1.049] (12 pairs; N = 2048: 1.025 [0.955, 1.099]).
-template <bool kGeneral, bool kPartial>
-[[gnu::always_inline]] inline void backward_pair(const BackwardTile& f, const TilePair& pair) {
+template <bool kGeneral, bool kPartial, typename Ops>
+[[gnu::always_inline]] inline void backward_pair(const Ops& ops, const BackwardTile& f, const TilePair& pair) {
   const Problem& p = f.p;
   const BackwardScratch& w = f.w;
-  const i64 d = p.headdim, ld = f.e.cols_k, b = f.b, h = pair.h, i0 = pair.q0, br = pair.q1 - pair.q0;
-  const i64 j0 = f.j0, bc = f.bc, rows = round_up(br, kRows);
+  const i64 ld = f.e.cols_k, b = f.b, h = pair.h, i0 = pair.q0, br = pair.q1 - pair.q0;
+  const i64 j0 = f.j0, bc = f.bc, rows = round_up(round_up(br, kRows), kKeyRowsPad);
   const float* delta_h = f.delta + (b * p.heads + h) * p.seqlen_q;
-  load_rows(p.q, p.q_dtype, b, h, i0, br, d, p.scale, w.q, rows, f.e.d_pad);  // as the forward did
-  load_rows(p.dout, p.q_dtype, b, h, i0, br, d, 1.0f, w.dout, rows, f.e.d_pad);
   for (i64 r = 0; r < br; ++r) {
     w.lse[r] = p.lse.at(b, h, i0 + r);
     w.delta[r] = delta_h[i0 + r];
   }
-  gemm<false>(rows, f.cols, d, w.q, f.e.d_pad, 1, w.kt, ld, w.s, ld);      // S
-  gemm<false>(rows, f.cols, d, w.dout, f.e.d_pad, 1, w.vt, ld, w.dp, ld);  // dO Vᵀ
+  score_products(ops, f, h, i0, br, rows);
   if (kGeneral && p.modifies_scores()) {
     p.apply_score_mod(w.s, w.dmod, ld, 1, b, h, i0, j0, br, bc);
     const float slope = p.alibi_slope(b, h);
@@ -157,33 +257,40 @@ template <bool kGeneral, bool kPartial>
       }
     }
   }
-  gemm<true>(f.key_rows, f.e.d_pad, br, w.s, 1, ld, w.dout, f.e.d_pad, w.dv, f.e.d_pad);  // dV += Pᵀ dO
-  gemm<true>(f.key_rows, f.e.d_pad, br, w.dp, 1, ld, w.q, f.e.d_pad, w.dk, f.e.d_pad);    // dK += dSᵀ (scale Q)
-  gemm<false>(rows, f.e.d_pad, bc, w.dp, ld, 1, w.k, f.e.d_pad, w.dq, f.e.d_pad);          // dS K
-  add_rows(br, d, w.dq, f.e.d_pad, p.scale, f.dq_target.row(b, i0, h), f.dq_target.stride_s);  // dQ += scale dS K
+  gradient_products(ops, f, h, i0, br, rows);
 }
 
-template <bool kGeneral>
-void backward_tiles(const Problem& p, const TileConfig& t, i64 b, i64 hk, i64 kv0, i64 kv1, const float* delta,
-                    const Bshd& dq_target, float* scratch) {
+template <bool kGeneral, typename Ops>
+void backward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b, i64 hk, i64 kv0, i64 kv1,
+                    const float* delta, const PackedQ* packed_q, const Bshd& dq_target, float* scratch) {
   const i64 d = p.headdim, bc = kv1 - kv0;
-  const BackwardTile f{p, extents(t, d), carve_backward(scratch, t, d, nullptr), b, kv0, bc, round_up(bc, kCols),
-                       round_up(bc, kRows), delta, dq_target};
+  const BackwardTile f{p,     extents(t, d), carve_backward(scratch, t, d, nullptr), b, kv0, bc, round_up(bc, kCols),
+                       round_up(round_up(bc, kRows), kKeyRowsPad), delta, packed_q, dq_target};
   const BackwardScratch& w = f.w;
+  constexpr bool kTransposed = Ops::kOutputTransposed;  // dK and dV as (d_pad, cols_k)
 
-  // Setup: this key tile as rows and transposed; zero gradients.
+  // Setup: this key tile as rows and transposed (and as bf16 pairs for tile products);
+  // zero gradients.
+  ops.prepare();
   load_rows_transposed(p.k, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.kt, f.e.cols_k, f.cols);
   load_rows_transposed(p.v, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.vt, f.e.cols_k, f.cols);
   load_rows(p.k, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.k, bc, f.e.d_pad);
-  std::memset(w.dk, 0, sizeof(float) * f.key_rows * f.e.d_pad);
-  std::memset(w.dv, 0, sizeof(float) * f.key_rows * f.e.d_pad);
+#if defined(__AMX_BF16__)
+  if constexpr (kTransposed) {
+    pack_row_pairs(d, f.e.d_pad, f.cols, w.kt, f.e.cols_k, w.kt_pairs, f.e.cols_k);
+    pack_row_pairs(d, f.e.d_pad, f.cols, w.vt, f.e.cols_k, w.vt_pairs, f.e.cols_k);
+    pack_row_pairs(bc, f.cols, f.e.d_pad, w.k, f.e.d_pad, w.k_pairs, f.e.d_pad);
+  }
+#endif
+  std::memset(w.dk, 0, sizeof(float) * f.e.cols_k * f.e.d_pad);
+  std::memset(w.dv, 0, sizeof(float) * f.e.cols_k * f.e.d_pad);
 
   // Main loop: every query head of the group, every query tile that sees these keys.
   walk_query_tiles(p, t, b, hk, kv0, kv1, [&](const TilePair& pair) {
     if (pair.mask.partial()) {
-      backward_pair<kGeneral, true>(f, pair);
+      backward_pair<kGeneral, true>(ops, f, pair);
     } else {
-      backward_pair<kGeneral, false>(f, pair);
+      backward_pair<kGeneral, false>(ops, f, pair);
     }
   });
 
@@ -191,17 +298,36 @@ void backward_tiles(const Problem& p, const TileConfig& t, i64 b, i64 hk, i64 kv
   for (i64 c = 0; c < bc; ++c) {
     float* dk = p.dk.row(b, kv0 + c, hk);
     float* dv = p.dv.row(b, kv0 + c, hk);
-    for (i64 x = 0; x < d; ++x) {
-      dk[x] = w.dk[c * f.e.d_pad + x];
-      dv[x] = w.dv[c * f.e.d_pad + x];
+    if constexpr (kTransposed) {  // tile products left Q unscaled
+      for (i64 x = 0; x < d; ++x) {
+        dk[x] = w.dk[x * f.e.cols_k + c] * p.scale;
+        dv[x] = w.dv[x * f.e.cols_k + c];
+      }
+    } else {
+      for (i64 x = 0; x < d; ++x) {
+        dk[x] = w.dk[c * f.e.d_pad + x];
+        dv[x] = w.dv[c * f.e.d_pad + x];
+      }
     }
   }
+  ops.finish_block();
+}
+
+template <typename Ops>
+void backward_block_with(const Ops& ops, const Problem& p, const TileConfig& t, i64 b, i64 hk, i64 kv0, i64 kv1,
+                         const float* delta, const PackedQ* packed_q, const Bshd& dq_target, float* scratch) {
+  if (plain_scores(p)) return backward_tiles<false>(ops, p, t, b, hk, kv0, kv1, delta, packed_q, dq_target, scratch);
+  backward_tiles<true>(ops, p, t, b, hk, kv0, kv1, delta, packed_q, dq_target, scratch);
 }
 
 void backward_block(const Problem& p, const TileConfig& t, i64 b, i64 hk, i64 kv0, i64 kv1, const float* delta,
-                    const Bshd& dq_target, float* scratch) {
-  if (plain_scores(p)) return backward_tiles<false>(p, t, b, hk, kv0, kv1, delta, dq_target, scratch);
-  backward_tiles<true>(p, t, b, hk, kv0, kv1, delta, dq_target, scratch);
+                    const PackedQ* packed_q, const Bshd& dq_target, float* scratch) {
+#if defined(__AMX_BF16__)
+  if (backward_tile_products(p, t)) {
+    return backward_block_with(AmxProducts{{p.scale}}, p, t, b, hk, kv0, kv1, delta, packed_q, dq_target, scratch);
+  }
+#endif
+  backward_block_with(F32Products{}, p, t, b, hk, kv0, kv1, delta, packed_q, dq_target, scratch);
 }
 
 }  // namespace

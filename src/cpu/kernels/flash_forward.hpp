@@ -57,16 +57,6 @@ struct ForwardExtents {
   i64 d_pad;
 };
 
-// bf16 operands are padded along their depth (headdim for K, keys for V) to what one step
-// reads: a pair for vdpbf16ps, 32 elements for an AMX tile; and K by whole steps of rows.
-#if defined(__AMX_BF16__)
-constexpr i64 kDepthAlign = 32;
-constexpr i64 kKeyRowsPad = 32;
-#else
-constexpr i64 kDepthAlign = 2;
-constexpr i64 kKeyRowsPad = kRows;
-#endif
-
 ForwardExtents forward_extents(const TileConfig& t, i64 d) {
   return {round_up(round_up(t.block_q, kRows), kCols), round_up(round_up(t.block_k, kRows), kKeyRowsPad),
           round_up(d, kCols)};
@@ -206,9 +196,7 @@ void output_product(const F32Products& ops, const ForwardTile& f, i64 j0, i64 bc
 void load_queries(const Bf16Products&, const ForwardTile& f) {
   const i64 d = f.p.headdim, ld = f.e.cols_q;
   load_rows_transposed(f.p.q, f.p.q_dtype, f.b, f.h, f.q0, f.br, d, 1.0f, f.w.qt, ld, f.cols);
-  pack_row_pairs(d, f.cols, f.w.qt, ld, f.w.qt_pairs, ld);
-  const i64 packed = (d + 1) / 2, padded = round_up(d, kDepthAlign) / 2;
-  std::memset(f.w.qt_pairs + packed * ld, 0, sizeof(std::uint32_t) * (padded - packed) * ld);
+  pack_row_pairs(d, round_up(d, kDepthAlign), f.cols, f.w.qt, ld, f.w.qt_pairs, ld);
 }
 template <typename Part>
 void score_product(const Bf16Products& ops, const ForwardTile& f, i64 j0, i64 rows, Part part) {
@@ -219,7 +207,7 @@ void score_product(const Bf16Products& ops, const ForwardTile& f, i64 j0, i64 ro
 template <typename Part>
 void output_product(const Bf16Products&, const ForwardTile& f, i64 j0, i64 bc, Part part) {
   const i64 d_pad = f.e.d_pad, ld = f.e.cols_q;
-  pack_row_pairs(bc, f.cols, f.w.st, ld, f.w.p_pairs, ld);  // P rounded to bf16
+  pack_row_pairs(bc, bc, f.cols, f.w.st, ld, f.w.p_pairs, ld);  // P rounded to bf16
   gemm<true>(f.rows, d_pad, bc, f.w.p_pairs, 1, ld, f.kv.v_pairs + j0 / 2 * d_pad, d_pad, f.w.acc, d_pad, part,
              Bf16Products{});  // unscaled
 }
@@ -232,18 +220,12 @@ void score_product(const AmxProducts& ops, const ForwardTile& f, i64 j0, i64 row
   const i64 key_rows = round_up(rows, 32);
   amx_gemm<false>(key_rows, f.cols, k_row, reinterpret_cast<const std::uint16_t*>(f.kv.k_pairs) + j0 * k_row, k_row,
                   f.w.qt_pairs, ld, f.w.st, ld);
-  const Vec scale = simd::set1(ops.scale);
-  for (i64 c = 0; c < key_rows; ++c) {
-    float* row = f.w.st + c * ld;
-    for (i64 i = 0; i < f.cols; i += kLanes) simd::store(row + i, simd::mul(simd::load(row + i), scale));
-  }
+  scale_rows(key_rows, f.cols, f.w.st, ld, ops.scale);
 }
 template <typename Part>
 void output_product(const AmxProducts&, const ForwardTile& f, i64 j0, i64 bc, Part) {  // Oᵀ += Vᵀ P
   const i64 ld = f.e.cols_q, keys = round_up(bc, 32);
-  pack_row_pairs(bc, f.cols, f.w.st, ld, f.w.p_pairs, ld);  // P rounded to bf16, zero past the tile's keys
-  const i64 packed = (bc + 1) / 2;
-  std::memset(f.w.p_pairs + packed * ld, 0, sizeof(std::uint32_t) * (keys / 2 - packed) * ld);
+  pack_row_pairs(bc, keys, f.cols, f.w.st, ld, f.w.p_pairs, ld);  // P rounded to bf16, zero past the tile's keys
   const Bf16KvLayout l(f.p);
   amx_gemm<true>(f.e.d_pad, f.cols, keys, f.kv.v_t + j0, l.vt_row, f.w.p_pairs, ld, f.w.acc, ld);
 }

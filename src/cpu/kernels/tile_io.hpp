@@ -53,6 +53,25 @@ void add_rows(i64 m, i64 n, const float* src, i64 lds, float factor, float* dst,
   }
 }
 
+// bf16 operands are padded along their depth (headdim for K, keys for V) to what one step
+// reads: a pair for vdpbf16ps, 32 elements for an AMX tile; and K by whole steps of rows.
+#if defined(__AMX_BF16__)
+constexpr i64 kDepthAlign = 32;
+constexpr i64 kKeyRowsPad = 32;
+#else
+constexpr i64 kDepthAlign = 2;
+constexpr i64 kKeyRowsPad = kRows;
+#endif
+
+// rows (m × n, ld) *= factor; n a multiple of kLanes.
+void scale_rows(i64 m, i64 n, float* rows, i64 ld, float factor) {
+  const Vec f = simd::set1(factor);
+  for (i64 r = 0; r < m; ++r) {
+    float* row = rows + r * ld;
+    for (i64 c = 0; c < n; c += kLanes) simd::store(row + c, simd::mul(simd::load(row + c), f));
+  }
+}
+
 #if defined(__AVX512BF16__)
 // Sixteen f32 pairs (lo[c], hi[c]) rounded to bf16 by core/dtype.hpp's rule, as the words
 // Bf16Products multiplies: lo in the low half.
@@ -60,9 +79,9 @@ inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
   return _mm512_or_si512(bf16_bits_rounded(lo), _mm512_slli_epi32(bf16_bits_rounded(hi), 16));
 }
 
-// dst (⌈m / 2⌉ × n words, ldd) = rows 2p and 2p + 1 of src (m × n, lds) as bf16 pairs, the
-// last row of an odd m paired with zero; n a multiple of kLanes.
-void pack_row_pairs(i64 m, i64 n, const float* src, i64 lds, std::uint32_t* dst, i64 ldd) {
+// dst (⌈m_pad / 2⌉ × n words, ldd) = rows 2p and 2p + 1 of src (m × n, lds) as bf16 pairs,
+// rows m .. m_pad zero; n a multiple of kLanes.
+void pack_row_pairs(i64 m, i64 m_pad, i64 n, const float* src, i64 lds, std::uint32_t* dst, i64 ldd) {
   for (i64 r = 0; r < m; r += 2) {
     const float* lo = src + r * lds;
     const float* hi = r + 1 < m ? lo + lds : nullptr;
@@ -70,6 +89,17 @@ void pack_row_pairs(i64 m, i64 n, const float* src, i64 lds, std::uint32_t* dst,
     for (i64 c = 0; c < n; c += kLanes) {
       const __m512 h = hi != nullptr ? _mm512_loadu_ps(hi + c) : _mm512_setzero_ps();
       _mm512_storeu_si512(out + c, bf16_pairs(_mm512_loadu_ps(lo + c), h));
+    }
+  }
+  for (i64 r = (m + 1) / 2; r < (m_pad + 1) / 2; ++r) std::memset(dst + r * ldd, 0, sizeof(std::uint32_t) * n);
+}
+
+// dst (m × n bf16, ldd) = src (m × n, lds) rounded; n a multiple of kLanes.
+void round_rows_to_bf16(i64 m, i64 n, const float* src, i64 lds, std::uint16_t* dst, i64 ldd) {
+  for (i64 r = 0; r < m; ++r) {
+    for (i64 c = 0; c < n; c += kLanes) {
+      const __m256i h = _mm512_cvtepi32_epi16(bf16_bits_rounded(_mm512_loadu_ps(src + r * lds + c)));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + r * ldd + c), h);
     }
   }
 }
