@@ -86,6 +86,7 @@ void amx_gemm(i64 m, i64 n, i64 k, const std::uint16_t* a, i64 lda, const std::u
 // keys are B's rows.
 struct AmxProducts : Bf16Products {
   static constexpr bool kOutputTransposed = true;
+  static constexpr bool kScoresUnscaled = true;  // the caller scales S (or the softmax does)
   static void prepare() { amx_configure(); }
   static void finish_block() { _tile_release(); }  // the OS need not save tiles no one uses
 };

@@ -213,14 +213,13 @@ void output_product(const Bf16Products&, const ForwardTile& f, i64 j0, i64 bc, P
 }
 #endif
 #if defined(__AMX_BF16__)
-// Whole 32 × 32 blocks: the causal diagonal's hidden part is computed and masked.
+// Whole 32 × 32 blocks: the causal diagonal's hidden part is computed and masked. The
+// scores are left unscaled (kScoresUnscaled).
 template <typename Part>
-void score_product(const AmxProducts& ops, const ForwardTile& f, i64 j0, i64 rows, Part) {
+void score_product(const AmxProducts&, const ForwardTile& f, i64 j0, i64 rows, Part) {
   const i64 k_row = round_up(f.p.headdim, kDepthAlign), ld = f.e.cols_q;
-  const i64 key_rows = round_up(rows, 32);
-  amx_gemm<false>(key_rows, f.cols, k_row, reinterpret_cast<const std::uint16_t*>(f.kv.k_pairs) + j0 * k_row, k_row,
-                  f.w.qt_pairs, ld, f.w.st, ld);
-  scale_rows(key_rows, f.cols, f.w.st, ld, ops.scale);
+  amx_gemm<false>(round_up(rows, 32), f.cols, k_row, reinterpret_cast<const std::uint16_t*>(f.kv.k_pairs) + j0 * k_row,
+                  k_row, f.w.qt_pairs, ld, f.w.st, ld);
 }
 template <typename Part>
 void output_product(const AmxProducts&, const ForwardTile& f, i64 j0, i64 bc, Part) {  // Oᵀ += Vᵀ P
@@ -235,6 +234,10 @@ void output_product(const AmxProducts&, const ForwardTile& f, i64 j0, i64 bc, Pa
 template <typename Ops>
 void rescale_output(const ForwardTile& f) {
   if constexpr (Ops::kOutputTransposed) {
+    // Once each query's max has settled alpha is 1 throughout: the pass is skipped.
+    bool settled = true;
+    for (i64 i = 0; i < f.cols; ++i) settled &= f.w.alpha[i] == 1.0f;
+    if (settled) return;
     for (i64 x = 0; x < f.p.headdim; ++x) {
       float* row = f.w.acc + x * f.e.cols_q;
       for (i64 i = 0; i < f.cols; i += kLanes) simd::store(row + i, simd::mul(simd::load(row + i), simd::load(f.w.alpha + i)));
@@ -264,10 +267,20 @@ void forward_pair(const Ops& ops, const ForwardTile& f, const TilePair& pair) {
   } else {
     score_product(ops, f, j0, key_rows, WholeTile{});
   }
+  // Products that leave the softmax scale (Ops::kScoresUnscaled) have it applied here for
+  // the modifiers, or else by the softmax.
+  float softmax_scale = 1.0f;
+  if constexpr (Ops::kScoresUnscaled) {
+    if (kGeneral && p.modifies_scores()) {
+      scale_rows(key_rows, f.cols, w.st, ld, p.scale);
+    } else {
+      softmax_scale = p.scale;
+    }
+  }
   if (kGeneral && p.modifies_scores()) modify_tile_transposed(p, f.b, f.h, f.q0, f.br, j0, bc, w.st, ld, f.cols);
   if constexpr (kPartial) mask_tile_transposed(p, pair, f.b, w.st, ld, f.cols);
 
-  online_softmax_columns(w.st, ld, f.cols, bc, w.m, w.mb, w.l, w.alpha, w.neg_ref);
+  online_softmax_columns(w.st, ld, f.cols, bc, softmax_scale, w.m, w.mb, w.l, w.alpha, w.neg_ref);
   const std::uint32_t threshold = p.dropout_threshold;
   if (kGeneral && threshold != 0) {
     for (i64 i = 0; i < f.br; ++i) {

@@ -84,6 +84,7 @@ struct F32Products {
   // For the forward (flash_forward.hpp): its output accumulates as (queries, d), and the
   // products need no per-thread state.
   static constexpr bool kOutputTransposed = false;
+  static constexpr bool kScoresUnscaled = false;
   static void prepare() {}
   static void finish_block() {}
 };
@@ -106,6 +107,7 @@ struct Bf16Products {
   float scale = 1.0f;
   Vec finish(Vec acc) const { return simd::mul(acc, simd::set1(scale)); }
   static constexpr bool kOutputTransposed = false;
+  static constexpr bool kScoresUnscaled = false;
   static void prepare() {}
   static void finish_block() {}
 };

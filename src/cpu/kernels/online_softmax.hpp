@@ -20,13 +20,16 @@ namespace {
 // fma(s, log2 e, −mb) against the same mb, and the rescale alpha = 2^(mb_old − mb_new) uses
 // the same rounded values, so that rounding cancels in O = acc / l. Updates m, mb and
 // l = l · alpha + Σ P; leaves alpha for the caller's rescale of O and −mb in neg_ref.
-void online_softmax_columns(float* st, i64 ld, i64 cols, i64 bc, float* m, float* mb, float* l, float* alpha,
-                            float* neg_ref) {
-  const Vec log2e = simd::set1(kLog2e), neg_inf = simd::set1(kNegInf);
+// The scores are st · score_scale (score_scale > 0: products that leave the softmax scale
+// to it, saving a pass; exactly st when it is 1).
+void online_softmax_columns(float* st, i64 ld, i64 cols, i64 bc, float score_scale, float* m, float* mb, float* l,
+                            float* alpha, float* neg_ref) {
+  const Vec log2e = simd::set1(kLog2e), neg_inf = simd::set1(kNegInf), scale = simd::set1(score_scale);
+  const Vec scaled_log2e = simd::set1(score_scale * kLog2e);
   for (i64 i = 0; i < cols; i += kLanes) {
     Vec tile_max = neg_inf;
     for (i64 c = 0; c < bc; ++c) tile_max = simd::max(tile_max, simd::load(st + c * ld + i));
-    const Vec m_new = simd::max(tile_max, simd::load(m + i));
+    const Vec m_new = simd::max(simd::mul(tile_max, scale), simd::load(m + i));
     simd::store(m + i, m_new);
     const Vec mb_old = simd::load(mb + i);
     const Vec mb_new = simd::mul(m_new, log2e);
@@ -43,7 +46,7 @@ void online_softmax_columns(float* st, i64 ld, i64 cols, i64 bc, float* m, float
     Vec sum = simd::zero();
     for (i64 c = 0; c < bc; ++c) {
       float* sp = st + c * ld + i;
-      const Vec pc = simd::exp2_below_128(simd::fma(simd::load(sp), log2e, nref));
+      const Vec pc = simd::exp2_below_128(simd::fma(simd::load(sp), scaled_log2e, nref));
       simd::store(sp, pc);
       sum = simd::add(sum, pc);
     }

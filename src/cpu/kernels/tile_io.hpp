@@ -73,10 +73,14 @@ void scale_rows(i64 m, i64 n, float* rows, i64 ld, float factor) {
 }
 
 #if defined(__AVX512BF16__)
-// Sixteen f32 pairs (lo[c], hi[c]) rounded to bf16 by core/dtype.hpp's rule, as the words
-// Bf16Products multiplies: lo in the low half.
+// Sixteen f32 pairs (lo[c], hi[c]) rounded to bf16, as the words Bf16Products multiplies:
+// lo in the low half. vcvtne2ps2bf16 rounds to nearest even and flushes subnormals to zero,
+// as the products that read the pairs do anyway (one instruction and a permute, against
+// fourteen for core/dtype.hpp's integer rule: P packed so took 14% of the AMX forward).
 inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
-  return _mm512_or_si512(bf16_bits_rounded(lo), _mm512_slli_epi32(bf16_bits_rounded(hi), 16));
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                              23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
 // dst (⌈m_pad / 2⌉ × n words, ldd) = rows 2p and 2p + 1 of src (m × n, lds) as bf16 pairs,
