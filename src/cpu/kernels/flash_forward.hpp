@@ -187,7 +187,7 @@ void score_product(const F32Products& ops, const ForwardTile& f, i64 j0, i64 row
   gemm<false>(rows, f.cols, d, f.kv.k + j0 * d, d, 1, f.w.qt, ld, f.w.st, ld, part, ops);
 }
 template <typename Part>
-void output_product(const F32Products& ops, const ForwardTile& f, i64 j0, i64 bc, Part part) {
+void output_product(const F32Products& ops, const ForwardTile& f, i64 j0, i64 bc, Part part, bool /*p_in_pairs*/) {
   const i64 d_pad = f.e.d_pad;
   gemm<true>(f.rows, d_pad, bc, f.w.st, 1, f.e.cols_q, f.kv.v + j0 * d_pad, d_pad, f.w.acc, d_pad, part, ops);
 }
@@ -205,7 +205,7 @@ void score_product(const Bf16Products& ops, const ForwardTile& f, i64 j0, i64 ro
               ops);
 }
 template <typename Part>
-void output_product(const Bf16Products&, const ForwardTile& f, i64 j0, i64 bc, Part part) {
+void output_product(const Bf16Products&, const ForwardTile& f, i64 j0, i64 bc, Part part, bool /*p_in_pairs*/) {
   const i64 d_pad = f.e.d_pad, ld = f.e.cols_q;
   pack_row_pairs(bc, bc, f.cols, f.w.st, ld, f.w.p_pairs, ld);  // P rounded to bf16
   gemm<true>(f.rows, d_pad, bc, f.w.p_pairs, 1, ld, f.kv.v_pairs + j0 / 2 * d_pad, d_pad, f.w.acc, d_pad, part,
@@ -221,10 +221,29 @@ void score_product(const AmxProducts&, const ForwardTile& f, i64 j0, i64 rows, P
   amx_gemm<false>(round_up(rows, 32), f.cols, k_row, reinterpret_cast<const std::uint16_t*>(f.kv.k_pairs) + j0 * k_row,
                   k_row, f.w.qt_pairs, ld, f.w.st, ld);
 }
+// P as bf16 pairs, straight from the softmax (the AMX output product's operand).
+struct StorePairs {
+  std::uint32_t* pairs;
+  i64 ld, bc;
+  __m512 held{};  // an even row's P, until the odd row that shares its words
+  void operator()(float*, i64 row, i64 col, Vec pc) {
+    if (row % 2 == 0) {
+      held = pc.v;
+      if (row + 1 == bc) _mm512_storeu_si512(pairs + row / 2 * ld + col, bf16_pairs(held, _mm512_setzero_ps()));
+    } else {
+      _mm512_storeu_si512(pairs + row / 2 * ld + col, bf16_pairs(held, pc.v));
+    }
+  }
+};
+
 template <typename Part>
-void output_product(const AmxProducts&, const ForwardTile& f, i64 j0, i64 bc, Part) {  // Oᵀ += Vᵀ P
+void output_product(const AmxProducts&, const ForwardTile& f, i64 j0, i64 bc, Part, bool p_in_pairs) {  // Oᵀ += Vᵀ P
   const i64 ld = f.e.cols_q, keys = round_up(bc, 32);
-  pack_row_pairs(bc, keys, f.cols, f.w.st, ld, f.w.p_pairs, ld);  // P rounded to bf16, zero past the tile's keys
+  if (p_in_pairs) {  // zero past the tile's keys
+    zero_word_rows(f.w.p_pairs, (bc + 1) / 2, keys / 2, f.cols, ld);
+  } else {  // P rounded to bf16
+    pack_row_pairs(bc, keys, f.cols, f.w.st, ld, f.w.p_pairs, ld);
+  }
   const Bf16KvLayout l(f.p);
   amx_gemm<true>(f.e.d_pad, f.cols, keys, f.kv.v_t + j0, l.vt_row, f.w.p_pairs, ld, f.w.acc, ld);
 }
@@ -280,20 +299,30 @@ void forward_pair(const Ops& ops, const ForwardTile& f, const TilePair& pair) {
   if (kGeneral && p.modifies_scores()) modify_tile_transposed(p, f.b, f.h, f.q0, f.br, j0, bc, w.st, ld, f.cols);
   if constexpr (kPartial) mask_tile_transposed(p, pair, f.b, w.st, ld, f.cols);
 
-  online_softmax_columns(w.st, ld, f.cols, bc, softmax_scale, w.m, w.mb, w.l, w.alpha, w.neg_ref);
-  const std::uint32_t threshold = p.dropout_threshold;
-  if (kGeneral && threshold != 0) {
-    for (i64 i = 0; i < f.br; ++i) {
-      dropout_factors(w.drop, bc, p.seed, p.batch_base + f.b, f.h, p.dropout_offset_q + f.q0 + i,
-                      p.dropout_offset_k + j0, threshold, p.keep_scale);
-      for (i64 c = 0; c < bc; ++c) w.st[c * ld + i] *= w.drop[c];
+  // P in place, with dropout; or, with nothing between the softmax and the AMX output
+  // product, straight into the bf16 pairs it reads.
+  constexpr bool kPairsFromSoftmax = Ops::kOutputTransposed && !kGeneral;
+  if constexpr (kPairsFromSoftmax) {
+#if defined(__AMX_BF16__)
+    online_softmax_columns(w.st, ld, f.cols, bc, softmax_scale, w.m, w.mb, w.l, w.alpha, w.neg_ref,
+                           StorePairs{w.p_pairs, ld, bc});
+#endif
+  } else {
+    online_softmax_columns(w.st, ld, f.cols, bc, softmax_scale, w.m, w.mb, w.l, w.alpha, w.neg_ref);
+    const std::uint32_t threshold = p.dropout_threshold;
+    if (kGeneral && threshold != 0) {
+      for (i64 i = 0; i < f.br; ++i) {
+        dropout_factors(w.drop, bc, p.seed, p.batch_base + f.b, f.h, p.dropout_offset_q + f.q0 + i,
+                        p.dropout_offset_k + j0, threshold, p.keep_scale);
+        for (i64 c = 0; c < bc; ++c) w.st[c * ld + i] *= w.drop[c];
+      }
     }
   }
   rescale_output<Ops>(f);
   if (kPartial && mask.skip_hidden) {
-    output_product(ops, f, j0, bc, CausalOutput{mask.diag});
+    output_product(ops, f, j0, bc, CausalOutput{mask.diag}, kPairsFromSoftmax);
   } else {
-    output_product(ops, f, j0, bc, WholeTile{});  // O += P V
+    output_product(ops, f, j0, bc, WholeTile{}, kPairsFromSoftmax);  // O += P V
   }
 }
 

@@ -21,9 +21,15 @@ namespace {
 // the same rounded values, so that rounding cancels in O = acc / l. Updates m, mb and
 // l = l · alpha + Σ P; leaves alpha for the caller's rescale of O and −mb in neg_ref.
 // The scores are st · score_scale (score_scale > 0: products that leave the softmax scale
-// to it, saving a pass; exactly st when it is 1).
+// to it, saving a pass; exactly st when it is 1). P goes where `store_p` puts it: in place
+// (StoreInPlace), or wherever the product that reads it wants it.
+struct StoreInPlace {
+  void operator()(float* sp, i64 /*row*/, i64 /*col*/, Vec pc) const { simd::store(sp, pc); }
+};
+
+template <typename StoreP = StoreInPlace>
 void online_softmax_columns(float* st, i64 ld, i64 cols, i64 bc, float score_scale, float* m, float* mb, float* l,
-                            float* alpha, float* neg_ref) {
+                            float* alpha, float* neg_ref, StoreP&& store_p = {}) {
   const Vec log2e = simd::set1(kLog2e), neg_inf = simd::set1(kNegInf), scale = simd::set1(score_scale);
   const Vec scaled_log2e = simd::set1(score_scale * kLog2e);
   for (i64 i = 0; i < cols; i += kLanes) {
@@ -47,7 +53,7 @@ void online_softmax_columns(float* st, i64 ld, i64 cols, i64 bc, float score_sca
     for (i64 c = 0; c < bc; ++c) {
       float* sp = st + c * ld + i;
       const Vec pc = simd::exp2_below_128(simd::fma(simd::load(sp), scaled_log2e, nref));
-      simd::store(sp, pc);
+      store_p(sp, c, i, pc);
       sum = simd::add(sum, pc);
     }
     simd::store(l + i, simd::fma(simd::load(l + i), simd::load(alpha + i), sum));

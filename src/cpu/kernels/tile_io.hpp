@@ -83,6 +83,11 @@ inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
   return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
+// Rows r0 .. r1 of dst (n words each, ldd apart) = 0.
+void zero_word_rows(std::uint32_t* dst, i64 r0, i64 r1, i64 n, i64 ldd) {
+  for (i64 r = r0; r < r1; ++r) std::memset(dst + r * ldd, 0, sizeof(std::uint32_t) * n);
+}
+
 // dst (⌈m_pad / 2⌉ × n words, ldd) = rows 2p and 2p + 1 of src (m × n, lds) as bf16 pairs,
 // rows m .. m_pad zero; n a multiple of kLanes.
 void pack_row_pairs(i64 m, i64 m_pad, i64 n, const float* src, i64 lds, std::uint32_t* dst, i64 ldd) {
@@ -95,7 +100,7 @@ void pack_row_pairs(i64 m, i64 m_pad, i64 n, const float* src, i64 lds, std::uin
       _mm512_storeu_si512(out + c, bf16_pairs(_mm512_loadu_ps(lo + c), h));
     }
   }
-  for (i64 r = (m + 1) / 2; r < (m_pad + 1) / 2; ++r) std::memset(dst + r * ldd, 0, sizeof(std::uint32_t) * n);
+  zero_word_rows(dst, (m + 1) / 2, (m_pad + 1) / 2, n, ldd);
 }
 
 // dst (m × n bf16, ldd) = src (m × n, lds) rounded; n a multiple of kLanes.
