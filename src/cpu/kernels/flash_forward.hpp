@@ -117,9 +117,28 @@ PackedKv pack_kv(const Problem& p, const TileConfig& t, i64 b, i64 hk, float* ba
     if constexpr (kDepthAlign == 32) {
       auto* vt = reinterpret_cast<std::uint16_t*>(base + l.k_floats);  // (d_pad, vt_row)
       std::memset(vt, 0, sizeof(std::uint16_t) * static_cast<std::size_t>(d_pad * l.vt_row));
-      for (i64 j = 0; j < n; ++j) {
-        const std::uint16_t* row = p.kv_row16(p.v, b, j, hk);
-        for (i64 x = 0; x < d; ++x) vt[x * l.vt_row + j] = row[x];
+      // Keys j, j + 1 of dimension x are one word of Vᵀ's row x: the words of sixteen
+      // dimensions at a time, scattered down their rows.
+      auto* vt_words = reinterpret_cast<int*>(vt);
+      const i64 row_words = l.vt_row / 2;
+      const __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                              _mm512_set1_epi32(static_cast<int>(row_words)));
+      for (i64 j = 0; j < n; j += 2) {
+        const std::uint16_t* lo = p.kv_row16(p.v, b, j, hk);
+        const std::uint16_t* hi = j + 1 < n ? p.kv_row16(p.v, b, j + 1, hk) : nullptr;
+        i64 x = 0;
+        for (; x + kLanes <= d; x += kLanes) {
+          const __m256i lo16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + x));
+          const __m256i hi16 =
+              hi != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + x)) : _mm256_setzero_si256();
+          const __m512i words =
+              _mm512_or_si512(_mm512_cvtepu16_epi32(lo16), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi16), 16));
+          _mm512_i32scatter_epi32(vt_words + x * row_words + j / 2, down, words, 4);
+        }
+        for (; x < d; ++x) {
+          vt[x * l.vt_row + j] = lo[x];
+          if (hi != nullptr) vt[x * l.vt_row + j + 1] = hi[x];
+        }
       }
       kv.v_t = vt;
     } else {
@@ -192,11 +211,19 @@ void output_product(const F32Products& ops, const ForwardTile& f, i64 j0, i64 bc
   gemm<true>(f.rows, d_pad, bc, f.w.st, 1, f.e.cols_q, f.kv.v + j0 * d_pad, d_pad, f.w.acc, d_pad, part, ops);
 }
 #if defined(__AVX512BF16__)
-// Qᵀ in pairs (zero rows up to the padded depth), scaled as the score product finishes.
+// Qᵀ in pairs (zero up to the padded depth and columns), scaled as the score product
+// finishes: dimensions 2p, 2p + 1 of a bf16 query row already are pair p, so this is a
+// transpose of words.
 void load_queries(const Bf16Products&, const ForwardTile& f) {
-  const i64 d = f.p.headdim, ld = f.e.cols_q;
-  load_rows_transposed(f.p.q, f.p.q_dtype, f.b, f.h, f.q0, f.br, d, 1.0f, f.w.qt, ld, f.cols);
-  pack_row_pairs(d, round_up(d, kDepthAlign), f.cols, f.w.qt, ld, f.w.qt_pairs, ld);
+  const i64 d = f.p.headdim, ld = f.e.cols_q, words = (d + 1) / 2;
+  std::uint32_t* qt = f.w.qt_pairs;
+  for (i64 i = 0; i < f.br; ++i) {
+    const auto* row = static_cast<const std::uint16_t*>(f.p.q.row(f.b, f.q0 + i, f.h, DType::bf16));
+    for (i64 w = 0; w < d / 2; ++w) qt[w * ld + i] = row[2 * w] | std::uint32_t{row[2 * w + 1]} << 16;
+    if (d % 2 != 0) qt[(words - 1) * ld + i] = row[d - 1];
+  }
+  for (i64 w = 0; w < words; ++w) std::memset(qt + w * ld + f.br, 0, sizeof(std::uint32_t) * (f.cols - f.br));
+  zero_word_rows(qt, words, round_up(d, kDepthAlign) / 2, f.cols, ld);
 }
 template <typename Part>
 void score_product(const Bf16Products& ops, const ForwardTile& f, i64 j0, i64 rows, Part part) {
