@@ -37,14 +37,16 @@ struct PackedKv {
 };
 
 // Q and dO of one (batch, head), packed once per backward call where the build multiplies
-// bf16 on AMX tiles (kernels/flash_backward.hpp): bf16 rows (seqlen_q + 32 rounded to 32, of
-// headdim rounded to 32) and the same transposed, zero padded. The other builds read Q and
-// dO in place.
+// bf16 (kernels/flash_backward.hpp): bf16 rows (seqlen_q + 32 rounded to 32, of headdim
+// rounded to 32), zero padded, and the same transposed (AMX) or as pairs of rows (vdpbf16ps).
+// The f32 products read Q and dO in place.
 struct PackedQ {
   const std::uint16_t* q = nullptr;
-  const std::uint16_t* q_t = nullptr;
   const std::uint16_t* dout = nullptr;
+  const std::uint16_t* q_t = nullptr;
   const std::uint16_t* dout_t = nullptr;
+  const std::uint32_t* q_pairs = nullptr;
+  const std::uint32_t* dout_pairs = nullptr;
 };
 
 struct KernelSet {

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstring>
+#include <type_traits>
 
 #include "core/tiles.hpp"
 #include "cpu/kernels.hpp"
@@ -87,44 +88,45 @@ BackwardScratch carve_backward(float* base, const TileConfig& t, i64 d, i64* flo
 
 i64 backward_workspace_floats(const TileConfig& t, i64 d) { return scratch_floats(carve_backward, t, d); }
 
-// PackedQ's layout (cpu/kernels.hpp), on the amx build for bf16 calls.
-bool backward_tile_products(const Problem& p, const TileConfig& t) {
-#if defined(__AMX_BF16__)
-  return bf16_products(p, t);
-#else
-  (void)p, (void)t;
-  return false;
-#endif
-}
+// PackedQ's layout (cpu/kernels.hpp), where the call multiplies bf16 (bf16_products).
 struct PackedQLayout {
   i64 rows, d_pad;
   explicit PackedQLayout(const Problem& p) : rows(round_up(p.seqlen_q + 32, 32)), d_pad(round_up(p.headdim, 32)) {}
 };
 
 i64 packed_q_floats(const Problem& p, const TileConfig& t) {
-  if (!backward_tile_products(p, t)) return 0;
+  if (!bf16_products(p, t)) return 0;
   const PackedQLayout l(p);
   return 2 * l.rows * l.d_pad;  // four bf16 copies
 }
 
 PackedQ pack_q(const Problem& p, const TileConfig& t, i64 b, i64 h, float* base) {
-  if (!backward_tile_products(p, t)) return {};
+  if (!bf16_products(p, t)) return {};
   const PackedQLayout l(p);
   const i64 d = p.headdim, copy = l.rows * l.d_pad;
   auto* q = reinterpret_cast<std::uint16_t*>(base);
   std::memset(q, 0, sizeof(std::uint16_t) * 4 * copy);
-  std::uint16_t *q_t = q + copy, *dout = q_t + copy, *dout_t = dout + copy;
+  std::uint16_t *dout = q + copy, *q_other = dout + copy, *dout_other = q_other + copy;
   for (i64 i = 0; i < p.seqlen_q; ++i) {
     const auto* q_row = static_cast<const std::uint16_t*>(p.q.row(b, i, h, p.q_dtype));
     const auto* dout_row = static_cast<const std::uint16_t*>(p.dout.row(b, i, h, p.q_dtype));
     std::memcpy(q + i * l.d_pad, q_row, sizeof(std::uint16_t) * d);
     std::memcpy(dout + i * l.d_pad, dout_row, sizeof(std::uint16_t) * d);
     for (i64 x = 0; x < d; ++x) {
-      q_t[x * l.rows + i] = q_row[x];
-      dout_t[x * l.rows + i] = dout_row[x];
+      // Transposed (element (x, i) of Qᵀ), or pairs of rows (half i % 2 of word (i / 2, x)).
+      const i64 at = kDepthAlign == 32 ? x * l.rows + i : (i / 2 * l.d_pad + x) * 2 + i % 2;
+      q_other[at] = q_row[x];
+      dout_other[at] = dout_row[x];
     }
   }
-  return {q, q_t, dout, dout_t};
+  PackedQ packed{q, dout};
+  if (kDepthAlign == 32) {
+    packed.q_t = q_other, packed.dout_t = dout_other;
+  } else {
+    packed.q_pairs = reinterpret_cast<const std::uint32_t*>(q_other);
+    packed.dout_pairs = reinterpret_cast<const std::uint32_t*>(dout_other);
+  }
+  return packed;
 }
 
 // One key tile's state through its query tiles.
@@ -160,6 +162,35 @@ void gradient_products(const F32Products&, const BackwardTile& f, i64 h, i64 i0,
   gemm<false>(rows, d_pad, f.bc, w.dp, ld, 1, w.k, d_pad, w.dq, d_pad);        // dS K
   add_rows(br, f.p.headdim, w.dq, d_pad, f.p.scale, f.dq_target.row(f.b, i0, h), f.dq_target.stride_s);
 }
+#if defined(__AVX512BF16__)
+// vdpbf16ps: S scaled as its product finishes, as the forward's was; Q unscaled in dK (the
+// scale applied at the end). dK and dV accumulate as (keys, d_pad).
+void score_products(const Bf16Products& ops, const BackwardTile& f, i64 h, i64 i0, i64, i64 rows) {
+  const PackedQ& q = f.packed_q[f.b * f.p.heads + h];
+  const BackwardScratch& w = f.w;
+  const i64 ld = f.e.cols_k, d = f.p.headdim, row_words = f.e.d_pad / 2;
+  const auto* q_rows = reinterpret_cast<const std::uint32_t*>(q.q) + i0 * row_words;
+  const auto* dout_rows = reinterpret_cast<const std::uint32_t*>(q.dout) + i0 * row_words;
+  gemm<false>(rows, f.cols, d, q_rows, row_words, 1, w.kt_pairs, ld, w.s, ld, WholeTile{}, ops);            // S
+  gemm<false>(rows, f.cols, d, dout_rows, row_words, 1, w.vt_pairs, ld, w.dp, ld, WholeTile{}, Bf16Products{});  // dO Vᵀ
+}
+void gradient_products(const Bf16Products&, const BackwardTile& f, i64 h, i64 i0, i64 br, i64 rows) {
+  const PackedQ& q = f.packed_q[f.b * f.p.heads + h];
+  const BackwardScratch& w = f.w;
+  const i64 ld = f.e.cols_k, d_pad = f.e.d_pad;
+  const Bf16Products unscaled{};
+  pack_row_pairs(br, rows, f.cols, w.s, ld, w.p_pairs, ld);    // P, zero past the tile's queries
+  pack_row_pairs(br, rows, f.cols, w.dp, ld, w.ds_pairs, ld);  // dS
+  round_rows_to_bf16(rows, f.cols, w.dp, ld, w.ds, ld);
+  const std::uint32_t* dout_pairs = q.dout_pairs + i0 / 2 * d_pad;
+  const std::uint32_t* q_pairs = q.q_pairs + i0 / 2 * d_pad;
+  gemm<true>(f.key_rows, d_pad, rows, w.p_pairs, 1, ld, dout_pairs, d_pad, w.dv, d_pad, WholeTile{}, unscaled);  // dV += Pᵀ dO
+  gemm<true>(f.key_rows, d_pad, rows, w.ds_pairs, 1, ld, q_pairs, d_pad, w.dk, d_pad, WholeTile{}, unscaled);    // dK += dSᵀ Q
+  gemm<false>(rows, d_pad, f.bc, reinterpret_cast<const std::uint32_t*>(w.ds), ld / 2, 1, w.k_pairs, d_pad, w.dq, d_pad,
+              WholeTile{}, unscaled);  // dS K
+  add_rows(br, f.p.headdim, w.dq, d_pad, f.p.scale, f.dq_target.row(f.b, i0, h), f.dq_target.stride_s);
+}
+#endif
 #if defined(__AMX_BF16__)
 // Q unscaled (the scale applied to S as the forward did, and to dK at the end).
 void score_products(const AmxProducts& ops, const BackwardTile& f, i64 h, i64 i0, i64, i64 rows) {
@@ -268,6 +299,7 @@ void backward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b
                        round_up(round_up(bc, kRows), kKeyRowsPad), delta, packed_q, dq_target};
   const BackwardScratch& w = f.w;
   constexpr bool kTransposed = Ops::kOutputTransposed;  // dK and dV as (d_pad, cols_k)
+  constexpr bool kBf16 = !std::is_same_v<Ops, F32Products>;  // Q unscaled in dK; K and V as pairs
 
   // Setup: this key tile as rows and transposed (and as bf16 pairs for tile products);
   // zero gradients.
@@ -275,8 +307,8 @@ void backward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b
   load_rows_transposed(p.k, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.kt, f.e.cols_k, f.cols);
   load_rows_transposed(p.v, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.vt, f.e.cols_k, f.cols);
   load_rows(p.k, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.k, bc, f.e.d_pad);
-#if defined(__AMX_BF16__)
-  if constexpr (kTransposed) {
+#if defined(__AVX512BF16__)
+  if constexpr (kBf16) {
     pack_row_pairs(d, f.e.d_pad, f.cols, w.kt, f.e.cols_k, w.kt_pairs, f.e.cols_k);
     pack_row_pairs(d, f.e.d_pad, f.cols, w.vt, f.e.cols_k, w.vt_pairs, f.e.cols_k);
     pack_row_pairs(bc, f.cols, f.e.d_pad, w.k, f.e.d_pad, w.k_pairs, f.e.d_pad);
@@ -298,10 +330,15 @@ void backward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b
   for (i64 c = 0; c < bc; ++c) {
     float* dk = p.dk.row(b, kv0 + c, hk);
     float* dv = p.dv.row(b, kv0 + c, hk);
-    if constexpr (kTransposed) {  // tile products left Q unscaled
+    if constexpr (kTransposed) {  // bf16 products left Q unscaled
       for (i64 x = 0; x < d; ++x) {
         dk[x] = w.dk[x * f.e.cols_k + c] * p.scale;
         dv[x] = w.dv[x * f.e.cols_k + c];
+      }
+    } else if constexpr (kBf16) {
+      for (i64 x = 0; x < d; ++x) {
+        dk[x] = w.dk[c * f.e.d_pad + x] * p.scale;
+        dv[x] = w.dv[c * f.e.d_pad + x];
       }
     } else {
       for (i64 x = 0; x < d; ++x) {
@@ -323,8 +360,12 @@ void backward_block_with(const Ops& ops, const Problem& p, const TileConfig& t, 
 void backward_block(const Problem& p, const TileConfig& t, i64 b, i64 hk, i64 kv0, i64 kv1, const float* delta,
                     const PackedQ* packed_q, const Bshd& dq_target, float* scratch) {
 #if defined(__AMX_BF16__)
-  if (backward_tile_products(p, t)) {
+  if (bf16_products(p, t)) {
     return backward_block_with(AmxProducts{{p.scale}}, p, t, b, hk, kv0, kv1, delta, packed_q, dq_target, scratch);
+  }
+#elif defined(__AVX512BF16__)
+  if (bf16_products(p, t)) {
+    return backward_block_with(Bf16Products{p.scale}, p, t, b, hk, kv0, kv1, delta, packed_q, dq_target, scratch);
   }
 #endif
   backward_block_with(F32Products{}, p, t, b, hk, kv0, kv1, delta, packed_q, dq_target, scratch);

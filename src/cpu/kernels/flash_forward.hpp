@@ -75,11 +75,11 @@ ForwardScratch carve_forward(float* base, const TileConfig& t, i64 d, i64* float
 
 i64 forward_workspace_floats(const TileConfig& t, i64 d) { return scratch_floats(carve_forward, t, d); }
 
-// Whether a call multiplies in bf16: the build has vdpbf16ps, Q, K and V are bf16, and key
-// tiles start on even keys, so that a pair of V rows never straddles two tiles.
+// Whether a call multiplies in bf16: the build has vdpbf16ps, Q, K and V are bf16, and
+// tiles start on even keys and queries, so that a pair of rows never straddles two tiles.
 bool bf16_products(const Problem& p, const TileConfig& t) {
 #if defined(__AVX512BF16__)
-  return p.q_dtype == DType::bf16 && p.kv_dtype == DType::bf16 && t.block_k % 2 == 0;
+  return p.q_dtype == DType::bf16 && p.kv_dtype == DType::bf16 && t.block_k % 2 == 0 && t.block_q % 2 == 0;
 #else
   (void)p, (void)t;
   return false;
