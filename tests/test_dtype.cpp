@@ -208,16 +208,25 @@ std::vector<Case> dtype_cases() {
 
 class DtypeAccuracy : public ::testing::TestWithParam<PathCase> {};
 
+std::vector<std::pair<DType, Isa>> dtype_isa_pairs() {
+  std::vector<std::pair<DType, Isa>> pairs;
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    for (Isa isa : isas_to_test()) pairs.emplace_back(dtype, isa);
+  }
+  return pairs;
+}
+
 TEST_P(DtypeAccuracy, ForwardAndBackwardMatchReference) { expect_matches_reference(GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(Sweep, DtypeAccuracy, ::testing::ValuesIn(for_every_isa(dtype_cases())), path_case_name);
 
-// Same bits on every run and for every thread count.
+// Same bits on every run and for every thread count, on every kernel build.
 TEST(Dtype, DeterministicAcrossRunsAndThreads) {
-  for (DType dtype : {DType::bf16, DType::f16}) {
+  for (const auto& [dtype, isa] : dtype_isa_pairs()) {
     Case c;
     c.shape = {2, 77, 130, 4, 2, 64};
     c.dtype = dtype;
+    c.options.isa = isa;
     c.options.causal = true;
     c.options.dropout_p = 0.1f;
     c.options.seed = 3;
@@ -240,7 +249,7 @@ TEST(Dtype, DeterministicAcrossRunsAndThreads) {
     for (std::size_t r = 1; r < results.size(); ++r) {
       ASSERT_EQ(results[r].size(), results[0].size());
       EXPECT_EQ(std::memcmp(results[r].data(), results[0].data(), results[0].size() * sizeof(double)), 0)
-          << to_string(dtype) << ": run " << r << " differs";
+          << to_string(dtype) << " on " << to_string(isa) << ": run " << r << " differs";
     }
   }
 }

@@ -2,9 +2,10 @@
 // the Problem to a path (flash or standard).
 //
 // bf16 and f16 tensors are computed in f32 (every feature as in f32, every product and
-// statistic in f32), and each output is rounded once into the caller's tensor. The flash
-// paths widen their inputs as they read them; every output goes through an f32 copy, as
-// does everything in the standard path. The inputs' values are exact in f32, so the only rounding is the output's.
+// statistic in f32), and each output is rounded once into the caller's tensor — except bf16
+// on the builds with bf16 products (avx512_bf16, amx), whose flash kernels multiply bf16 and
+// round P and dS to it (cpu/kernels/). The flash paths read their inputs as they are; every
+// output goes through an f32 copy, as does everything in the standard path.
 #include <omp.h>
 
 #include <algorithm>
