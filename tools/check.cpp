@@ -140,7 +140,7 @@ std::vector<Case> sweep() {
 
 void print_line(const std::string& path, const char* pass, const std::string& shape,
                 double error, double standard_error, double fraction) {
-  std::printf("%-16s %-4s %-52s %11.3e %11.3e %8.3f  %s\n", path.c_str(), pass, shape.c_str(),
+  std::printf("%-17s %-4s %-52s %11.3e %11.3e %8.3f  %s\n", path.c_str(), pass, shape.c_str(),
               error, standard_error, fraction, fraction <= 1.0 ? "ok" : "FAIL");
 }
 
@@ -165,7 +165,7 @@ int check_main(int argc, char** argv) {
     return 2;
   }
 
-  std::printf("%-16s %-4s %-52s %11s %11s %8s  %s\n", "path", "pass", "shape", "max_err",
+  std::printf("%-17s %-4s %-52s %11s %11s %8s  %s\n", "path", "pass", "shape", "max_err",
               "std_err", "of_limit", "status");
   int failures = 0;
   for (const Case& base : sweep()) {

@@ -4,8 +4,9 @@
 // bf16 and f16 tensors are computed in f32 (every feature as in f32, every product and
 // statistic in f32), and each output is rounded once into the caller's tensor — except bf16
 // on the builds with bf16 products (avx512_bf16, amx), whose flash kernels multiply bf16 and
-// round P and dS to it (cpu/kernels/). The flash paths read their inputs as they are; every
-// output goes through an f32 copy, as does everything in the standard path.
+// round P and dS to it (cpu/kernels/). The flash forward reads its inputs and writes its
+// output in place, row by row; the backward's outputs go through f32 copies, as does
+// everything in the standard path.
 #include <omp.h>
 
 #include <algorithm>
@@ -92,15 +93,15 @@ void forward(const TensorView& q, const TensorView& k, const TensorView& v, cons
   const Problem p = make_forward_problem("flashattn::forward", q, k, v, out, lse, options, algorithm);
   const auto path = algorithm == Algorithm::standard ? standard_forward : flash_forward;
   if (p.dtype == DType::f32) return run(p, path);
-  F32Copies copies(p);
   Problem f = p;
-  if (algorithm == Algorithm::flash) {
-    f.kv_dtype = f.q_dtype = p.dtype;  // q, k, v widened as the forward reads them, never copied whole
-  } else {
-    f.q = copies.input(p.q, p.seqlen_q, p.heads);
-    f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
-    f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
+  if (algorithm == Algorithm::flash) {  // read and written in place, widened and rounded row by row
+    f.kv_dtype = f.q_dtype = f.out_dtype = p.dtype;
+    return run(f, path);
   }
+  F32Copies copies(p);
+  f.q = copies.input(p.q, p.seqlen_q, p.heads);
+  f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
+  f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
   f.out = copies.output(p.seqlen_q, p.heads);
   run(f, path);
   copies.write_back(f.out, p.out, p.seqlen_q, p.heads);

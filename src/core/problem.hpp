@@ -41,6 +41,17 @@ struct Bshd {
     widen(dtype, row(b, s, h, dtype), room, d);
     return room;
   }
+  // The other way: where to write a row's d floats (the row itself, or `room` when the
+  // tensor holds 16-bit elements), and, once written, their rounding into the tensor by
+  // `narrow` (the kernel build's conversion).
+  float* f32_out_row(std::int64_t b, std::int64_t s, std::int64_t h, DType dtype, float* room) const {
+    return dtype == DType::f32 ? row(b, s, h) : room;
+  }
+  template <class Narrow>
+  void store_row(std::int64_t b, std::int64_t s, std::int64_t h, DType dtype, std::int64_t d, const float* written,
+                 Narrow narrow) const {
+    if (dtype != DType::f32) narrow(dtype, written, row(b, s, h, dtype), d);
+  }
 };
 
 // The (batch, head, seq) f32 log-sum-exp tensor.

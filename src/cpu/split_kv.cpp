@@ -48,13 +48,14 @@ struct RowBlock {
 
 // Merges a block's partials in range order into out and lse. A row that sees no key in any
 // range keeps O = 0 and LSE = −∞.
-void merge_partials(const RowBlock& blk, const float* partials) {
+void merge_partials(const RowBlock& blk, const float* partials, const KernelSet& kernels) {
   const Problem& p = *blk.p;
   const i64 d = p.headdim, rows = blk.rows(), nq = blk.i1 - blk.i0;
   const i64 range_floats = rows * (d + 1);
   for (i64 r = 0; r < rows; ++r) {
     const i64 h = blk.hk0 * p.group() + r / nq, i = blk.i0 + r % nq;
-    float* out = p.out.row(blk.b, i, h);
+    float room[kMaxHeadDim];  // a 16-bit output's row, rounded into it once written
+    float* out = p.out.f32_out_row(blk.b, i, h, p.out_dtype, room);
     float top = -std::numeric_limits<float>::infinity();
     bool nan = false;
     for (i64 s = 0; s < blk.splits; ++s) {
@@ -65,6 +66,7 @@ void merge_partials(const RowBlock& blk, const float* partials) {
     if (nan || top == -std::numeric_limits<float>::infinity()) {
       const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
       for (i64 x = 0; x < d; ++x) out[x] = fill;
+      p.out.store_row(blk.b, i, h, p.out_dtype, d, out, kernels.convert_from_f32);
       p.lse.at(blk.b, h, i) = nan ? fill : top;
       continue;
     }
@@ -78,6 +80,7 @@ void merge_partials(const RowBlock& blk, const float* partials) {
     }
     const float inv = 1.0f / total;
     for (i64 x = 0; x < d; ++x) out[x] *= inv;
+    p.out.store_row(blk.b, i, h, p.out_dtype, d, out, kernels.convert_from_f32);
     p.lse.at(blk.b, h, i) = top + std::log(total);
   }
 }
@@ -166,7 +169,7 @@ void split_kv_forward(std::span<const Problem> problems) {
     // Epilogue: merge the split blocks, each in range order.
 #pragma omp for schedule(dynamic, 1)
     for (std::size_t n = 0; n < blocks.size(); ++n) {
-      if (blocks[n].splits > 1) merge_partials(blocks[n], partials.data() + blocks[n].partial);
+      if (blocks[n].splits > 1) merge_partials(blocks[n], partials.data() + blocks[n].partial, kernels);
     }
   }
 }

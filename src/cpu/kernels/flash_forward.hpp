@@ -383,12 +383,14 @@ void forward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b,
   for (i64 i = 0; i < br; ++i) {
     const float l = w.l[i];
     const float inv = l == 0.0f ? 0.0f : 1.0f / l;
-    float* dst = p.out.row(b, q0 + i, h);
+    float room[kMaxHeadDim];  // a 16-bit output's row, rounded into it once written
+    float* dst = p.out.f32_out_row(b, q0 + i, h, p.out_dtype, room);
     if constexpr (Ops::kOutputTransposed) {
       for (i64 x = 0; x < d; ++x) dst[x] = w.acc[x * f.e.cols_q + i] * inv;
     } else {
       for (i64 x = 0; x < d; ++x) dst[x] = w.acc[i * f.e.d_pad + x] * inv;
     }
+    p.out.store_row(b, q0 + i, h, p.out_dtype, d, dst, convert_from_f32);
     // LSE = mb · ln 2 + ln l, written as m + (ln l − r · ln 2) with r = m · log2 e − mb the
     // rounding of mb (exact through the fma): for a row dominated by one score this gives
     // LSE = m to the last bit, as standard attention does, so P = 1 there in the backward.

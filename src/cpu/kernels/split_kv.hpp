@@ -282,9 +282,11 @@ void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i
     const float rounding = std::fma(w.m[r], kLog2e, -w.mb[r]);
     const float lse = l == 0.0f ? kNegInf : w.m[r] + (std::log(l) - rounding * kLn2);
     const i64 h = head_of(r), i = query_of(r);
-    float* dst = partial_o != nullptr ? partial_o + r * d : p.out.row(b, i, h);
+    float room[kMaxHeadDim];  // a 16-bit output's row, rounded into it once written
+    float* dst = partial_o != nullptr ? partial_o + r * d : p.out.f32_out_row(b, i, h, p.out_dtype, room);
     const float* acc = w.acc + r * d_pad;
     for (i64 x = 0; x < d; ++x) dst[x] = acc[x] * inv;
+    if (partial_o == nullptr) p.out.store_row(b, i, h, p.out_dtype, d, dst, convert_from_f32);
     if (partial_lse != nullptr) {
       partial_lse[r] = lse;
     } else {
