@@ -138,9 +138,14 @@ struct BackwardTile {
   i64 cols;      // n of the score products
   i64 key_rows;  // m of the dK, dV products
   const float* delta;
-  const PackedQ* packed_q;  // indexed by b · heads + h (AMX only)
+  const PackedQ* packed_q;  // indexed by b · heads + h (bf16 products only)
   const Bshd& dq_target;
 };
+
+// dQ += scale · (dS K), from the tile's product in dq.
+void add_dq(const BackwardTile& f, i64 h, i64 i0, i64 br) {
+  add_rows(br, f.p.headdim, f.w.dq, f.e.d_pad, f.p.scale, f.dq_target.row(f.b, i0, h), f.dq_target.stride_s);
+}
 
 // The products of a pair, by kind: S = (scale · Q) Kᵀ and dP = dO Vᵀ of queries i0 .. i0 +
 // br (rows of them computed) against the key tile; and, once P and dS are made, dV += Pᵀ dO,
@@ -160,9 +165,20 @@ void gradient_products(const F32Products&, const BackwardTile& f, i64 h, i64 i0,
   gemm<true>(f.key_rows, d_pad, br, w.s, 1, ld, w.dout, d_pad, w.dv, d_pad);  // dV += Pᵀ dO
   gemm<true>(f.key_rows, d_pad, br, w.dp, 1, ld, w.q, d_pad, w.dk, d_pad);    // dK += dSᵀ (scale Q)
   gemm<false>(rows, d_pad, f.bc, w.dp, ld, 1, w.k, d_pad, w.dq, d_pad);        // dS K
-  add_rows(br, f.p.headdim, w.dq, d_pad, f.p.scale, f.dq_target.row(f.b, i0, h), f.dq_target.stride_s);
+  add_dq(f, h, i0, br);
 }
+
 #if defined(__AVX512BF16__)
+// P and dS as the bf16 products read them: pairs of queries (zero past the tile's), and dS's
+// rows in bf16.
+void round_p_and_ds(const BackwardTile& f, i64 br, i64 rows) {
+  const BackwardScratch& w = f.w;
+  const i64 ld = f.e.cols_k;
+  pack_row_pairs(br, rows, f.cols, w.s, ld, w.p_pairs, ld);
+  pack_row_pairs(br, rows, f.cols, w.dp, ld, w.ds_pairs, ld);
+  round_rows_to_bf16(rows, f.cols, w.dp, ld, w.ds, ld);
+}
+
 // vdpbf16ps: S scaled as its product finishes, as the forward's was; Q unscaled in dK (the
 // scale applied at the end). dK and dV accumulate as (keys, d_pad).
 void score_products(const Bf16Products& ops, const BackwardTile& f, i64 h, i64 i0, i64, i64 rows) {
@@ -179,16 +195,14 @@ void gradient_products(const Bf16Products&, const BackwardTile& f, i64 h, i64 i0
   const BackwardScratch& w = f.w;
   const i64 ld = f.e.cols_k, d_pad = f.e.d_pad;
   const Bf16Products unscaled{};
-  pack_row_pairs(br, rows, f.cols, w.s, ld, w.p_pairs, ld);    // P, zero past the tile's queries
-  pack_row_pairs(br, rows, f.cols, w.dp, ld, w.ds_pairs, ld);  // dS
-  round_rows_to_bf16(rows, f.cols, w.dp, ld, w.ds, ld);
+  round_p_and_ds(f, br, rows);
   const std::uint32_t* dout_pairs = q.dout_pairs + i0 / 2 * d_pad;
   const std::uint32_t* q_pairs = q.q_pairs + i0 / 2 * d_pad;
   gemm<true>(f.key_rows, d_pad, rows, w.p_pairs, 1, ld, dout_pairs, d_pad, w.dv, d_pad, WholeTile{}, unscaled);  // dV += Pᵀ dO
   gemm<true>(f.key_rows, d_pad, rows, w.ds_pairs, 1, ld, q_pairs, d_pad, w.dk, d_pad, WholeTile{}, unscaled);    // dK += dSᵀ Q
   gemm<false>(rows, d_pad, f.bc, reinterpret_cast<const std::uint32_t*>(w.ds), ld / 2, 1, w.k_pairs, d_pad, w.dq, d_pad,
               WholeTile{}, unscaled);  // dS K
-  add_rows(br, f.p.headdim, w.dq, d_pad, f.p.scale, f.dq_target.row(f.b, i0, h), f.dq_target.stride_s);
+  add_dq(f, h, i0, br);
 }
 #endif
 #if defined(__AMX_BF16__)
@@ -206,13 +220,11 @@ void gradient_products(const AmxProducts&, const BackwardTile& f, i64 h, i64 i0,
   const PackedQLayout l(f.p);
   const BackwardScratch& w = f.w;
   const i64 ld = f.e.cols_k, d_pad = f.e.d_pad;
-  pack_row_pairs(br, rows, f.cols, w.s, ld, w.p_pairs, ld);    // P, zero past the tile's queries
-  pack_row_pairs(br, rows, f.cols, w.dp, ld, w.ds_pairs, ld);  // dS
-  round_rows_to_bf16(rows, f.cols, w.dp, ld, w.ds, ld);
+  round_p_and_ds(f, br, rows);
   amx_gemm<true>(d_pad, f.cols, rows, q.dout_t + i0, l.rows, w.p_pairs, ld, w.dv, ld);  // dVᵀ += dOᵀ P
   amx_gemm<true>(d_pad, f.cols, rows, q.q_t + i0, l.rows, w.ds_pairs, ld, w.dk, ld);    // dKᵀ += Qᵀ dS
   amx_gemm<false>(rows, d_pad, f.cols, w.ds, ld, w.k_pairs, d_pad, w.dq, d_pad);        // dS K
-  add_rows(br, f.p.headdim, w.dq, d_pad, f.p.scale, f.dq_target.row(f.b, i0, h), f.dq_target.stride_s);
+  add_dq(f, h, i0, br);
 }
 #endif
 
@@ -327,24 +339,14 @@ void backward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b
   });
 
   // Epilogue: this block alone owns these rows of dk and dv.
+  const i64 key_stride = kTransposed ? 1 : f.e.d_pad, dim_stride = kTransposed ? f.e.cols_k : 1;
+  const float dk_scale = kBf16 ? p.scale : 1.0f;  // bf16 products leave Q unscaled
   for (i64 c = 0; c < bc; ++c) {
     float* dk = p.dk.row(b, kv0 + c, hk);
     float* dv = p.dv.row(b, kv0 + c, hk);
-    if constexpr (kTransposed) {  // bf16 products left Q unscaled
-      for (i64 x = 0; x < d; ++x) {
-        dk[x] = w.dk[x * f.e.cols_k + c] * p.scale;
-        dv[x] = w.dv[x * f.e.cols_k + c];
-      }
-    } else if constexpr (kBf16) {
-      for (i64 x = 0; x < d; ++x) {
-        dk[x] = w.dk[c * f.e.d_pad + x] * p.scale;
-        dv[x] = w.dv[c * f.e.d_pad + x];
-      }
-    } else {
-      for (i64 x = 0; x < d; ++x) {
-        dk[x] = w.dk[c * f.e.d_pad + x];
-        dv[x] = w.dv[c * f.e.d_pad + x];
-      }
+    for (i64 x = 0; x < d; ++x) {
+      dk[x] = w.dk[c * key_stride + x * dim_stride] * dk_scale;
+      dv[x] = w.dv[c * key_stride + x * dim_stride];
     }
   }
   ops.finish_block();

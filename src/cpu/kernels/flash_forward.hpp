@@ -128,12 +128,7 @@ PackedKv pack_kv(const Problem& p, const TileConfig& t, i64 b, i64 hk, float* ba
         const std::uint16_t* hi = j + 1 < n ? p.kv_row16(p.v, b, j + 1, hk) : nullptr;
         i64 x = 0;
         for (; x + kLanes <= d; x += kLanes) {
-          const __m256i lo16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + x));
-          const __m256i hi16 =
-              hi != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + x)) : _mm256_setzero_si256();
-          const __m512i words =
-              _mm512_or_si512(_mm512_cvtepu16_epi32(lo16), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi16), 16));
-          _mm512_i32scatter_epi32(vt_words + x * row_words + j / 2, down, words, 4);
+          _mm512_i32scatter_epi32(vt_words + x * row_words + j / 2, down, row_pair_words(lo, hi, x), 4);
         }
         for (; x < d; ++x) {
           vt[x * l.vt_row + j] = lo[x];
@@ -148,13 +143,7 @@ PackedKv pack_kv(const Problem& p, const TileConfig& t, i64 b, i64 hk, float* ba
         const std::uint16_t* hi = j + 1 < n ? p.kv_row16(p.v, b, j + 1, hk) : nullptr;
         std::uint32_t* out = v + j / 2 * d_pad;
         i64 x = 0;
-        for (; x + kLanes <= d; x += kLanes) {
-          const __m256i lo16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + x));
-          const __m256i hi16 =
-              hi != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + x)) : _mm256_setzero_si256();
-          _mm512_storeu_si512(out + x, _mm512_or_si512(_mm512_cvtepu16_epi32(lo16),
-                                                       _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi16), 16)));
-        }
+        for (; x + kLanes <= d; x += kLanes) _mm512_storeu_si512(out + x, row_pair_words(lo, hi, x));
         for (; x < d_pad; ++x) out[x] = x < d ? lo[x] | (hi != nullptr ? std::uint32_t{hi[x]} << 16 : 0u) : 0u;
       }
       kv.v_pairs = v;

@@ -83,6 +83,14 @@ inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
   return _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
 }
 
+// Elements x .. x + 15 of two bf16 rows as pairs (lo[x], hi[x]); a null hi reads as zeros.
+inline __m512i row_pair_words(const std::uint16_t* lo, const std::uint16_t* hi, i64 x) {
+  const __m256i lo16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + x));
+  const __m256i hi16 =
+      hi != nullptr ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + x)) : _mm256_setzero_si256();
+  return _mm512_or_si512(_mm512_cvtepu16_epi32(lo16), _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi16), 16));
+}
+
 // Rows r0 .. r1 of dst (n words each, ldd apart) = 0.
 void zero_word_rows(std::uint32_t* dst, i64 r0, i64 r1, i64 n, i64 ldd) {
   for (i64 r = r0; r < r1; ++r) std::memset(dst + r * ldd, 0, sizeof(std::uint32_t) * n);
