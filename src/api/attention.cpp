@@ -4,9 +4,9 @@
 // bf16 and f16 tensors are computed in f32 (every feature as in f32, every product and
 // statistic in f32), and each output is rounded once into the caller's tensor — except bf16
 // on the builds with bf16 products (avx512_bf16, amx), whose flash kernels multiply bf16 and
-// round P and dS to it (cpu/kernels/). The flash forward reads its inputs and writes its
-// output in place, row by row; the backward's outputs go through f32 copies, as does
-// everything in the standard path.
+// round P and dS to it (cpu/kernels/). The flash paths read their inputs and write their
+// outputs in place, row by row, but for dQ, which sums over key tiles in an f32 copy; the
+// standard path goes through f32 copies of everything.
 #include <omp.h>
 
 #include <algorithm>
@@ -117,16 +117,18 @@ void backward(const TensorView& dout, const TensorView& q, const TensorView& k,
   if (p.dtype == DType::f32) return run(p, path);
   F32Copies copies(p);
   Problem f = p;
+  f.dq = copies.output(p.seqlen_q, p.heads);  // dQ sums over key tiles in f32
   if (algorithm == Algorithm::flash) {
-    f.kv_dtype = f.q_dtype = f.out_dtype = p.dtype;  // the inputs widened as the kernels read them
-  } else {
-    f.dout = copies.input(p.dout, p.seqlen_q, p.heads);
-    f.q = copies.input(p.q, p.seqlen_q, p.heads);
-    f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
-    f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
-    f.out = copies.input(p.out, p.seqlen_q, p.heads);
+    // The inputs widened as the kernels read them; dK and dV written once per row, rounded.
+    f.kv_dtype = f.q_dtype = f.out_dtype = p.dtype;
+    run(f, path);
+    return copies.write_back(f.dq, p.dq, p.seqlen_q, p.heads);
   }
-  f.dq = copies.output(p.seqlen_q, p.heads);
+  f.dout = copies.input(p.dout, p.seqlen_q, p.heads);
+  f.q = copies.input(p.q, p.seqlen_q, p.heads);
+  f.k = copies.input(p.k, p.seqlen_k, p.heads_k);
+  f.v = copies.input(p.v, p.seqlen_k, p.heads_k);
+  f.out = copies.input(p.out, p.seqlen_q, p.heads);
   f.dk = copies.output(p.seqlen_k, p.heads_k);
   f.dv = copies.output(p.seqlen_k, p.heads_k);
   run(f, path);

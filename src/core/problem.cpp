@@ -18,11 +18,8 @@ Problem Problem::sequence(std::int64_t s) const {
   }
   if (one.out.data != nullptr) one.out.data = advance(one.out.data, q0 * one.out.stride_s, out_dtype);
   if (one.dq.data != nullptr) one.dq.data += q0 * one.dq.stride_s;
-  for (Bshd* t : {&one.k, &one.v}) {
+  for (Bshd* t : {&one.k, &one.v, &one.dk, &one.dv}) {  // dk and dv hold kv_dtype too (the flash backward)
     if (t->data != nullptr) t->data = advance(t->data, k0 * t->stride_s, kv_dtype);
-  }
-  for (Bshd* t : {&one.dk, &one.dv}) {
-    if (t->data != nullptr) t->data += k0 * t->stride_s;
   }
   one.lse.data += q0 * lse.stride_s;
   return one;

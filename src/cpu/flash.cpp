@@ -29,11 +29,12 @@ namespace {
 
 using i64 = std::int64_t;
 
-void zero_rows(const Bshd& t, i64 batch, i64 seqlen, i64 heads, i64 d, int threads) {
+// Rows of d elements of `dtype` set to zero (all-zero bits in every dtype).
+void zero_rows(const Bshd& t, DType dtype, i64 batch, i64 seqlen, i64 heads, i64 d, int threads) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
   for (i64 b = 0; b < batch; ++b) {
     for (i64 s = 0; s < seqlen; ++s) {
-      for (i64 h = 0; h < heads; ++h) std::memset(t.row(b, s, h), 0, sizeof(float) * d);
+      for (i64 h = 0; h < heads; ++h) std::memset(t.row(b, s, h, dtype), 0, static_cast<std::size_t>(element_bytes(dtype) * d));
     }
   }
 }
@@ -147,7 +148,7 @@ void flash_forward(const Problem& p) {
 void flash_backward(const Problem& p) {
   const int threads = p.num_threads;
   const i64 d = p.headdim;
-  zero_rows(p.dq, p.batch, p.seqlen_q, p.heads, d, threads);
+  zero_rows(p.dq, DType::f32, p.batch, p.seqlen_q, p.heads, d, threads);
   if (p.dbias != nullptr) {  // the kernels add into it; blocks they skip keep a zero gradient
 #pragma omp parallel for collapse(3) num_threads(threads) schedule(static)
     for (i64 b = 0; b < p.dbias_batches; ++b) {
@@ -160,8 +161,8 @@ void flash_backward(const Problem& p) {
   }
   if (p.batch == 0 || p.seqlen_k == 0) return;
   if (p.heads == 0) {
-    zero_rows(p.dk, p.batch, p.seqlen_k, p.heads_k, d, threads);
-    zero_rows(p.dv, p.batch, p.seqlen_k, p.heads_k, d, threads);
+    zero_rows(p.dk, p.kv_dtype, p.batch, p.seqlen_k, p.heads_k, d, threads);
+    zero_rows(p.dv, p.kv_dtype, p.batch, p.seqlen_k, p.heads_k, d, threads);
     return;
   }
   const KernelSet& kernels = kernels_for(p.isa);

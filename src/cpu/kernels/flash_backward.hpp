@@ -342,12 +342,15 @@ void backward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b
   const i64 key_stride = kTransposed ? 1 : f.e.d_pad, dim_stride = kTransposed ? f.e.cols_k : 1;
   const float dk_scale = kBf16 ? p.scale : 1.0f;  // bf16 products leave Q unscaled
   for (i64 c = 0; c < bc; ++c) {
-    float* dk = p.dk.row(b, kv0 + c, hk);
-    float* dv = p.dv.row(b, kv0 + c, hk);
+    float dk_room[kMaxHeadDim], dv_room[kMaxHeadDim];  // 16-bit gradients' rows, rounded once written
+    float* dk = p.dk.f32_out_row(b, kv0 + c, hk, p.kv_dtype, dk_room);
+    float* dv = p.dv.f32_out_row(b, kv0 + c, hk, p.kv_dtype, dv_room);
     for (i64 x = 0; x < d; ++x) {
       dk[x] = w.dk[c * key_stride + x * dim_stride] * dk_scale;
       dv[x] = w.dv[c * key_stride + x * dim_stride];
     }
+    p.dk.store_row(b, kv0 + c, hk, p.kv_dtype, d, dk, convert_from_f32);
+    p.dv.store_row(b, kv0 + c, hk, p.kv_dtype, d, dv, convert_from_f32);
   }
   ops.finish_block();
 }
