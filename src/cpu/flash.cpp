@@ -39,6 +39,28 @@ void zero_rows(const Bshd& t, DType dtype, i64 batch, i64 seqlen, i64 heads, i64
   }
 }
 
+// What a call packs once for the kernels: one copy per (batch, head) of `heads` heads,
+// `floats` each (none when 0), made in parallel; views[b · heads + h] is that copy's.
+template <typename View>
+struct PackedCopies {
+  Buffer storage;
+  std::vector<View> views;
+};
+template <typename View, typename Pack>
+PackedCopies<View> pack_copies(i64 batch, i64 heads, i64 floats, int threads, Pack pack) {
+  if (floats == 0) return {};
+  PackedCopies<View> packed{Buffer(static_cast<std::size_t>(batch * heads * floats)),
+                            std::vector<View>(static_cast<std::size_t>(batch * heads))};
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+  for (i64 b = 0; b < batch; ++b) {
+    for (i64 h = 0; h < heads; ++h) {
+      const i64 at = b * heads + h;
+      packed.views[static_cast<std::size_t>(at)] = pack(b, h, packed.storage.data() + at * floats);
+    }
+  }
+  return packed;
+}
+
 constexpr i64 kMaxTile = 256;
 
 // Enough tasks to keep a machine busy whatever its thread count, bounded by the
@@ -120,16 +142,9 @@ void flash_forward(const Problem& p) {
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
   // Setup: K and V of every (batch, kv-head) into contiguous, padded rows (PackedKv).
-  const i64 kv_floats = kernels.packed_kv_floats(p, tiles);
-  Buffer packed(static_cast<std::size_t>(p.batch * p.heads_k * kv_floats));
-  std::vector<PackedKv> packed_kv(static_cast<std::size_t>(p.batch * p.heads_k));
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
-  for (i64 b = 0; b < p.batch; ++b) {
-    for (i64 hk = 0; hk < p.heads_k; ++hk) {
-      const i64 group = b * p.heads_k + hk;
-      packed_kv[static_cast<std::size_t>(group)] = kernels.pack_kv(p, tiles, b, hk, packed.data() + group * kv_floats);
-    }
-  }
+  const PackedCopies<PackedKv> kv = pack_copies<PackedKv>(
+      p.batch, p.heads_k, kernels.packed_kv_floats(p, tiles), threads,
+      [&](i64 b, i64 hk, float* base) { return kernels.pack_kv(p, tiles, b, hk, base); });
 
   // Main loop.
   const ForwardPlan plan = forward_plan(p, tiles);
@@ -139,8 +154,8 @@ void flash_forward(const Problem& p) {
 #pragma omp for schedule(dynamic, 1)
     for (i64 n = 0; n < plan.tasks; ++n) {
       const ForwardTask task = plan.task(p, tiles, n);
-      const PackedKv& kv = packed_kv[static_cast<std::size_t>(task.b * p.heads_k + p.kv_head(task.h))];
-      kernels.forward_block(p, tiles, task.b, task.h, task.q0, task.q1, kv, ws);
+      const PackedKv& group_kv = kv.views[static_cast<std::size_t>(task.b * p.heads_k + p.kv_head(task.h))];
+      kernels.forward_block(p, tiles, task.b, task.h, task.q0, task.q1, group_kv, ws);
     }
   }
 }
@@ -202,16 +217,9 @@ void flash_backward(const Problem& p) {
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
   // Q and dO packed for the kernels, where the build asks (PackedQ).
-  const i64 q_floats = kernels.packed_q_floats(p, tiles);
-  Buffer packed(static_cast<std::size_t>(q_floats > 0 ? p.batch * p.heads * q_floats : 0));
-  std::vector<PackedQ> packed_q(static_cast<std::size_t>(q_floats > 0 ? p.batch * p.heads : 0));
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static) if (q_floats > 0)
-  for (i64 b = 0; b < (q_floats > 0 ? p.batch : 0); ++b) {
-    for (i64 h = 0; h < p.heads; ++h) {
-      const i64 at = b * p.heads + h;
-      packed_q[static_cast<std::size_t>(at)] = kernels.pack_q(p, tiles, b, h, packed.data() + at * q_floats);
-    }
-  }
+  const PackedCopies<PackedQ> packed_q = pack_copies<PackedQ>(
+      p.batch, p.heads, kernels.packed_q_floats(p, tiles), threads,
+      [&](i64 b, i64 h, float* base) { return kernels.pack_q(p, tiles, b, h, base); });
 
   // Main loop.
 #pragma omp parallel num_threads(threads)
@@ -221,8 +229,8 @@ void flash_backward(const Problem& p) {
     for (i64 task = 0; task < plan.tasks; ++task) {
       const Bshd target = dq_target(plan.chunk_of(task));
       plan.walk_task(p, tiles, task, [&](i64 b, i64 hk, i64 kv0, i64 kv1) {
-        kernels.backward_block(p, tiles, b, hk, kv0, kv1, delta.data(), packed_q.empty() ? nullptr : packed_q.data(),
-                               target, ws);
+        const PackedQ* q = packed_q.views.empty() ? nullptr : packed_q.views.data();
+        kernels.backward_block(p, tiles, b, hk, kv0, kv1, delta.data(), q, target, ws);
       });
     }
   }

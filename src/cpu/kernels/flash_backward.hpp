@@ -8,9 +8,10 @@
 //
 // As in the forward, kGeneral (modifiers, element rules, dropout) and kPartial (the pair's
 // mask cuts it) are compile-time: a plain problem's full tile carries no test for them.
-// The five products are f32 (F32Products), or for bf16 calls on the amx build bf16 AMX tile
-// products (AmxProducts): Q and dO packed once per call (PackedQ), K and V once per key
-// tile, P and dS rounded to bf16 before their products; dK and dV accumulate transposed.
+// The five products are f32 (F32Products), or for bf16 calls on a build with AVX512-BF16
+// bf16 products — vdpbf16ps (Bf16Products), or AMX tiles (AmxProducts) on the amx build:
+// Q and dO packed once per call (PackedQ), K and V once per key tile, P and dS rounded to
+// bf16 before their products; on AMX dK and dV accumulate transposed.
 //
 // Part of the per-ISA kernel build: included (through kernels/kernel_set.hpp) only by
 // kernels_<isa>.cpp, each compiled with its own flags. Everything here has internal linkage,
@@ -40,9 +41,13 @@ struct Extents {
   i64 d_pad;   // headdim rounded up to whole register tiles
 };
 
+// Headdim rounded up to whole register tiles (and so to whole AMX depth steps): the row
+// length of the backward's tiles and of PackedQ.
+i64 padded_depth(i64 d) { return round_up(d, kCols); }
+
 Extents extents(const TileConfig& t, i64 d) {
   return {round_up(round_up(t.block_q, kRows), kKeyRowsPad), round_up(round_up(t.block_k, kRows), kCols),
-          round_up(d, kCols)};
+          padded_depth(d)};
 }
 
 struct BackwardScratch {
@@ -61,7 +66,7 @@ struct BackwardScratch {
   float* drop;   // (cols_k)             one query's dropout factors over the tile's keys
   float* lse;    // (rows_q)
   float* delta;  // (rows_q)
-  // bf16 tile products (AMX) only:
+  // bf16 products only:
   std::uint32_t* kt_pairs;  // (d_pad / 2, cols_k)   Kᵀ as pairs of dimensions
   std::uint32_t* vt_pairs;  // (d_pad / 2, cols_k)   Vᵀ likewise
   std::uint32_t* k_pairs;   // (cols_k / 2, d_pad)   K as pairs of keys
@@ -88,10 +93,12 @@ BackwardScratch carve_backward(float* base, const TileConfig& t, i64 d, i64* flo
 
 i64 backward_workspace_floats(const TileConfig& t, i64 d) { return scratch_floats(carve_backward, t, d); }
 
-// PackedQ's layout (cpu/kernels.hpp), where the call multiplies bf16 (bf16_products).
+// PackedQ's layout (cpu/kernels.hpp), where the call multiplies bf16 (bf16_products): rows
+// (and, transposed, columns) for every query and 32 more, zero, so that a tile of 32 rows
+// from any query start stays inside.
 struct PackedQLayout {
   i64 rows, d_pad;
-  explicit PackedQLayout(const Problem& p) : rows(round_up(p.seqlen_q + 32, 32)), d_pad(round_up(p.headdim, 32)) {}
+  explicit PackedQLayout(const Problem& p) : rows(round_up(p.seqlen_q + 32, 32)), d_pad(padded_depth(p.headdim)) {}
 };
 
 i64 packed_q_floats(const Problem& p, const TileConfig& t) {
@@ -101,32 +108,33 @@ i64 packed_q_floats(const Problem& p, const TileConfig& t) {
 }
 
 PackedQ pack_q(const Problem& p, const TileConfig& t, i64 b, i64 h, float* base) {
+#if defined(__AVX512BF16__)
   if (!bf16_products(p, t)) return {};
   const PackedQLayout l(p);
-  const i64 d = p.headdim, copy = l.rows * l.d_pad;
+  const i64 d = p.headdim, n = p.seqlen_q, copy = l.rows * l.d_pad;
+  auto q_row = [&](i64 i) { return static_cast<const std::uint16_t*>(p.q.row(b, i, h, DType::bf16)); };
+  auto dout_row = [&](i64 i) { return static_cast<const std::uint16_t*>(p.dout.row(b, i, h, DType::bf16)); };
   auto* q = reinterpret_cast<std::uint16_t*>(base);
-  std::memset(q, 0, sizeof(std::uint16_t) * 4 * copy);
   std::uint16_t *dout = q + copy, *q_other = dout + copy, *dout_other = q_other + copy;
-  for (i64 i = 0; i < p.seqlen_q; ++i) {
-    const auto* q_row = static_cast<const std::uint16_t*>(p.q.row(b, i, h, p.q_dtype));
-    const auto* dout_row = static_cast<const std::uint16_t*>(p.dout.row(b, i, h, p.q_dtype));
-    std::memcpy(q + i * l.d_pad, q_row, sizeof(std::uint16_t) * d);
-    std::memcpy(dout + i * l.d_pad, dout_row, sizeof(std::uint16_t) * d);
-    for (i64 x = 0; x < d; ++x) {
-      // Transposed (element (x, i) of Qᵀ), or pairs of rows (half i % 2 of word (i / 2, x)).
-      const i64 at = kDepthAlign == 32 ? x * l.rows + i : (i / 2 * l.d_pad + x) * 2 + i % 2;
-      q_other[at] = q_row[x];
-      dout_other[at] = dout_row[x];
-    }
-  }
+  rows_padded(q_row, n, d, q, l.d_pad, l.rows);
+  rows_padded(dout_row, n, d, dout, l.d_pad, l.rows);
   PackedQ packed{q, dout};
-  if (kDepthAlign == 32) {
+  if constexpr (kDepthAlign == 32) {
+    rows_transposed(q_row, n, d, q_other, l.rows, l.rows, l.d_pad);
+    rows_transposed(dout_row, n, d, dout_other, l.rows, l.rows, l.d_pad);
     packed.q_t = q_other, packed.dout_t = dout_other;
   } else {
-    packed.q_pairs = reinterpret_cast<const std::uint32_t*>(q_other);
-    packed.dout_pairs = reinterpret_cast<const std::uint32_t*>(dout_other);
+    auto* q_pairs = reinterpret_cast<std::uint32_t*>(q_other);
+    auto* dout_pairs = reinterpret_cast<std::uint32_t*>(dout_other);
+    rows_as_pairs(q_row, n, d, q_pairs, l.d_pad, l.d_pad, l.rows);
+    rows_as_pairs(dout_row, n, d, dout_pairs, l.d_pad, l.d_pad, l.rows);
+    packed.q_pairs = q_pairs, packed.dout_pairs = dout_pairs;
   }
   return packed;
+#else
+  (void)p, (void)t, (void)b, (void)h, (void)base;
+  return {};
+#endif
 }
 
 // One key tile's state through its query tiles.
@@ -179,6 +187,7 @@ void round_p_and_ds(const BackwardTile& f, i64 br, i64 rows) {
   round_rows_to_bf16(rows, f.cols, w.dp, ld, w.ds, ld);
 }
 
+#if !defined(__AMX_BF16__)  // (the amx build's own products follow)
 // vdpbf16ps: S scaled as its product finishes, as the forward's was; Q unscaled in dK (the
 // scale applied at the end). dK and dV accumulate as (keys, d_pad).
 void score_products(const Bf16Products& ops, const BackwardTile& f, i64 h, i64 i0, i64, i64 rows) {
@@ -204,6 +213,7 @@ void gradient_products(const Bf16Products&, const BackwardTile& f, i64 h, i64 i0
               WholeTile{}, unscaled);  // dS K
   add_dq(f, h, i0, br);
 }
+#endif
 #endif
 #if defined(__AMX_BF16__)
 // Q unscaled (the scale applied to S as the forward did, and to dK at the end).
@@ -313,19 +323,22 @@ void backward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b
   constexpr bool kTransposed = Ops::kOutputTransposed;  // dK and dV as (d_pad, cols_k)
   constexpr bool kBf16 = !std::is_same_v<Ops, F32Products>;  // Q unscaled in dK; K and V as pairs
 
-  // Setup: this key tile as rows and transposed (and as bf16 pairs for tile products);
+  // Setup: this key tile as the products read it (f32 rows and transposed, or bf16 pairs);
   // zero gradients.
   ops.prepare();
-  load_rows_transposed(p.k, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.kt, f.e.cols_k, f.cols);
-  load_rows_transposed(p.v, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.vt, f.e.cols_k, f.cols);
-  load_rows(p.k, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.k, bc, f.e.d_pad);
-#if defined(__AVX512BF16__)
   if constexpr (kBf16) {
-    pack_row_pairs(d, f.e.d_pad, f.cols, w.kt, f.e.cols_k, w.kt_pairs, f.e.cols_k);
-    pack_row_pairs(d, f.e.d_pad, f.cols, w.vt, f.e.cols_k, w.vt_pairs, f.e.cols_k);
-    pack_row_pairs(bc, f.cols, f.e.d_pad, w.k, f.e.d_pad, w.k_pairs, f.e.d_pad);
-  }
+#if defined(__AVX512BF16__)
+    auto k_row = [&](i64 c) { return static_cast<const std::uint16_t*>(p.k.row(b, kv0 + c, hk, DType::bf16)); };
+    auto v_row = [&](i64 c) { return static_cast<const std::uint16_t*>(p.v.row(b, kv0 + c, hk, DType::bf16)); };
+    rows_as_word_columns(k_row, bc, d, w.kt_pairs, f.e.cols_k, f.cols, f.e.d_pad / 2);
+    rows_as_word_columns(v_row, bc, d, w.vt_pairs, f.e.cols_k, f.cols, f.e.d_pad / 2);
+    rows_as_pairs(k_row, bc, d, w.k_pairs, f.e.d_pad, f.e.d_pad, f.cols);
 #endif
+  } else {
+    load_rows_transposed(p.k, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.kt, f.e.cols_k, f.cols);
+    load_rows_transposed(p.v, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.vt, f.e.cols_k, f.cols);
+    load_rows(p.k, p.kv_dtype, b, hk, kv0, bc, d, 1.0f, w.k, bc, f.e.d_pad);
+  }
   std::memset(w.dk, 0, sizeof(float) * f.e.cols_k * f.e.d_pad);
   std::memset(w.dv, 0, sizeof(float) * f.e.cols_k * f.e.d_pad);
 

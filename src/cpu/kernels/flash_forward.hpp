@@ -109,43 +109,19 @@ PackedKv pack_kv(const Problem& p, const TileConfig& t, i64 b, i64 hk, float* ba
 #if defined(__AVX512BF16__)
   if (bf16_products(p, t)) {
     const Bf16KvLayout l(p);
+    auto k_row = [&](i64 j) { return p.kv_row16(p.k, b, j, hk); };
+    auto v_row = [&](i64 j) { return p.kv_row16(p.v, b, j, hk); };
     auto* k = reinterpret_cast<std::uint16_t*>(base);  // (n + kKeyRowsPad, k_row)
-    std::memset(k, 0, sizeof(float) * static_cast<std::size_t>(l.k_floats));
-    for (i64 j = 0; j < n; ++j) std::memcpy(k + j * l.k_row, p.kv_row16(p.k, b, j, hk), sizeof(std::uint16_t) * d);
+    rows_padded(k_row, n, d, k, l.k_row, n + kKeyRowsPad);
     PackedKv kv;
     kv.k_pairs = reinterpret_cast<const std::uint32_t*>(k);
     if constexpr (kDepthAlign == 32) {
       auto* vt = reinterpret_cast<std::uint16_t*>(base + l.k_floats);  // (d_pad, vt_row)
-      std::memset(vt, 0, sizeof(std::uint16_t) * static_cast<std::size_t>(d_pad * l.vt_row));
-      // Keys j, j + 1 of dimension x are one word of Vᵀ's row x: the words of sixteen
-      // dimensions at a time, scattered down their rows.
-      auto* vt_words = reinterpret_cast<int*>(vt);
-      const i64 row_words = l.vt_row / 2;
-      const __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                              _mm512_set1_epi32(static_cast<int>(row_words)));
-      for (i64 j = 0; j < n; j += 2) {
-        const std::uint16_t* lo = p.kv_row16(p.v, b, j, hk);
-        const std::uint16_t* hi = j + 1 < n ? p.kv_row16(p.v, b, j + 1, hk) : nullptr;
-        i64 x = 0;
-        for (; x + kLanes <= d; x += kLanes) {
-          _mm512_i32scatter_epi32(vt_words + x * row_words + j / 2, down, row_pair_words(lo, hi, x), 4);
-        }
-        for (; x < d; ++x) {
-          vt[x * l.vt_row + j] = lo[x];
-          if (hi != nullptr) vt[x * l.vt_row + j + 1] = hi[x];
-        }
-      }
+      rows_transposed(v_row, n, d, vt, l.vt_row, l.vt_row, d_pad);
       kv.v_t = vt;
     } else {
       auto* v = reinterpret_cast<std::uint32_t*>(base + l.k_floats);  // (⌈n / 2⌉, d_pad)
-      for (i64 j = 0; j < n; j += 2) {
-        const std::uint16_t* lo = p.kv_row16(p.v, b, j, hk);
-        const std::uint16_t* hi = j + 1 < n ? p.kv_row16(p.v, b, j + 1, hk) : nullptr;
-        std::uint32_t* out = v + j / 2 * d_pad;
-        i64 x = 0;
-        for (; x + kLanes <= d; x += kLanes) _mm512_storeu_si512(out + x, row_pair_words(lo, hi, x));
-        for (; x < d_pad; ++x) out[x] = x < d ? lo[x] | (hi != nullptr ? std::uint32_t{hi[x]} << 16 : 0u) : 0u;
-      }
+      rows_as_pairs(v_row, n, d, v, d_pad, d_pad, n);
       kv.v_pairs = v;
     }
     return kv;
@@ -204,15 +180,9 @@ void output_product(const F32Products& ops, const ForwardTile& f, i64 j0, i64 bc
 // finishes: dimensions 2p, 2p + 1 of a bf16 query row already are pair p, so this is a
 // transpose of words.
 void load_queries(const Bf16Products&, const ForwardTile& f) {
-  const i64 d = f.p.headdim, ld = f.e.cols_q, words = (d + 1) / 2;
-  std::uint32_t* qt = f.w.qt_pairs;
-  for (i64 i = 0; i < f.br; ++i) {
-    const auto* row = static_cast<const std::uint16_t*>(f.p.q.row(f.b, f.q0 + i, f.h, DType::bf16));
-    for (i64 w = 0; w < d / 2; ++w) qt[w * ld + i] = row[2 * w] | std::uint32_t{row[2 * w + 1]} << 16;
-    if (d % 2 != 0) qt[(words - 1) * ld + i] = row[d - 1];
-  }
-  for (i64 w = 0; w < words; ++w) std::memset(qt + w * ld + f.br, 0, sizeof(std::uint32_t) * (f.cols - f.br));
-  zero_word_rows(qt, words, round_up(d, kDepthAlign) / 2, f.cols, ld);
+  auto q_row = [&](i64 i) { return static_cast<const std::uint16_t*>(f.p.q.row(f.b, f.q0 + i, f.h, DType::bf16)); };
+  const i64 d = f.p.headdim;
+  rows_as_word_columns(q_row, f.br, d, f.w.qt_pairs, f.e.cols_q, f.cols, round_up(d, kDepthAlign) / 2);
 }
 template <typename Part>
 void score_product(const Bf16Products& ops, const ForwardTile& f, i64 j0, i64 rows, Part part) {

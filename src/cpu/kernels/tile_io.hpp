@@ -111,6 +111,74 @@ void pack_row_pairs(i64 m, i64 m_pad, i64 n, const float* src, i64 lds, std::uin
   zero_word_rows(dst, (m + 1) / 2, (m_pad + 1) / 2, n, ldd);
 }
 
+// The bf16 operands, rearranged from n rows of d elements — row(c) points at row c, in a
+// tensor or a KV cache — for the products that read them; each zero pads to the extents it
+// is given, so that padded steps multiply zeros.
+
+// Padded rows: dst[c · ld + x] = element x of row c; elements d .. ld and rows n .. n_pad
+// zero.
+template <typename Row>
+void rows_padded(Row row, i64 n, i64 d, std::uint16_t* dst, i64 ld, i64 n_pad) {
+  for (i64 c = 0; c < n; ++c) {
+    std::memcpy(dst + c * ld, row(c), sizeof(std::uint16_t) * d);
+    std::memset(dst + c * ld + d, 0, sizeof(std::uint16_t) * (ld - d));
+  }
+  std::memset(dst + n * ld, 0, sizeof(std::uint16_t) * (n_pad - n) * ld);
+}
+
+// Words as columns: dst[w · ld + c] = elements 2w, 2w + 1 of row c as one word, the low
+// half first (a word transpose); columns n .. n_pad and word rows ⌈d / 2⌉ .. words_pad zero.
+template <typename Row>
+void rows_as_word_columns(Row row, i64 n, i64 d, std::uint32_t* dst, i64 ld, i64 n_pad, i64 words_pad) {
+  const i64 words = (d + 1) / 2;
+  for (i64 c = 0; c < n; ++c) {
+    const std::uint16_t* r = row(c);
+    for (i64 w = 0; w < d / 2; ++w) dst[w * ld + c] = r[2 * w] | std::uint32_t{r[2 * w + 1]} << 16;
+    if (d % 2 != 0) dst[(words - 1) * ld + c] = r[d - 1];
+  }
+  for (i64 w = 0; w < words; ++w) std::memset(dst + w * ld + n, 0, sizeof(std::uint32_t) * (n_pad - n));
+  zero_word_rows(dst, words, words_pad, n_pad, ld);
+}
+
+// Pairs of rows: dst[c / 2 · ld + x] = element x of rows c and c + 1 as one word, row c in
+// the low half; elements d .. d_pad and pair rows ⌈n / 2⌉ .. ⌈n_pad / 2⌉ zero.
+template <typename Row>
+void rows_as_pairs(Row row, i64 n, i64 d, std::uint32_t* dst, i64 ld, i64 d_pad, i64 n_pad) {
+  for (i64 c = 0; c < n; c += 2) {
+    const std::uint16_t* lo = row(c);
+    const std::uint16_t* hi = c + 1 < n ? row(c + 1) : nullptr;
+    std::uint32_t* out = dst + c / 2 * ld;
+    i64 x = 0;
+    for (; x + kLanes <= d; x += kLanes) _mm512_storeu_si512(out + x, row_pair_words(lo, hi, x));
+    for (; x < d_pad; ++x) out[x] = x < d ? lo[x] | (hi != nullptr ? std::uint32_t{hi[x]} << 16 : 0u) : 0u;
+  }
+  zero_word_rows(dst, (n + 1) / 2, (n_pad + 1) / 2, d_pad, ld);
+}
+
+// Transposed: dst[x · ld + c] = element x of row c; columns n .. n_pad and rows d .. d_pad
+// zero (ld even). Rows c and c + 1 of sixteen elements are one word in each of sixteen rows
+// of dst: made as pairs, scattered down the rows.
+template <typename Row>
+void rows_transposed(Row row, i64 n, i64 d, std::uint16_t* dst, i64 ld, i64 n_pad, i64 d_pad) {
+  for (i64 x = 0; x < d_pad; ++x) std::memset(dst + x * ld, 0, sizeof(std::uint16_t) * n_pad);
+  auto* words = reinterpret_cast<int*>(dst);
+  const i64 row_words = ld / 2;
+  const __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                          _mm512_set1_epi32(static_cast<int>(row_words)));
+  for (i64 c = 0; c < n; c += 2) {
+    const std::uint16_t* lo = row(c);
+    const std::uint16_t* hi = c + 1 < n ? row(c + 1) : nullptr;
+    i64 x = 0;
+    for (; x + kLanes <= d; x += kLanes) {
+      _mm512_i32scatter_epi32(words + x * row_words + c / 2, down, row_pair_words(lo, hi, x), 4);
+    }
+    for (; x < d; ++x) {
+      dst[x * ld + c] = lo[x];
+      if (hi != nullptr) dst[x * ld + c + 1] = hi[x];
+    }
+  }
+}
+
 // dst (m × n bf16, ldd) = src (m × n, lds) rounded; n a multiple of kLanes.
 void round_rows_to_bf16(i64 m, i64 n, const float* src, i64 lds, std::uint16_t* dst, i64 ldd) {
   for (i64 r = 0; r < m; ++r) {
