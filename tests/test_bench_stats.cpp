@@ -39,6 +39,16 @@ TEST(BenchStats, PulseIsSlowOnlyBeyondTheTolerance) {
   EXPECT_FALSE(monitor.slow(50.0)) << "a fast pulse is not a disturbance";
 }
 
+// The default tolerance separates the two speeds of the Xeon VM that kPulseTolerance
+// describes: its fast pulses (45–48.5 ms) are quiet, its slow ones (50–54 ms) disturbed.
+TEST(BenchStats, DefaultToleranceCatchesATenPercentSlowStretch) {
+  PulseMonitor monitor;
+  for (double p : {45.3, 46.2, 46.5, 46.8, 47.1, 47.3, 50.9, 51.8, 53.6}) monitor.add(p);
+  EXPECT_DOUBLE_EQ(monitor.reference_ms(), 46.5);
+  for (double fast : {45.1, 47.3, 48.5}) EXPECT_FALSE(monitor.slow(fast)) << fast;
+  for (double slow : {50.4, 51.8, 54.2}) EXPECT_TRUE(monitor.slow(slow)) << slow;
+}
+
 TEST(BenchStats, AStretchOfSlowPulsesDoesNotBecomeTheReference) {
   PulseMonitor monitor(0.15);
   for (int i = 0; i < 5; ++i) monitor.add(160);  // the session starts in a slow stretch

@@ -54,8 +54,8 @@ Each case is validated against the reference on a small shape first (a case whos
 exceeds FlashAttention's allowed error is marked FAIL and the command exits 1), warmed up,
 then timed: the cases of one (N, d, variant) run interleaved, one run each per round, caches
 flushed before each run and each run followed by an SGEMM (OpenBLAS 2048^3, same thread
-count: the machine's pulse). A run next to a pulse more than 15% below the session's
-reference (the first quartile of its pulses) is discarded and repeated; a case that cannot
+count: the machine's pulse). A run next to a pulse more than 7% below the session's
+reference (the first quartile of its pulses; --pulse-tolerance) is discarded and repeated; a case that cannot
 get --repeat quiet runs is marked unstable. At the end every group is judged again against
 the final reference, and one that falls short is measured once more.
 
@@ -106,6 +106,8 @@ JSON lines instead (`flashattn bench --compare --help`).
                      to under five budgets) before it is marked unstable, default 6
   --sweeps S         sweeps over the whole suite, each taking its share of every case's
                      runs (at most --repeat sweeps), default 3
+  --pulse-tolerance F  a run next to a pulse more than F below the session's reference
+                     speed is disturbed, default 0.07
   --dtype T[,T...]   f32 (default), bf16, f16: the dtype of q, k, v and the outputs (the
                      standard baseline computes in it too, as PyTorch does)
   --isa NAME         force the flash kernels: portable, avx2, avx512, avx512_bf16, amx
@@ -306,6 +308,7 @@ int bench_main(int argc, char** argv) {
     if (cfg.policy.max_runs < cfg.policy.min_runs) throw UsageError("--max-runs must be at least --repeat");
     cfg.policy.max_retries = static_cast<int>(args.integer("retries", 6, 0, 1000));
     cfg.sweeps = static_cast<int>(args.integer("sweeps", 3, 1, 1000));
+    cfg.pulse_tolerance = args.real("pulse-tolerance", kPulseTolerance, 0.001, 0.9);
     cfg.block_q = static_cast<int>(args.integer("block-q", 0, 1, 4096));
     cfg.block_k = static_cast<int>(args.integer("block-k", 0, 1, 4096));
     const std::string kernel = args.words("forward-kernel", {"automatic"}, {"automatic", "tiled", "split_kv"}).front();
@@ -375,9 +378,9 @@ int bench_main(int argc, char** argv) {
   std::optional<BaselineLibrary> baseline;
   if (!cfg.baseline_lib.empty()) baseline.emplace(cfg.baseline_lib);
   openblas_set_num_threads(cfg.threads);
-  Stopwatch stopwatch;
+  Stopwatch stopwatch(PulseKind::sgemm, 1, cfg.pulse_tolerance);
   cfg.flush_bytes = stopwatch.flusher.bytes();
-  PulseRecord pulse{cfg.threads, blas_name, summarize(stopwatch.calibrate(5))};
+  PulseRecord pulse{cfg.threads, blas_name, summarize(stopwatch.calibrate(5)), cfg.pulse_tolerance};
   cfg.peak_gflops = peak_gflops(cfg.isa.value_or(default_isa()), DType::f32, cfg.threads);
   cfg.peak_bf16_gflops = peak_gflops(cfg.isa.value_or(default_isa()), DType::bf16, cfg.threads);
   if (json) *json << json_pulse(pulse) << std::endl;
@@ -645,7 +648,7 @@ int bench_main(int argc, char** argv) {
   }
   if (table && remeasured) std::printf("%d group(s) given one more sweep at the end\n", remeasured);
 
-  const std::string flagged = flagged_rows(records, false);
+  const std::string flagged = flagged_rows(cfg, records, false);
   const int failed = static_cast<int>(std::count_if(records.begin(), records.end(), [](const Record& r) { return !r.skipped && !r.ok; }));
   if (table) {
     std::printf("\n%s%s%s%s", runtime_tables(cfg, records, false).c_str(), decode_table(records, false).c_str(),

@@ -44,6 +44,7 @@ struct Config {
   AttentionOptions::ForwardKernel forward_kernel = AttentionOptions::ForwardKernel::automatic;
   TimingPolicy policy;  // for the whole session; each sweep takes its share
   int sweeps = 3;
+  double pulse_tolerance = kPulseTolerance;  // how far below the reference a pulse may run
   // The sweeps a session makes: --sweeps, but no more than the minimum of runs to share.
   int sweep_count() const { return sweeps < policy.min_runs ? (sweeps < 1 ? 1 : sweeps) : policy.min_runs; }
   // One sweep's share of the session's policy: its part of the runs and of the budget.
@@ -105,6 +106,7 @@ struct PulseRecord {
   int threads = 0;
   std::string blas;
   Summary ms;
+  double tolerance = 0;  // the disturbance rule's (PulseMonitor)
   double gflops() const { return Sgemm::gflops(ms.median); }
 };
 
@@ -166,7 +168,7 @@ std::string runtime_tables(const Config& cfg, const std::vector<Record>& records
 
 // What the tables' markers mean, and the rows that carry one (accuracy failures, unstable
 // and noisy timings, inconsistent passes): "" when there is none.
-std::string flagged_rows(const std::vector<Record>& records, bool markdown);
+std::string flagged_rows(const Config& cfg, const std::vector<Record>& records, bool markdown);
 
 // This build against the --baseline-lib build, case by case: "" without a baseline.
 std::string baseline_table(const Config& cfg, const std::vector<Record>& records, bool markdown);

@@ -157,7 +157,7 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
                                      const std::function<void(const Record&)>& row) {
   const DecodeConfig& d = cfg.decode;
   // The suite's own pulse: a streaming read after every run, calibrated here.
-  Stopwatch reads(PulseKind::read_bandwidth, cfg.threads);
+  Stopwatch reads(PulseKind::read_bandwidth, cfg.threads, cfg.pulse_tolerance);
   reads.calibrate(5);
 
   struct Planned {

@@ -55,7 +55,7 @@ std::string json_pulse(const PulseRecord& p) {
          ",\"threads\":" + std::to_string(p.threads) +
          ",\"isa\":\"" + p.blas + "\",\"ms\":" + json_number(p.ms.median) + ",\"gflops\":" + json_number(p.gflops()) +
          ",\"ms_min\":" + json_number(p.ms.min) + ",\"ms_max\":" + json_number(p.ms.max) +
-         ",\"runs\":" + std::to_string(p.ms.n) + "}";
+         ",\"runs\":" + std::to_string(p.ms.n) + ",\"pulse_tolerance\":" + json_number(p.tolerance) + "}";
 }
 
 std::string json_record(const Config& cfg, const Record& r) {
@@ -221,7 +221,7 @@ std::string runtime_tables(const Config& cfg, const std::vector<Record>& records
   return os.str();
 }
 
-std::string flagged_rows(const std::vector<Record>& records, bool markdown) {
+std::string flagged_rows(const Config& cfg, const std::vector<Record>& records, bool markdown) {
   std::vector<std::vector<std::string>> rows;
   for (const Record& r : records) {
     if (r.skipped) continue;
@@ -243,10 +243,10 @@ std::string flagged_rows(const std::vector<Record>& records, bool markdown) {
   std::ostringstream os;
   const std::string legend =
       format("Markers: ! failed its accuracy check (error above FlashAttention's allowed error), ? unstable (fewer "
-             "than the minimum of quiet runs: a pulse next to each other run was more than 15%% below the session's "
+             "than the minimum of quiet runs: a pulse next to each other run was more than %.0f%% below the session's "
              "reference), ~ noisy (max/min of the quiet runs above %.2f); fwdbwd rows whose time disagrees with fwd + "
              "bwd beyond their runs' spread are listed as inconsistent.",
-             kNoisySpread);
+             100 * cfg.pulse_tolerance, kNoisySpread);
   if (markdown) {
     os << legend << "\n\n" << markdown_table({"impl", "pass", "variant", "N", "d", "flags", "why"}, rows) << "\n";
   } else {
@@ -333,12 +333,12 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
                "caches flushed (%.0f MiB written) before each run. The cases of one (N, d, variant) — every "
                "implementation and pass — run interleaved, one run each per round, so that a speedup compares "
                "runs taken in the same seconds. An SGEMM (the machine's pulse) follows every run; a run next to a "
-               "pulse more than 15%% below the session's reference pulse (the first quartile of its pulses) is "
+               "pulse more than %.0f%% below the session's reference pulse (the first quartile of its pulses) is "
                "discarded and repeated (at most %d times per case); at the end every group is judged again against "
                "the final reference and measured once more if it falls short (`remeasured`). Figures are medians "
                "of the quiet runs; the JSON lines carry min, max, quartiles and every run.\n\n",
                cfg.policy.min_runs, cfg.policy.budget_ms / 1000, cfg.policy.max_runs,
-               cfg.sweep_count(), cfg.flush_bytes / 1048576.0,
+               cfg.sweep_count(), cfg.flush_bytes / 1048576.0, 100 * cfg.pulse_tolerance,
                cfg.policy.max_retries);
 
   md << "## Runtime\n\n" << runtime_tables(cfg, records, true) << baseline_table(cfg, records, true);
@@ -353,7 +353,7 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
           "P keys under a shuffled block table. Markers as in the runtime tables.\n\n"
        << decode;
   }
-  const std::string flagged = flagged_rows(records, true);
+  const std::string flagged = flagged_rows(cfg, records, true);
   md << "## Flags\n\n" << (flagged.empty() ? "No row failed its accuracy check, none was unstable or noisy, and "
                                              "every fwdbwd agreed with fwd + bwd.\n\n"
                                            : flagged);

@@ -34,9 +34,16 @@ inline constexpr double kNoisySpread = 1.15;
 // reference is the session's first quartile of pulse times, not its median: a shared VM
 // measured here spent whole stretches 50% slower (pulses of 161 ms against 101), and a
 // session that starts in such a stretch has its median there.
+// The default tolerance, 7%: a KVM guest on a Xeon alternated, for seconds at a time, between
+// two speeds 10–14% apart, its SGEMM pulses 45–48.5 ms and 50–54 ms with the cases' runs
+// slow together with them (flash bwd N = 8192: 126–129 ms next to pulses of 46–47, 139–146
+// next to 51–54); no pulse of two default runs was 15% slow, so a 15% tolerance discarded
+// nothing, and which speed a case's median fell on decided rows 5–10% apart between runs.
+inline constexpr double kPulseTolerance = 0.07;
+
 class PulseMonitor {
  public:
-  explicit PulseMonitor(double tolerance = 0.15) : tolerance_(tolerance) {}
+  explicit PulseMonitor(double tolerance = kPulseTolerance) : tolerance_(tolerance) {}
   void add(double pulse_ms) { pulses_.push_back(pulse_ms); }
   double median_ms() const;     // 0 before any pulse
   double reference_ms() const;  // the first quartile; 0 before any pulse

@@ -242,7 +242,8 @@ enum class PulseKind { sgemm, read_bandwidth };
 // are flushed before every run and every SGEMM pulse (a streaming read of four times the
 // last-level caches evicts them itself).
 struct Stopwatch {
-  explicit Stopwatch(PulseKind kind = PulseKind::sgemm, int threads = 1) {
+  explicit Stopwatch(PulseKind kind = PulseKind::sgemm, int threads = 1, double tolerance = kPulseTolerance)
+      : monitor(tolerance) {
     if (kind == PulseKind::read_bandwidth) {
       read = std::make_unique<ReadBandwidth>(threads);
     } else {
