@@ -37,7 +37,7 @@ namespace {
 // tile is transposed, and each query's running max and sum are updated by vertical
 // vector operations over the key rows.
 struct ForwardScratch {
-  float* qt;     // (d, cols_q)          (softmax_scale · Q)ᵀ
+  float* qt;     // (d, cols_q)          (softmax_scale · Q)ᵀ; on AMX O's rows at the end
   float* st;     // (rows_k, cols_q)     scores transposed, then probabilities
   float* acc;    // (cols_q, d_pad)      unnormalized output
   float* m;      // (cols_q)             running max per query
@@ -339,16 +339,20 @@ void forward_tiles(const Ops& ops, const Problem& p, const TileConfig& t, i64 b,
   });
 
   // Epilogue: one normalization per row.
+  const float* o_rows = w.acc;  // (queries, o_ld) unnormalized
+  i64 o_ld = f.e.d_pad;
+  if constexpr (Ops::kOutputTransposed) {
+#if defined(__AMX_BF16__)
+    transpose_rows(w.acc, f.e.cols_q, d, br, w.qt, d);  // into qt, which bf16 products never use
+    o_rows = w.qt, o_ld = d;
+#endif
+  }
   for (i64 i = 0; i < br; ++i) {
     const float l = w.l[i];
     const float inv = l == 0.0f ? 0.0f : 1.0f / l;
     float room[kMaxHeadDim];  // a 16-bit output's row, rounded into it once written
     float* dst = p.out.f32_out_row(b, q0 + i, h, p.out_dtype, room);
-    if constexpr (Ops::kOutputTransposed) {
-      for (i64 x = 0; x < d; ++x) dst[x] = w.acc[x * f.e.cols_q + i] * inv;
-    } else {
-      for (i64 x = 0; x < d; ++x) dst[x] = w.acc[i * f.e.d_pad + x] * inv;
-    }
+    for (i64 x = 0; x < d; ++x) dst[x] = o_rows[i * o_ld + x] * inv;
     p.out.store_row(b, q0 + i, h, p.out_dtype, d, dst, convert_from_f32);
     // LSE = mb · ln 2 + ln l, written as m + (ln l − r · ln 2) with r = m · log2 e − mb the
     // rounding of mb (exact through the fma): for a row dominated by one score this gives

@@ -126,14 +126,68 @@ void rows_padded(Row row, i64 n, i64 d, std::uint16_t* dst, i64 ld, i64 n_pad) {
   std::memset(dst + n * ld, 0, sizeof(std::uint16_t) * (n_pad - n) * ld);
 }
 
+// r[k] = column k of the 16 × 16 words that r[0 .. 16) held as rows.
+inline void transpose_words_16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  // Now r[4i + k] holds, in its 128-bit lane L, column 4L + k of rows 4i .. 4i + 3.
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // Column 4L + k gathers lane L of r[k], r[4 + k], r[8 + k], r[12 + k].
+  for (int k = 0; k < 4; ++k) {
+    const __m512i s0 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0x88), s1 = _mm512_shuffle_i32x4(r[k], r[4 + k], 0xdd);
+    const __m512i s2 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0x88);
+    const __m512i s3 = _mm512_shuffle_i32x4(r[8 + k], r[12 + k], 0xdd);
+    t[k] = _mm512_shuffle_i32x4(s0, s2, 0x88);
+    t[4 + k] = _mm512_shuffle_i32x4(s1, s3, 0x88);
+    t[8 + k] = _mm512_shuffle_i32x4(s0, s2, 0xdd);
+    t[12 + k] = _mm512_shuffle_i32x4(s1, s3, 0xdd);
+  }
+  for (int k = 0; k < 16; ++k) r[k] = t[k];
+}
+
+// dst (n × m, ldd) = src (m × n, lds) transposed, by 16 × 16 blocks.
+inline void transpose_rows(const float* src, i64 lds, i64 m, i64 n, float* dst, i64 ldd) {
+  const i64 block_m = m / 16 * 16, block_n = n / 16 * 16;
+  for (i64 r = 0; r < block_m; r += 16) {
+    for (i64 c = 0; c < block_n; c += 16) {
+      __m512i block[16];
+      for (int k = 0; k < 16; ++k) block[k] = _mm512_loadu_si512(src + (r + k) * lds + c);
+      transpose_words_16x16(block);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_si512(dst + (c + k) * ldd + r, block[k]);
+    }
+  }
+  for (i64 r = 0; r < m; ++r) {  // the rest, an element at a time
+    for (i64 c = r < block_m ? block_n : 0; c < n; ++c) dst[c * ldd + r] = src[r * lds + c];
+  }
+}
+
 // Words as columns: dst[w · ld + c] = elements 2w, 2w + 1 of row c as one word, the low
 // half first (a word transpose); columns n .. n_pad and word rows ⌈d / 2⌉ .. words_pad zero.
 template <typename Row>
 void rows_as_word_columns(Row row, i64 n, i64 d, std::uint32_t* dst, i64 ld, i64 n_pad, i64 words_pad) {
   const i64 words = (d + 1) / 2;
-  for (i64 c = 0; c < n; ++c) {
+  const i64 block_rows = n / 16 * 16, block_words = d / 2 / 16 * 16;  // in whole 16 × 16 blocks
+  for (i64 c = 0; c < block_rows; c += 16) {
+    for (i64 w = 0; w < block_words; w += 16) {
+      __m512i block[16];
+      for (int k = 0; k < 16; ++k) block[k] = _mm512_loadu_si512(row(c + k) + 2 * w);
+      transpose_words_16x16(block);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_si512(dst + (w + k) * ld + c, block[k]);
+    }
+  }
+  for (i64 c = 0; c < n; ++c) {  // the rest, a word at a time
     const std::uint16_t* r = row(c);
-    for (i64 w = 0; w < d / 2; ++w) dst[w * ld + c] = r[2 * w] | std::uint32_t{r[2 * w + 1]} << 16;
+    for (i64 w = c < block_rows ? block_words : 0; w < d / 2; ++w) {
+      dst[w * ld + c] = r[2 * w] | std::uint32_t{r[2 * w + 1]} << 16;
+    }
     if (d % 2 != 0) dst[(words - 1) * ld + c] = r[d - 1];
   }
   for (i64 w = 0; w < words; ++w) std::memset(dst + w * ld + n, 0, sizeof(std::uint32_t) * (n_pad - n));
