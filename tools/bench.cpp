@@ -54,10 +54,10 @@ Each case is validated against the reference on a small shape first (a case whos
 exceeds FlashAttention's allowed error is marked FAIL and the command exits 1), warmed up,
 then timed: the cases of one (N, d, variant) run interleaved, one run each per round, caches
 flushed before each run and each run followed by an SGEMM (OpenBLAS 2048^3, same thread
-count: the machine's pulse). A run next to a pulse more than 7% below the session's
-reference (the first quartile of its pulses; --pulse-tolerance) is discarded and repeated; a case that cannot
-get --repeat quiet runs is marked unstable. At the end every group is judged again against
-the final reference, and one that falls short is measured once more.
+count: the machine's pulse). A run next to a pulse more than 7% (--pulse-tolerance) below
+the session's reference (the first quartile of its pulses) is discarded and repeated; a case
+that cannot get --repeat quiet runs is marked unstable. At the end every group is judged
+again against the final reference, and one that falls short is measured once more.
 
 `flashattn bench --compare A.jsonl[,A2.jsonl...] B.jsonl[,B2.jsonl...]` compares two runs'
 JSON lines instead (`flashattn bench --compare --help`).
