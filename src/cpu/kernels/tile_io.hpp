@@ -210,26 +210,26 @@ void rows_as_pairs(Row row, i64 n, i64 d, std::uint32_t* dst, i64 ld, i64 d_pad,
 }
 
 // Transposed: dst[x · ld + c] = element x of row c; columns n .. n_pad and rows d .. d_pad
-// zero (ld even). Rows c and c + 1 of sixteen elements are one word in each of sixteen rows
-// of dst: made as pairs, scattered down the rows.
+// zero (ld even). Elements x .. x + 15 of rows c and c + 1 are one word in each of sixteen
+// rows of dst: sixteen such pairs (32 rows) at a time, their words transposed by 16 × 16
+// blocks.
 template <typename Row>
 void rows_transposed(Row row, i64 n, i64 d, std::uint16_t* dst, i64 ld, i64 n_pad, i64 d_pad) {
   for (i64 x = 0; x < d_pad; ++x) std::memset(dst + x * ld, 0, sizeof(std::uint16_t) * n_pad);
-  auto* words = reinterpret_cast<int*>(dst);
+  auto* words = reinterpret_cast<std::uint32_t*>(dst);
   const i64 row_words = ld / 2;
-  const __m512i down = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                          _mm512_set1_epi32(static_cast<int>(row_words)));
-  for (i64 c = 0; c < n; c += 2) {
-    const std::uint16_t* lo = row(c);
-    const std::uint16_t* hi = c + 1 < n ? row(c + 1) : nullptr;
-    i64 x = 0;
-    for (; x + kLanes <= d; x += kLanes) {
-      _mm512_i32scatter_epi32(words + x * row_words + c / 2, down, row_pair_words(lo, hi, x), 4);
+  const i64 block_rows = n / 32 * 32, block_d = d / 16 * 16;
+  for (i64 c = 0; c < block_rows; c += 32) {
+    for (i64 x = 0; x < block_d; x += 16) {
+      __m512i block[16];
+      for (int k = 0; k < 16; ++k) block[k] = row_pair_words(row(c + 2 * k), row(c + 2 * k + 1), x);
+      transpose_words_16x16(block);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_si512(words + (x + k) * row_words + c / 2, block[k]);
     }
-    for (; x < d; ++x) {
-      dst[x * ld + c] = lo[x];
-      if (hi != nullptr) dst[x * ld + c + 1] = hi[x];
-    }
+  }
+  for (i64 c = 0; c < n; ++c) {  // the rest, an element at a time
+    const std::uint16_t* r = row(c);
+    for (i64 x = c < block_rows ? block_d : 0; x < d; ++x) dst[x * ld + c] = r[x];
   }
 }
 
