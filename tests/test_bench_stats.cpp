@@ -3,6 +3,7 @@
 // the passes, Student's t and the A/B ratio's interval, and the OpenBLAS core warning.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -307,6 +308,43 @@ TEST(BenchCompare, NoDifferenceIsNotSignificant) {
   const RatioEstimate hidden = compare_samples(noisy_sample(100, 0.10, 3, 5), noisy_sample(103, 0.10, 3, 6));
   EXPECT_FALSE(hidden.significant);
   EXPECT_GT(hidden.hi / hidden.lo, 1.06);
+}
+
+// The closed form against counting: every way to split ranks 0 .. n_a + n_b − 1 between the
+// two samples is equally likely on a steady machine; count the splits whose ranges lie apart.
+TEST(BenchCompare, ChanceOfRangesApartMatchesCountingTheRankSplits) {
+  for (std::size_t n_a = 1; n_a <= 7; ++n_a) {
+    for (std::size_t n_b = 1; n_b <= 7; ++n_b) {
+      const std::size_t n = n_a + n_b;
+      std::size_t splits = 0, apart = 0;
+      for (unsigned mask = 0; mask < (1u << n); ++mask) {
+        if (static_cast<std::size_t>(std::popcount(mask)) != n_a) continue;
+        ++splits;
+        const unsigned low_a = (1u << n_a) - 1;  // A holds the n_a lowest ranks, or the n_a highest
+        apart += mask == low_a || mask == low_a << n_b;
+      }
+      EXPECT_NEAR(chance_ranges_apart(n_a, n_b), double(apart) / double(splits), 1e-12) << n_a << " " << n_b;
+    }
+  }
+  EXPECT_NEAR(chance_ranges_apart(3, 3), 0.1, 1e-12);
+  EXPECT_NEAR(chance_ranges_apart(25, 25), 2 / 126410606437752.0, 1e-24);
+  EXPECT_EQ(chance_ranges_apart(0, 5), 0.0);
+}
+
+TEST(BenchCompare, ChanceOfAtLeastKEventsMatchesEnumeration) {
+  const std::vector<double> c = {0.1, 0.1, 0.008, 0.5, 0.0006};
+  for (std::size_t k = 0; k <= c.size() + 1; ++k) {
+    double expected = 0;
+    for (unsigned mask = 0; mask < (1u << c.size()); ++mask) {
+      if (static_cast<std::size_t>(std::popcount(mask)) < k) continue;
+      double chance = 1;
+      for (std::size_t i = 0; i < c.size(); ++i) chance *= (mask >> i & 1) ? c[i] : 1 - c[i];
+      expected += chance;
+    }
+    EXPECT_NEAR(chance_at_least(c, k), expected, 1e-12) << k;
+  }
+  EXPECT_EQ(chance_at_least({}, 0), 1.0);
+  EXPECT_EQ(chance_at_least({}, 1), 0.0);
 }
 
 TEST(BenchCompare, OneRunGivesNoInterval) {

@@ -44,7 +44,9 @@ percent, time both builds in one process instead: `flashattn bench --baseline-li
 
 JSON fields: the case's impl, pass, variant, batch, heads, heads_k, seqlen_q, seqlen_k,
 headdim, causal, dropout, threads, mask, key_padding, dtype (f32 when absent); a_ms, b_ms (medians of the raw runs),
-within_spread (each median inside the other side's [min, max] of raw runs),
+ranges_overlap (the two sides' [min, max] of raw runs overlap: the rows agree within their
+spread), chance_apart (the chance that they would not on a steady machine, from the run
+counts), within_spread (each median inside the other side's [min, max]: stricter),
 n_a, n_b (runs), by, ratio (B / A, geometric mean of the runs' ratio), ratio_lo, ratio_hi,
 confidence, significant, samples ("processes" or "runs").
 )usage";
@@ -174,7 +176,8 @@ int compare_main(int argc, char** argv) {
     std::printf("B / A, %s, %.0f%% confidence interval (Welch's t on log times)\n\n", by != "ms" ? "each run's time over its pulse" : "raw times", 100 * confidence);
     std::printf("%-46s %10s %10s %7s %7s %17s  %s\n", "case", "A ms", "B ms", "runs", "B/A", "interval", "verdict");
   }
-  int matched = 0, slower = 0, faster = 0, agree = 0, per_process_cases = 0;
+  int matched = 0, slower = 0, faster = 0, agree = 0, overlapping = 0, per_process_cases = 0;
+  std::vector<double> chances_apart;  // per row, the chance its ranges lie apart on a steady machine
   double log_sum = 0;
   for (const std::string& id : a.order) {
     if (!b.runs.count(id)) continue;
@@ -195,11 +198,15 @@ int compare_main(int argc, char** argv) {
     }
     const RatioEstimate r = compare_samples(va, vb, confidence);
     ++matched;
-    // Each side's median inside the other's [min, max]: the two runs agree within the spread
-    // their tables printed.
+    // The spreads the tables printed, [min, max] of the raw runs: the rows agree when they
+    // overlap; `within`, each median inside the other's, is the older and stricter rule.
     const Summary ta = summarize(sa.ms), tb = summarize(sb.ms);
     const bool within = tb.median >= ta.min && tb.median <= ta.max && ta.median >= tb.min && ta.median <= tb.max;
+    const bool overlap = ta.min <= tb.max && tb.min <= ta.max;
+    const double chance_apart = chance_ranges_apart(sa.ms.size(), sb.ms.size());
     agree += within;
+    overlapping += overlap;
+    chances_apart.push_back(chance_apart);
     log_sum += std::log(r.ratio);
     const std::string verdict = !r.has_interval  ? "no interval (one run on a side)"
                                 : !r.significant ? "no significant difference"
@@ -210,13 +217,15 @@ int compare_main(int argc, char** argv) {
     if (table) {
       std::printf("%-46s %10.4g %10.4g %3zu/%-3zu %7.4f  [%6.4f, %6.4f]  %s%s\n", describe(a.key_json.at(id)).c_str(),
                   ta.median, tb.median, r.n_a, r.n_b, r.ratio, r.lo, r.hi, verdict.c_str(),
-                  within ? "" : "; medians outside each other's spread");
+                  overlap ? (within ? "" : "; medians outside each other's spread") : "; spreads apart");
     }
     if (json) {
       nlohmann::json out = a.key_json.at(id);
       out["a_ms"] = ta.median;
       out["b_ms"] = tb.median;
       out["within_spread"] = within;
+      out["ranges_overlap"] = overlap;
+      out["chance_apart"] = chance_apart;
       out["n_a"] = r.n_a;
       out["n_b"] = r.n_b;
       out["by"] = by;
@@ -235,10 +244,19 @@ int compare_main(int argc, char** argv) {
   }
   if (table) {
     std::printf("\n%d case(s) matched (%zu only in A, %zu only in B): B significantly slower in %d, faster in %d; "
-                "geometric mean of B/A %.4f; %d of %d agree within their spread (each median inside the other's "
-                "[min, max])\n",
+                "geometric mean of B/A %.4f\n",
                 matched, a.order.size() - matched, b.order.size() - matched, slower, faster,
-                std::exp(log_sum / matched), agree, matched);
+                std::exp(log_sum / matched));
+    const int apart = matched - overlapping;
+    double expected_apart = 0;
+    for (double c : chances_apart) expected_apart += c;
+    std::printf("Spreads ([min, max] of the runs) overlap in %d of %d rows; apart in %d, where a steady machine "
+                "would leave %.2f apart by chance with these run counts (at least %d: chance %.3g)%s. Each median "
+                "inside the other's spread: %d of %d.\n",
+                overlapping, matched, apart, expected_apart, apart,
+                chance_at_least(chances_apart, static_cast<std::size_t>(apart)),
+                chance_at_least(chances_apart, static_cast<std::size_t>(apart)) < 0.05 ? ": the two differ" : "",
+                agree, matched);
     std::printf("%s\n", per_process_cases == matched
                              ? "Samples: each process's median (several files a side)."
                              : "Samples: the runs of one process a side. They do not see how much a figure moves between "

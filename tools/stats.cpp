@@ -197,6 +197,27 @@ RatioEstimate compare_paired(const std::vector<double>& a, const std::vector<dou
   return r;
 }
 
+double chance_ranges_apart(std::size_t n_a, std::size_t n_b) {
+  if (n_a == 0 || n_b == 0) return 0;  // no range on a side: nothing to lie apart
+  double ways = 1;                     // C(n_a + n_b, n_a), built up exactly while it fits
+  const std::size_t k = std::min(n_a, n_b), n = n_a + n_b;
+  for (std::size_t i = 1; i <= k; ++i) ways = ways * static_cast<double>(n - k + i) / static_cast<double>(i);
+  return std::min(1.0, 2 / ways);
+}
+
+double chance_at_least(const std::vector<double>& chances, std::size_t k) {
+  // exactly[j]: the chance of exactly j events among those seen so far, for j < k.
+  std::vector<double> exactly(k + 1, 0.0);
+  exactly[0] = 1;
+  for (double c : chances) {
+    for (std::size_t j = k; j > 0; --j) exactly[j] = exactly[j] * (1 - c) + exactly[j - 1] * c;
+    exactly[0] *= 1 - c;
+  }
+  double below = 0;
+  for (std::size_t j = 0; j < k; ++j) below += exactly[j];
+  return std::clamp(1 - below, 0.0, 1.0);
+}
+
 std::pair<std::vector<double>, std::vector<double>> paired_runs(const CaseTiming& a, const CaseTiming& b) {
   std::pair<std::vector<double>, std::vector<double>> pairs;
   for (std::size_t i = 0; i < a.quiet_ms.size(); ++i) {

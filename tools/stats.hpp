@@ -133,6 +133,20 @@ RatioEstimate compare_samples(const std::vector<double>& a, const std::vector<do
 // interval of the mean log ratio by Student's t, which drift shared by a pair cannot widen.
 RatioEstimate compare_paired(const std::vector<double>& a, const std::vector<double>& b, double confidence = 0.95);
 
+// Whether two runs of the bench agree: each row's printed spread is its runs' [min, max], and
+// two rows agree when those ranges overlap. Two samples of one stationary distribution
+// (independent runs, no ties) lie apart — all of one below all of the other — with chance
+// 2 / C(n_a + n_b, n_a): every interleaving of the pooled ranks is equally likely and two
+// of them separate the samples. 0.1 with 3 runs a side, 0.008 with 5, 0.0006 with 7; so on
+// a perfectly steady machine a suite of many 3-run rows still has some rows apart. (Each
+// median inside the other's range, a stricter rule, holds with chance 0.4 at 3 runs a side
+// and 0.71 at 5: not a test a steady machine passes.)
+double chance_ranges_apart(std::size_t n_a, std::size_t n_b);
+
+// The chance of at least k events among independent events of the given chances (the
+// Poisson-binomial tail): how surprising k rows apart are when each had its chance.
+double chance_at_least(const std::vector<double>& chances, std::size_t k);
+
 // The quiet runs of two cases timed in the same rounds, paired by round: (a's, b's).
 std::pair<std::vector<double>, std::vector<double>> paired_runs(const CaseTiming& a, const CaseTiming& b);
 
