@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "bench.hpp"
 #include "report.hpp"
 #include "stats.hpp"
 #include "timing.hpp"
@@ -213,6 +214,36 @@ TEST(BenchCompare, PairedIntervalIsTighterThanUnpairedUnderSharedDrift) {
   EXPECT_TRUE(paired.significant);
   EXPECT_FALSE(unpaired.significant);
   EXPECT_LT(paired.hi - paired.lo, 0.01);
+}
+
+// The session's minimum of runs is met exactly by its sweeps: 5 over 3 sweeps is 2, 2, 1
+// (not 2 a sweep, 6 in all), and the budget is shared equally.
+TEST(BenchTiming, SweepsShareTheRunsAndTheBudget) {
+  Config cfg{};
+  cfg.sweeps = 3;
+  cfg.policy.budget_ms = 900;
+  for (int min_runs : {1, 2, 3, 4, 5, 7, 9}) {
+    cfg.policy.min_runs = min_runs;
+    cfg.policy.max_runs = 25;
+    int runs = 0, max_runs = 0;
+    double budget = 0;
+    for (int s = 0; s < cfg.sweep_count(); ++s) {
+      const TimingPolicy p = cfg.sweep_policy(s);
+      EXPECT_GE(p.min_runs, 1);
+      EXPECT_GE(p.max_runs, p.min_runs);
+      runs += p.min_runs;
+      max_runs += p.max_runs;
+      budget += p.budget_ms;
+    }
+    EXPECT_EQ(runs, min_runs);
+    EXPECT_EQ(max_runs, 25);
+    EXPECT_DOUBLE_EQ(budget, 900);
+    EXPECT_EQ(cfg.sweep_count(), std::min(3, min_runs));
+  }
+  cfg.policy.min_runs = 5;
+  EXPECT_EQ(cfg.sweep_policy(0).min_runs, 2);
+  EXPECT_EQ(cfg.sweep_policy(1).min_runs, 2);
+  EXPECT_EQ(cfg.sweep_policy(2).min_runs, 1);
 }
 
 TEST(BenchTiming, MaxRunsCapsACheapCase) {

@@ -98,7 +98,7 @@ JSON lines instead (`flashattn bench --compare --help`).
   --causal           causal mask (bottom-right aligned)
   --dropout P        dropout probability of the plain variant in [0, 1), default 0
   --threads T        default: all cores (OpenMP's default)
-  --repeat R         quiet timed runs per case at least (median reported), default 3
+  --repeat R         quiet timed runs per case at least (median reported), default 5
   --case-seconds S   more runs while a case's runs and pulses add up to under S seconds,
                      default 1
   --max-runs M       quiet runs per case at most, default 25
@@ -302,7 +302,7 @@ int bench_main(int argc, char** argv) {
     cfg.causal = args.flag("causal");
     cfg.dropout = args.real("dropout", 0.0, 0.0, 0.999);
     cfg.threads = static_cast<int>(args.integer("threads", omp_get_max_threads(), 1, 1024));
-    cfg.policy.min_runs = static_cast<int>(args.integer("repeat", 3, 1, 1000));
+    cfg.policy.min_runs = static_cast<int>(args.integer("repeat", 5, 1, 1000));
     cfg.policy.budget_ms = 1000 * args.real("case-seconds", 1.0, 0.0, 1e6);
     cfg.policy.max_runs = static_cast<int>(args.integer("max-runs", std::max(25, cfg.policy.min_runs), 1, 100000));
     if (cfg.policy.max_runs < cfg.policy.min_runs) throw UsageError("--max-runs must be at least --repeat");
@@ -592,12 +592,11 @@ int bench_main(int argc, char** argv) {
   // case's runs sample the machine across the session: this VM's speed moves in stretches
   // of seconds to minutes that runs taken back to back would all fall into.
   const int sweeps = cfg.sweep_count();
-  const TimingPolicy per_sweep = cfg.sweep_policy();
   std::vector<std::vector<Record>> groups(group_ranges.size());
   for (int sweep = 0; sweep < sweeps; ++sweep) {
     for (std::size_t g = 0; g < group_ranges.size(); ++g) {
       const auto [first, last] = group_ranges[g];
-      groups[g] = measure_group(first, last, per_sweep, 100000 * sweep, sweep ? &groups[g] : nullptr);
+      groups[g] = measure_group(first, last, cfg.sweep_policy(sweep), 100000 * sweep, sweep ? &groups[g] : nullptr);
       if (sweep == sweeps - 1) {
         for (const Record& r : groups[g]) print_row(r);
       }
@@ -629,7 +628,7 @@ int bench_main(int argc, char** argv) {
                   plan[first].variant.c_str(), (long long)plan[first].seqlen, (long long)plan[first].headdim,
                   stopwatch.monitor.reference_ms());
     }
-    groups[g] = measure_group(first, last, per_sweep, 100000 * sweeps, &groups[g]);
+    groups[g] = measure_group(first, last, cfg.sweep_policy(0), 100000 * sweeps, &groups[g]);
     for (Record& r : groups[g]) {
       r.remeasured = true;
       print_row(r);

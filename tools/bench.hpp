@@ -47,12 +47,15 @@ struct Config {
   double pulse_tolerance = kPulseTolerance;  // how far below the reference a pulse may run
   // The sweeps a session makes: --sweeps, but no more than the minimum of runs to share.
   int sweep_count() const { return sweeps < policy.min_runs ? (sweeps < 1 ? 1 : sweeps) : policy.min_runs; }
-  // One sweep's share of the session's policy: its part of the runs and of the budget.
-  TimingPolicy sweep_policy() const {
+  // Sweep `sweep`'s share of the session's policy: the runs split as evenly as whole runs
+  // allow, the earlier sweeps taking the remainder (5 over 3 sweeps: 2, 2, 1), and an equal
+  // part of the budget each.
+  TimingPolicy sweep_policy(int sweep) const {
     const int n = sweep_count();
+    auto share = [&](int runs) { return runs / n + (sweep % n < runs % n ? 1 : 0); };
     TimingPolicy p = policy;
-    p.min_runs = (policy.min_runs + n - 1) / n;
-    p.max_runs = std::max(p.min_runs, (policy.max_runs + n - 1) / n);
+    p.min_runs = share(policy.min_runs);
+    p.max_runs = std::max(p.min_runs, share(policy.max_runs));
     p.budget_ms = policy.budget_ms / n;
     return p;
   }

@@ -269,12 +269,11 @@ std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
   };
 
   const int sweeps = cfg.sweep_count();
-  const TimingPolicy per_sweep = cfg.sweep_policy();
   for (int sweep = 0; sweep < sweeps; ++sweep) {
     for (Group& g : groups) {
       std::fprintf(stderr, "decode: batch %lld, seqlen_k %lld, %s (sweep %d of %d)\n", static_cast<long long>(g.batch),
                    static_cast<long long>(g.seqlen_k), to_string(g.dtype), sweep + 1, sweeps);
-      measure(g, per_sweep, 100000 * sweep, sweep == 0);
+      measure(g, cfg.sweep_policy(sweep), 100000 * sweep, sweep == 0);
     }
   }
   std::vector<Record> records;
