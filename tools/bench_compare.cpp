@@ -250,12 +250,12 @@ int compare_main(int argc, char** argv) {
     const int apart = matched - overlapping;
     double expected_apart = 0;
     for (double c : chances_apart) expected_apart += c;
+    const double chance_as_many = chance_at_least(chances_apart, static_cast<std::size_t>(apart));
     std::printf("Spreads ([min, max] of the runs) overlap in %d of %d rows; apart in %d, where a steady machine "
                 "would leave %.2f apart by chance with these run counts (at least %d: chance %.3g)%s. Each median "
                 "inside the other's spread: %d of %d.\n",
                 overlapping, matched, apart, expected_apart, apart,
-                chance_at_least(chances_apart, static_cast<std::size_t>(apart)),
-                chance_at_least(chances_apart, static_cast<std::size_t>(apart)) < 0.05 ? ": the two differ" : "",
+                chance_as_many, chance_as_many < 0.05 ? ": the two differ" : "",
                 agree, matched);
     std::printf("%s\n", per_process_cases == matched
                              ? "Samples: each process's median (several files a side)."
