@@ -47,14 +47,16 @@ constexpr const char* kUsage = R"usage(usage: flashattn bench [flags]
 With no flags: the paper's runtime and memory benchmark (Section 4.3, Appendix E) scaled to
 this machine — N = 128 … 16384, d = 64, batch × N = 8192 tokens, 1 head; standard, flash and
 block-sparse flash; forward, backward and forward + backward, and forward + backward again
-with dropout 0.1 and with key padding (lengths N − 20 … N); then decoding (--pass decode:
-one new query per head against KV caches of 1K … 128K keys). A progress bar on stderr, each
+with dropout 0.1 and with key padding (lengths N − 20 … N); and decoding (--pass decode:
+one new query per head against KV caches of 1K … 128K keys; each of its sweeps follows the
+paper suite's, so that both sample the whole session). A progress bar on stderr, each
 case's row on stdout, then the tables; CSV, JSON lines, PNG plots and report.md under --out.
 Each case is validated against the reference on a small shape first (a case whose error
 exceeds FlashAttention's allowed error is marked FAIL and the command exits 1), warmed up,
 then timed: the cases of one (N, d, variant) run interleaved, one run each per round, caches
 flushed before each run and each run followed by an SGEMM (OpenBLAS 2048^3, same thread
-count: the machine's pulse). A run next to a pulse more than 7% (--pulse-tolerance) below
+count: the machine's pulse; decode runs are followed by a streaming read of memory, both
+pulses calibrated at the start). A run next to a pulse more than 7% (--pulse-tolerance) below
 the session's reference (the first quartile of its pulses) is discarded and repeated; a case
 that cannot get --repeat quiet runs is marked unstable. At the end every group is judged
 again against the final reference, and one that falls short is measured once more.
@@ -104,8 +106,9 @@ JSON lines instead (`flashattn bench --compare --help`).
   --max-runs M       quiet runs per case at most, default 25
   --retries K        disturbed runs a case may repeat in a sweep (more while its runs add up
                      to under five budgets) before it is marked unstable, default 6
-  --sweeps S         sweeps over the whole suite, each taking its share of every case's
-                     runs (at most --repeat sweeps), default 3
+  --sweeps S         sweeps over the whole session (the paper's suite, then decode), each
+                     taking its share of every case's runs (at most --repeat sweeps),
+                     default 3
   --pulse-tolerance F  a run next to a pulse more than F below the session's reference
                      speed is disturbed, default 0.07
   --dtype T[,T...]   f32 (default), bf16, f16: the dtype of q, k, v and the outputs (the
@@ -161,13 +164,15 @@ session's five reference pulses.
 // A progress bar on stderr: redrawn in place on a terminal, one line per case otherwise.
 class Progress {
  public:
-  explicit Progress(double total_weight) : total_(total_weight), tty_(isatty(STDERR_FILENO)), start_(Clock::now()) {}
+  Progress() : tty_(isatty(STDERR_FILENO)), start_(Clock::now()) {}
+  void expect(double total_weight) { total_ = total_weight; }
   void clear() const {
     if (tty_) std::fprintf(stderr, "\r\033[K");
   }
-  void step(double weight, const std::string& what) {
+  // `cases` more cases done, which cost `weight` of the total.
+  void step(double weight, int cases, const std::string& what) {
     done_ += weight;
-    ++cases_;
+    cases_ += cases;
     const double elapsed = milliseconds(start_) / 1000;
     const double left = done_ > 0 ? elapsed * (total_ - done_) / done_ : 0;
     const int width = 30, filled = static_cast<int>(width * std::min(1.0, done_ / total_));
@@ -183,7 +188,7 @@ class Progress {
   double seconds() const { return milliseconds(start_) / 1000; }
 
  private:
-  double total_, done_ = 0;
+  double total_ = 0, done_ = 0;
   int cases_ = 0;
   bool tty_;
   Clock::time_point start_;
@@ -199,6 +204,15 @@ void add_sweep(Record& r, const CaseTiming& timing, int round_base, const Record
     r.peak_bytes = earlier->peak_bytes;
     r.timing = combine(earlier->timing, r.timing, min_runs);
   }
+}
+
+bool short_of_quiet_runs(const std::vector<Record>& group, const PulseMonitor& monitor, int min_runs) {
+  return std::any_of(group.begin(), group.end(), [&](const Record& r) {
+    if (r.skipped) return false;
+    const auto quiet = std::count_if(r.timing.quiet_pulse_ms.begin(), r.timing.quiet_pulse_ms.end(),
+                                     [&](double p) { return !monitor.slow(p); });
+    return r.timing.unstable || quiet < min_runs;
+  });
 }
 
 int bench_main(int argc, char** argv) {
@@ -341,20 +355,13 @@ int bench_main(int argc, char** argv) {
   const std::string isa_name = to_string(cfg.isa.value_or(default_isa()));
   const std::string blas_name = std::string("openblas-") + openblas_get_corename();
 
-  // The cases, in the order they run, with a weight (their FLOPs, the standard path's
-  // doubled) for the progress bar's estimate.
+  // The cases, in the order they run.
   struct Planned {
     i64 headdim, seqlen;
     std::string variant, impl, pass;
     DType dtype;
   };
   std::vector<Planned> plan;
-  double total_weight = 0;
-  auto weight = [&](const Planned& c) {
-    const double n = static_cast<double>(c.seqlen);
-    const double flops = 4.0 * batch_for(cfg, c.seqlen) * cfg.heads * n * n * c.headdim * pass_factor(c.pass);
-    return flops * (c.impl == "standard" ? 2.0 : c.impl == "blocksparse" ? 0.5 : 1.0) + 2e9;  // + SGEMM, check
-  };
   for (i64 headdim : cfg.training ? cfg.headdims : std::vector<i64>{}) {
     for (i64 seqlen : cfg.seqlens) {
      for (DType dtype : cfg.dtypes) {
@@ -367,7 +374,6 @@ int bench_main(int argc, char** argv) {
               continue;
             }
             plan.push_back({headdim, seqlen, variant, impl, pass, dtype});
-            total_weight += weight(plan.back());
           }
         }
       }
@@ -407,7 +413,7 @@ int bench_main(int argc, char** argv) {
                   static_cast<long long>(cfg.heads), cfg.policy.min_runs);
     }
     if (cfg.decode.enabled) {
-      std::printf("then decode: %zu (batch, seqlen_k), %lld heads, %lld kv-heads, d = %lld, %lld new quer%s per call; "
+      std::printf("and decode, each sweep after the paper suite's: %zu (batch, seqlen_k), %lld heads, %lld kv-heads, d = %lld, %lld new quer%s per call; "
                   "each row's GB/s against a streaming read measured beside it\n",
                   cfg.decode.shapes.size(), static_cast<long long>(cfg.decode.heads),
                   static_cast<long long>(cfg.decode.heads_k), static_cast<long long>(cfg.decode.headdim),
@@ -419,7 +425,21 @@ int bench_main(int argc, char** argv) {
                 "runs", "flags");
   }
 
-  Progress progress(total_weight);
+  // The decode suite's pulse is calibrated here, beside the SGEMM's, so that its reference
+  // spans the session.
+  std::optional<DecodeSuite> decode;
+  if (cfg.decode.enabled) decode.emplace(cfg);
+
+  // What a sweep of a case costs, roughly, in the SGEMM pulse's milliseconds: its runs (at
+  // the pulse's rate; standard attention's at half of it), the pulse after each, the check.
+  const double pulse_gflops = pulse.gflops();
+  auto weight = [&](const Planned& c, int runs) {
+    const double n = static_cast<double>(c.seqlen);
+    const double flops = 4.0 * batch_for(cfg, c.seqlen) * cfg.heads * n * n * c.headdim * pass_factor(c.pass) *
+                         (c.impl == "standard" ? 2.0 : c.impl == "blocksparse" ? 0.5 : 1.0);
+    return runs * (flops / (pulse_gflops * 1e6) + pulse.ms.median) + 20.0;
+  };
+  Progress progress;
   auto print_row = [&](const Record& r) {
     if (!table) return;
     progress.clear();
@@ -429,7 +449,7 @@ int bench_main(int argc, char** argv) {
                   (long long)r.shape.seqlen_k, (long long)r.shape.headdim, "-", "-", r.peak_bytes / 1048576.0,
                   cfg.mem_cap_bytes / 1048576.0);
     } else {
-      const std::string tiles = r.impl == "standard" ? "-" : format("%dx%d", r.tiles.block_q, r.tiles.block_k);
+      const std::string tiles = r.tiles.block_q == 0 ? "-" : format("%dx%d", r.tiles.block_q, r.tiles.block_k);
       const std::string runs = format("%zu", r.timing.summary.n) +
                                (r.timing.discarded ? format("+%d", r.timing.discarded) : std::string());
       std::printf("%-11s %-7s %-14s %7lld %7lld %5lld %7s %10.3f %6.1f%% %9.1f %6.3f %7.3f %10.2f %9s %6s %s\n",
@@ -577,70 +597,88 @@ int bench_main(int argc, char** argv) {
     return group;
   };
 
-  // The groups of cases, each one (headdim, seqlen, variant).
-  std::vector<std::pair<std::size_t, std::size_t>> group_ranges;
+  // Every group a sweep visits: the paper suite's, one per (headdim, seqlen, variant, dtype),
+  // then the decode suite's; each with the pulse whose reference judges its runs.
+  struct SweptGroup {
+    std::string name;
+    int cases;
+    const PulseMonitor* monitor;
+    std::function<std::vector<Record>(const TimingPolicy&, int round_base, const std::vector<Record>* earlier)> measure;
+    std::function<double(int runs)> weight;
+    std::vector<Record> records;
+  };
+  std::vector<SweptGroup> groups;
   for (std::size_t first = 0; first < plan.size();) {
     std::size_t last = first;
     while (last < plan.size() && plan[last].headdim == plan[first].headdim && plan[last].seqlen == plan[first].seqlen &&
            plan[last].variant == plan[first].variant && plan[last].dtype == plan[first].dtype) {
       ++last;
     }
-    group_ranges.push_back({first, last});
+    const Planned& head = plan[first];
+    groups.push_back({format("N=%lld d=%lld %s%s", static_cast<long long>(head.seqlen), static_cast<long long>(head.headdim),
+                             head.variant.c_str(), head.dtype == DType::f32 ? "" : (std::string(" ") + to_string(head.dtype)).c_str()),
+                      static_cast<int>(last - first), &stopwatch.monitor,
+                      [&, first, last](const TimingPolicy& policy, int round_base, const std::vector<Record>* earlier) {
+                        return measure_group(first, last, policy, round_base, earlier);
+                      },
+                      [&, first, last](int runs) {
+                        double w = 0;
+                        for (std::size_t i = first; i < last; ++i) w += weight(plan[i], runs);
+                        return w;
+                      },
+                      {}});
     first = last;
   }
-  // Sweeps over the whole suite, each taking its share of every case's runs, so that a
+  if (decode) {
+    for (const DecodeSuite::Group& g : decode->groups()) {
+      groups.push_back({decode->name(g), decode->cases(), &decode->monitor(),
+                        [&, g](const TimingPolicy& policy, int round_base, const std::vector<Record>* earlier) {
+                          return decode->measure(g, policy, round_base, earlier, stopwatch);
+                        },
+                        [&, g](int runs) { return decode->weight(g, runs, pulse.ms.median); }, {}});
+    }
+  }
+  // Sweeps over the whole session, each taking its share of every case's runs, so that a
   // case's runs sample the machine across the session: this VM's speed moves in stretches
   // of seconds to minutes that runs taken back to back would all fall into.
   const int sweeps = cfg.sweep_count();
-  std::vector<std::vector<Record>> groups(group_ranges.size());
+  double total_weight = 0;
   for (int sweep = 0; sweep < sweeps; ++sweep) {
-    for (std::size_t g = 0; g < group_ranges.size(); ++g) {
-      const auto [first, last] = group_ranges[g];
-      groups[g] = measure_group(first, last, cfg.sweep_policy(sweep), 100000 * sweep, sweep ? &groups[g] : nullptr);
+    for (const SweptGroup& g : groups) total_weight += g.weight(cfg.sweep_policy(sweep).min_runs);
+  }
+  progress.expect(total_weight);
+  for (int sweep = 0; sweep < sweeps; ++sweep) {
+    for (SweptGroup& g : groups) {
+      const TimingPolicy policy = cfg.sweep_policy(sweep);
+      g.records = g.measure(policy, 100000 * sweep, sweep ? &g.records : nullptr);
       if (sweep == sweeps - 1) {
-        for (const Record& r : groups[g]) print_row(r);
+        for (const Record& r : g.records) print_row(r);
       }
-      for (std::size_t i = first; i < last; ++i) {
-        progress.step(weight(plan[i]) / sweeps, plan[i].impl + " " + plan[i].pass + " N=" +
-                                                    std::to_string(plan[i].seqlen) + " " + plan[i].variant +
-                                                    format(" (sweep %d of %d)", sweep + 1, sweeps));
-      }
+      progress.step(g.weight(policy.min_runs), g.cases, g.name + format(" (sweep %d of %d)", sweep + 1, sweeps));
     }
   }
-  // The reference pulse settles as the session goes on (a machine slow at the start made
-  // its first pulses look normal): each group is judged again against the final reference,
+  // The reference pulses settle as the session goes on (a machine slow at the start made
+  // its first pulses look normal): each group is judged again against its final reference,
   // and one with a case short of its quiet runs (or unstable) gets one more sweep.
   int remeasured = 0;
-  for (std::size_t g = 0; g < groups.size(); ++g) {
-    const bool short_of_runs = std::any_of(groups[g].begin(), groups[g].end(), [&](const Record& r) {
-      if (r.skipped) return false;
-      const auto quiet = std::count_if(r.timing.quiet_pulse_ms.begin(), r.timing.quiet_pulse_ms.end(),
-                                       [&](double p) { return !stopwatch.monitor.slow(p); });
-      return r.timing.unstable || quiet < cfg.policy.min_runs;
-    });
-    if (!short_of_runs) continue;
+  for (SweptGroup& g : groups) {
+    if (!short_of_quiet_runs(g.records, *g.monitor, cfg.policy.min_runs)) continue;
     ++remeasured;
-    const auto [first, last] = group_ranges[g];
     if (table) {
       progress.clear();
-      std::printf("one more sweep for %s N=%lld d=%lld: unstable, or its runs ran next to pulses slower than the "
-                  "session's final reference (%.1f ms)\n",
-                  plan[first].variant.c_str(), (long long)plan[first].seqlen, (long long)plan[first].headdim,
-                  stopwatch.monitor.reference_ms());
+      std::printf("one more sweep for %s: unstable, or its runs ran next to pulses slower than the session's final "
+                  "reference (%.1f ms)\n",
+                  g.name.c_str(), g.monitor->reference_ms());
     }
-    groups[g] = measure_group(first, last, cfg.sweep_policy(0), 100000 * sweeps, &groups[g]);
-    for (Record& r : groups[g]) {
+    g.records = g.measure(cfg.sweep_policy(0), 100000 * sweeps, &g.records);
+    for (Record& r : g.records) {
       r.remeasured = true;
       print_row(r);
     }
   }
   progress.finish();
   std::vector<Record> records;
-  for (const auto& group : groups) records.insert(records.end(), group.begin(), group.end());
-  if (cfg.decode.enabled) {
-    const std::vector<Record> decode = run_decode_suite(cfg, stopwatch, print_row);
-    records.insert(records.end(), decode.begin(), decode.end());
-  }
+  for (const SweptGroup& g : groups) records.insert(records.end(), g.records.begin(), g.records.end());
   const double seconds = progress.seconds();
   if (json) {
     for (const Record& r : records) *json << json_record(cfg, r) << std::endl;

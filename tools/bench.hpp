@@ -184,11 +184,47 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
 // `flashattn bench --compare A B`: per case, the ratio B / A with its confidence interval.
 int compare_main(int argc, char** argv);
 
-// The decode suite (bench_decode.cpp): every (batch, seqlen_k) of cfg.decode, its cases
-// interleaved, checked against the reference on a small cache first, swept cfg.sweeps
-// times; each finished row goes to `row` as it is final.
-std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
-                                     const std::function<void(const Record&)>& row);
+// A case group's records need one more sweep: a case unstable, or short of `min_runs` runs
+// quiet by `monitor`'s final reference (which settles as the session goes on, so that runs
+// judged quiet early may not be by its end).
+bool short_of_quiet_runs(const std::vector<Record>& group, const PulseMonitor& monitor, int min_runs);
+
+// The decode suite (bench_decode.cpp): a group per (batch, seqlen_k) of cfg.decode and dtype,
+// its cases interleaved and checked against the reference on a small cache first. Its pulse,
+// a streaming read, is calibrated when the suite is made, at the session's start, and the
+// caller takes its sweeps between the paper suite's: so its rows and its reference sample the
+// whole session, as the paper's do (run after them, a drop of the host's read bandwidth in
+// the last minutes moved the reference with it and every decode row of one run).
+class DecodeSuite {
+ public:
+  struct Group {
+    std::int64_t batch, seqlen_k;
+    DType dtype;
+  };
+  explicit DecodeSuite(const Config& cfg);
+  const std::vector<Group>& groups() const { return groups_; }
+  int cases() const { return static_cast<int>(cases_.size()); }  // a group's
+  // One sweep of a group: its cache made, its cases (on the first sweep, `earlier` null)
+  // checked and warmed up, then timed interleaved with a streaming read after every run and
+  // one SGEMM of `sgemm` after them; `earlier`'s runs joined.
+  std::vector<Record> measure(const Group& g, const TimingPolicy& policy, int round_base,
+                              const std::vector<Record>* earlier, Stopwatch& sgemm);
+  const PulseMonitor& monitor() const { return reads_.monitor; }
+  // What a sweep of `runs` runs a case costs, roughly, in milliseconds: the bytes its runs and
+  // pulses read at the streaming read's rate, the SGEMM after them (`sgemm_ms`), the check.
+  double weight(const Group& g, int runs, double sgemm_ms) const;
+  std::string name(const Group& g) const;
+
+ private:
+  struct Planned {
+    std::string impl;
+    std::int64_t page_size;
+  };
+  const Config& cfg_;
+  Stopwatch reads_;
+  std::vector<Planned> cases_;
+  std::vector<Group> groups_;
+};
 
 // The decode table: per (batch, seqlen_k), each implementation's ms and GB/s of K and V, and
 // the fraction of the measured read bandwidth; "" without decode rows.

@@ -153,137 +153,117 @@ std::pair<double, double> check(const Config& cfg, const std::string& impl, i64 
 
 }  // namespace
 
-std::vector<Record> run_decode_suite(const Config& cfg, Stopwatch& stopwatch,
-                                     const std::function<void(const Record&)>& row) {
+DecodeSuite::DecodeSuite(const Config& cfg)
+    : cfg_(cfg), reads_(PulseKind::read_bandwidth, cfg.threads, cfg.pulse_tolerance) {
   const DecodeConfig& d = cfg.decode;
-  // The suite's own pulse: a streaming read after every run, calibrated here.
-  Stopwatch reads(PulseKind::read_bandwidth, cfg.threads, cfg.pulse_tolerance);
-  reads.calibrate(5);
-
-  struct Planned {
-    std::string impl;
-    i64 page_size;
-  };
-  std::vector<Planned> cases;
+  reads_.calibrate(5);
   for (const std::string& impl : d.impls) {
     if (impl != "kvcache") {
-      cases.push_back({impl, 0});
+      cases_.push_back({impl, 0});
       continue;
     }
-    for (i64 page : d.page_sizes) cases.push_back({impl, page});
+    for (i64 page : d.page_sizes) cases_.push_back({impl, page});
   }
-  struct Group {
-    i64 batch, seqlen_k;
-    DType dtype;
-    std::vector<Record> records;
-  };
-  std::vector<Group> groups;
   for (const auto& [batch, seqlen_k] : d.shapes) {
-    for (DType dtype : cfg.dtypes) groups.push_back({batch, seqlen_k, dtype, {}});
+    for (DType dtype : cfg.dtypes) groups_.push_back({batch, seqlen_k, dtype});
   }
+}
+
+std::string DecodeSuite::name(const Group& g) const {
+  return format("decode batch %lld seqlen_k %lld %s", static_cast<long long>(g.batch),
+                static_cast<long long>(g.seqlen_k), to_string(g.dtype));
+}
+
+double DecodeSuite::weight(const Group& g, int runs, double sgemm_ms) const {
+  const harness::Shape s = decode_case(cfg_, g.batch, g.seqlen_k, g.dtype).shape;
+  const double kv_bytes = 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * static_cast<double>(element_bytes(g.dtype));
+  if (kv_bytes > static_cast<double>(cfg_.mem_cap_bytes)) return 1.0;  // skipped
+  const double read_bytes = static_cast<double>(reads_.read->bytes());
+  const double bytes_per_ms = read_bytes / std::max(reads_.monitor.median_ms(), 1.0);
+  // Each run: the case's K and V, the flush before it and the streaming read after it.
+  const double per_run = kv_bytes + static_cast<double>(reads_.flusher.bytes()) + read_bytes;
+  return runs * static_cast<double>(cases_.size()) * per_run / bytes_per_ms + sgemm_ms + 20.0;
+}
+
+std::vector<Record> DecodeSuite::measure(const Group& g, const TimingPolicy& policy, int round_base,
+                                         const std::vector<Record>* earlier, Stopwatch& sgemm) {
+  const Config& cfg = cfg_;
   const std::string isa_name = to_string(cfg.isa.value_or(default_isa()));
   const std::string blas_name = std::string("openblas-") + openblas_get_corename();
-
-  // A group: its cache made, every case checked (first sweep) and warmed up, then timed
-  // interleaved with a streaming read after every run; one SGEMM after them.
-  auto measure = [&](Group& g, const TimingPolicy& policy, int round_base, bool first_sweep) {
-    harness::Case c = decode_case(cfg, g.batch, g.seqlen_k, g.dtype);
-    const harness::Shape& s = c.shape;
-    const double element = static_cast<double>(element_bytes(g.dtype));
-    const double kv_bytes = 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * element;
-    const double q_bytes = 3.0 * s.batch * s.seqlen_q * s.heads * s.headdim * element;
-    std::vector<Record> fresh;
-    for (const Planned& p : cases) {
-      Record r;
-      r.impl = p.impl;
-      r.pass = "decode";
-      r.variant = variant_of(p.page_size);
-      r.dtype = g.dtype;
-      r.page_size = p.page_size;
-      r.shape = s;
-      r.flops = 4.0 * s.batch * s.heads * s.seqlen_q * s.seqlen_k * s.headdim;
-      r.bytes_read = kv_bytes;
-      r.isa = p.impl == "standard" ? blas_name : isa_name;
-      r.mask = "none";
-      r.skipped = kv_bytes + q_bytes + (p.impl == "standard" ? 8.0 * s.batch * s.heads * s.seqlen_q * s.seqlen_k : 0) >
-                  static_cast<double>(cfg.mem_cap_bytes);
-      if (r.skipped) r.peak_bytes = static_cast<i64>(kv_bytes);
-      fresh.push_back(r);
-    }
-    const bool any = std::any_of(fresh.begin(), fresh.end(), [](const Record& r) { return !r.skipped; });
-    if (!any) {
-      g.records = fresh;
-      return;
-    }
-    const harness::Inputs in = harness::make_inputs(c);
-    std::vector<harness::ForwardOutputs> outs;
-    std::vector<std::unique_ptr<DecodeCall>> calls;
-    for (std::size_t n = 0; n < cases.size(); ++n) {
-      outs.push_back(harness::make_forward_outputs(c));
-      const bool kvcache = cases[n].impl == "kvcache" && !fresh[n].skipped;
-      calls.push_back(kvcache ? std::make_unique<DecodeCall>(c, in, cases[n].page_size, false) : nullptr);
-    }
-    std::vector<std::function<void()>> runs;
-    std::vector<std::size_t> timed;
-    for (std::size_t n = 0; n < cases.size(); ++n) {
-      if (fresh[n].skipped) continue;
-      const Planned& p = cases[n];
-      harness::ForwardOutputs* out = &outs[n];
-      const DecodeCall* call = calls[n].get();
-      std::function<void()> run = [&c, &in, out, call, impl = p.impl] {
-        if (call != nullptr) {
-          call->run(c, in, *out);
-        } else {
-          forward(in.q.view(), in.k.view(), in.v.view(), out->out.view(), out->lse.view(), c.options,
-                  impl == "standard" ? Algorithm::standard : Algorithm::flash);
-        }
-      };
-      if (first_sweep) {
-        if (cfg.check) {
-          const auto [err, fraction] = check(cfg, p.impl, p.page_size, g.dtype);
-          fresh[n].err = err;
-          fresh[n].err_fraction = fraction;
-          fresh[n].ok = fraction <= cfg.err_limit;
-        }
-        const i64 before = allocated_bytes();
-        reset_peak_allocated_bytes();
-        run();  // the warm-up, and the call's own allocations at peak
-        fresh[n].peak_bytes = peak_allocated_bytes() - before;
+  harness::Case c = decode_case(cfg, g.batch, g.seqlen_k, g.dtype);
+  const harness::Shape& s = c.shape;
+  const double element = static_cast<double>(element_bytes(g.dtype));
+  const double kv_bytes = 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * element;
+  const double q_bytes = 3.0 * s.batch * s.seqlen_q * s.heads * s.headdim * element;
+  std::vector<Record> fresh;
+  for (const Planned& p : cases_) {
+    Record r;
+    r.impl = p.impl;
+    r.pass = "decode";
+    r.variant = variant_of(p.page_size);
+    r.dtype = g.dtype;
+    r.page_size = p.page_size;
+    r.shape = s;
+    r.flops = 4.0 * s.batch * s.heads * s.seqlen_q * s.seqlen_k * s.headdim;
+    r.bytes_read = kv_bytes;
+    r.isa = p.impl == "standard" ? blas_name : isa_name;
+    r.mask = "none";
+    r.skipped = kv_bytes + q_bytes + (p.impl == "standard" ? 8.0 * s.batch * s.heads * s.seqlen_q * s.seqlen_k : 0) >
+                static_cast<double>(cfg.mem_cap_bytes);
+    if (r.skipped) r.peak_bytes = static_cast<i64>(kv_bytes);
+    fresh.push_back(r);
+  }
+  if (std::none_of(fresh.begin(), fresh.end(), [](const Record& r) { return !r.skipped; })) return fresh;
+  const harness::Inputs in = harness::make_inputs(c);
+  std::vector<harness::ForwardOutputs> outs;
+  std::vector<std::unique_ptr<DecodeCall>> calls;
+  for (std::size_t n = 0; n < cases_.size(); ++n) {
+    outs.push_back(harness::make_forward_outputs(c));
+    const bool kvcache = cases_[n].impl == "kvcache" && !fresh[n].skipped;
+    calls.push_back(kvcache ? std::make_unique<DecodeCall>(c, in, cases_[n].page_size, false) : nullptr);
+  }
+  std::vector<std::function<void()>> runs;
+  std::vector<std::size_t> timed;
+  for (std::size_t n = 0; n < cases_.size(); ++n) {
+    if (fresh[n].skipped) continue;
+    const Planned& p = cases_[n];
+    harness::ForwardOutputs* out = &outs[n];
+    const DecodeCall* call = calls[n].get();
+    std::function<void()> run = [&c, &in, out, call, impl = p.impl] {
+      if (call != nullptr) {
+        call->run(c, in, *out);
+      } else {
+        forward(in.q.view(), in.k.view(), in.v.view(), out->out.view(), out->lse.view(), c.options,
+                impl == "standard" ? Algorithm::standard : Algorithm::flash);
       }
-      timed.push_back(n);
-      runs.push_back(run);
+    };
+    if (!earlier) {
+      if (cfg.check) {
+        const auto [err, fraction] = check(cfg, p.impl, p.page_size, g.dtype);
+        fresh[n].err = err;
+        fresh[n].err_fraction = fraction;
+        fresh[n].ok = fraction <= cfg.err_limit;
+      }
+      const i64 before = allocated_bytes();
+      reset_peak_allocated_bytes();
+      run();  // the warm-up, and the call's own allocations at peak
+      fresh[n].peak_bytes = peak_allocated_bytes() - before;
     }
-    const std::vector<CaseTiming> timings = reads.time(policy, runs);
-    const double sgemm_gflops = Sgemm::gflops(stopwatch.pulse());
-    for (std::size_t t = 0; t < timed.size(); ++t) {
-      add_sweep(fresh[timed[t]], timings[t], round_base, first_sweep ? nullptr : &g.records[timed[t]],
-                cfg.policy.min_runs);
-    }
-    for (Record& r : fresh) {
-      if (r.skipped) continue;
-      r.gflops = r.flops / (r.ms() * 1e6);
-      r.sgemm_gflops = sgemm_gflops;
-      r.bandwidth_gbps = reads.read->gbps_of(r.timing.pulse_median_ms);
-    }
-    g.records = fresh;
-  };
-
-  const int sweeps = cfg.sweep_count();
-  for (int sweep = 0; sweep < sweeps; ++sweep) {
-    for (Group& g : groups) {
-      std::fprintf(stderr, "decode: batch %lld, seqlen_k %lld, %s (sweep %d of %d)\n", static_cast<long long>(g.batch),
-                   static_cast<long long>(g.seqlen_k), to_string(g.dtype), sweep + 1, sweeps);
-      measure(g, cfg.sweep_policy(sweep), 100000 * sweep, sweep == 0);
-    }
+    timed.push_back(n);
+    runs.push_back(run);
   }
-  std::vector<Record> records;
-  for (const Group& g : groups) {
-    for (const Record& r : g.records) {
-      row(r);
-      records.push_back(r);
-    }
+  const std::vector<CaseTiming> timings = reads_.time(policy, runs);
+  const double sgemm_gflops = Sgemm::gflops(sgemm.pulse());
+  for (std::size_t t = 0; t < timed.size(); ++t) {
+    add_sweep(fresh[timed[t]], timings[t], round_base, earlier ? &(*earlier)[timed[t]] : nullptr, cfg.policy.min_runs);
   }
-  return records;
+  for (Record& r : fresh) {
+    if (r.skipped) continue;
+    r.gflops = r.flops / (r.ms() * 1e6);
+    r.sgemm_gflops = sgemm_gflops;
+    r.bandwidth_gbps = reads_.read->gbps_of(r.timing.pulse_median_ms);
+  }
+  return fresh;
 }
 
 namespace {

@@ -62,6 +62,21 @@ endforeach()
 if(NOT out MATCHES "\"impl\":\"kvcache\"[^\n]*\"page_size\":16[^\n]*\"variant\":\"paged16\"")
   message(FATAL_ERROR "no paged kvcache record:\n${out}")
 endif()
+# With the paper's suite, the decode suite's sweeps are taken between the paper suite's (so
+# that both sample the whole session): decode's first sweep before the paper's second. The
+# decode suite keeps its shapes; the memory cap leaves its smallest (8 MiB of K and V).
+run_json_lines(lines out ${FLASHATTN} bench --out none --impl flash --pass fwd,decode --seqlen 64 --headdim 16
+                        --heads 1 --batch 1 --mem-cap-mib 10 --repeat 2 --sweeps 2 --json -)
+string(FIND "${ERR}" "decode batch 1 seqlen_k 1024 f32 (sweep 1 of 2)" decode_first)
+string(FIND "${ERR}" "N=64 d=16 plain (sweep 2 of 2)" paper_second)
+string(FIND "${ERR}" "decode batch 1 seqlen_k 1024 f32 (sweep 2 of 2)" decode_second)
+if(NOT out MATCHES "\"impl\":\"flash\",\"pass\":\"decode\"[^\n]*\"seqlen_k\":1024[^\n]*\"runs\":2")
+  message(FATAL_ERROR "no decode record with the two sweeps' runs:\n${out}")
+endif()
+if(decode_first EQUAL -1 OR paper_second EQUAL -1 OR decode_second EQUAL -1 OR NOT decode_first LESS paper_second
+   OR NOT paper_second LESS decode_second)
+  message(FATAL_ERROR "the decode sweeps should alternate with the paper suite's:\n${ERR}")
+endif()
 execute_process(COMMAND ${FLASHATTN} bench --pass decode --seqlen-k 100 --page-size 16
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(NOT rc EQUAL 2 OR NOT err MATCHES "--page-size 16 must divide every --seqlen-k")
