@@ -46,7 +46,8 @@ JSON fields: the case's impl, pass, variant, batch, heads, heads_k, seqlen_q, se
 headdim, causal, dropout, threads, mask, key_padding, dtype (f32 when absent); a_ms, b_ms (medians of the raw runs),
 ranges_overlap (the two sides' [min, max] of raw runs overlap: the rows agree within their
 spread), chance_apart (the chance that they would not on a steady machine, from the run
-counts), within_spread (each median inside the other side's [min, max]: stricter),
+counts), pulse_ranges_overlap (--by pulse: the same for each run's time over its pulse),
+within_spread (each median inside the other side's [min, max]: stricter),
 n_a, n_b (runs), by, ratio (B / A, geometric mean of the runs' ratio), ratio_lo, ratio_hi,
 confidence, significant, samples ("processes" or "runs").
 )usage";
@@ -177,6 +178,7 @@ int compare_main(int argc, char** argv) {
     std::printf("%-46s %10s %10s %7s %7s %17s  %s\n", "case", "A ms", "B ms", "runs", "B/A", "interval", "verdict");
   }
   int matched = 0, slower = 0, faster = 0, agree = 0, overlapping = 0, per_process_cases = 0;
+  int overlapping_by_pulse = 0;  // --by pulse: the ranges of each run's time over its pulse
   std::vector<double> chances_apart;  // per row, the chance its ranges lie apart on a steady machine
   double log_sum = 0;
   for (const std::string& id : a.order) {
@@ -204,8 +206,13 @@ int compare_main(int argc, char** argv) {
     const bool within = tb.median >= ta.min && tb.median <= ta.max && ta.median >= tb.min && ta.median <= tb.max;
     const bool overlap = ta.min <= tb.max && tb.min <= ta.max;
     const double chance_apart = chance_ranges_apart(sa.ms.size(), sb.ms.size());
+    // The same for the runs over their pulses (one value per run, so the same chance): two
+    // processes a shift of the host's speed apart agree there when the kernels do.
+    const Summary na = summarize(sa.normalized), nb = summarize(sb.normalized);
+    const bool overlap_by_pulse = na.min <= nb.max && nb.min <= na.max;
     agree += within;
     overlapping += overlap;
+    overlapping_by_pulse += overlap_by_pulse;
     chances_apart.push_back(chance_apart);
     log_sum += std::log(r.ratio);
     const std::string verdict = !r.has_interval  ? "no interval (one run on a side)"
@@ -226,6 +233,7 @@ int compare_main(int argc, char** argv) {
       out["within_spread"] = within;
       out["ranges_overlap"] = overlap;
       out["chance_apart"] = chance_apart;
+      if (by != "ms") out["pulse_ranges_overlap"] = overlap_by_pulse;
       out["n_a"] = r.n_a;
       out["n_b"] = r.n_b;
       out["by"] = by;
@@ -247,16 +255,22 @@ int compare_main(int argc, char** argv) {
                 "geometric mean of B/A %.4f\n",
                 matched, a.order.size() - matched, b.order.size() - matched, slower, faster,
                 std::exp(log_sum / matched));
-    const int apart = matched - overlapping;
     double expected_apart = 0;
     for (double c : chances_apart) expected_apart += c;
-    const double chance_as_many = chance_at_least(chances_apart, static_cast<std::size_t>(apart));
-    std::printf("Spreads ([min, max] of the runs) overlap in %d of %d rows; apart in %d, where a steady machine "
-                "would leave %.2f apart by chance with these run counts (at least %d: chance %.3g)%s. Each median "
-                "inside the other's spread: %d of %d.\n",
-                overlapping, matched, apart, expected_apart, apart,
-                chance_as_many, chance_as_many < 0.05 ? ": the two differ" : "",
-                agree, matched);
+    // "overlap in X of N rows; apart in k, where a steady machine would leave μ apart ...".
+    auto overlap_summary = [&](int overlap_count) {
+      const int apart = matched - overlap_count;
+      const double chance_as_many = chance_at_least(chances_apart, static_cast<std::size_t>(apart));
+      return format("overlap in %d of %d rows; apart in %d, where a steady machine would leave %.2f apart by chance "
+                    "with these run counts (at least %d: chance %.3g)%s",
+                    overlap_count, matched, apart, expected_apart, apart, chance_as_many,
+                    chance_as_many < 0.05 ? ": the two differ" : "");
+    };
+    std::printf("Spreads ([min, max] of the runs) %s. Each median inside the other's spread: %d of %d.\n",
+                overlap_summary(overlapping).c_str(), agree, matched);
+    if (by != "ms") {
+      std::printf("Spreads of each run's time over its pulse %s.\n", overlap_summary(overlapping_by_pulse).c_str());
+    }
     std::printf("%s\n", per_process_cases == matched
                              ? "Samples: each process's median (several files a side)."
                              : "Samples: the runs of one process a side. They do not see how much a figure moves between "

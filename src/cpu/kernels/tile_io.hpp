@@ -215,7 +215,10 @@ void rows_as_pairs(Row row, i64 n, i64 d, std::uint32_t* dst, i64 ld, i64 d_pad,
 // blocks.
 template <typename Row>
 void rows_transposed(Row row, i64 n, i64 d, std::uint16_t* dst, i64 ld, i64 n_pad, i64 d_pad) {
-  for (i64 x = 0; x < d_pad; ++x) std::memset(dst + x * ld, 0, sizeof(std::uint16_t) * n_pad);
+  for (i64 x = 0; x < d_pad; ++x) {  // the padding only: the rest is written below
+    const i64 from = x < d ? n : 0;
+    std::memset(dst + x * ld + from, 0, sizeof(std::uint16_t) * (n_pad - from));
+  }
   auto* words = reinterpret_cast<std::uint32_t*>(dst);
   const i64 row_words = ld / 2;
   const i64 block_rows = n / 32 * 32, block_d = d / 16 * 16;
