@@ -161,7 +161,7 @@ record has impl "sgemm", pass "gemm", m, n, k, and ms, ms_min, ms_max, runs of t
 session's five reference pulses.
 )usage";
 
-// A progress bar on stderr: redrawn in place on a terminal, one line per case otherwise.
+// A progress bar on stderr: redrawn in place on a terminal, one line per group of cases otherwise.
 class Progress {
  public:
   Progress() : tty_(isatty(STDERR_FILENO)), start_(Clock::now()) {}
@@ -194,6 +194,18 @@ class Progress {
   Clock::time_point start_;
 };
 
+// A case group's records need one more sweep: a case unstable, or short of `min_runs` runs
+// quiet by `monitor`'s final reference (which settles as the session goes on, so that runs
+// judged quiet early may not be by its end).
+bool short_of_quiet_runs(const std::vector<Record>& group, const PulseMonitor& monitor, int min_runs) {
+  return std::any_of(group.begin(), group.end(), [&](const Record& r) {
+    if (r.skipped) return false;
+    const auto quiet = std::count_if(r.timing.quiet_pulse_ms.begin(), r.timing.quiet_pulse_ms.end(),
+                                     [&](double p) { return !monitor.slow(p); });
+    return r.timing.unstable || quiet < min_runs;
+  });
+}
+
 }  // namespace
 
 void add_sweep(Record& r, const CaseTiming& timing, int round_base, const Record* earlier, int min_runs) {
@@ -204,15 +216,6 @@ void add_sweep(Record& r, const CaseTiming& timing, int round_base, const Record
     r.peak_bytes = earlier->peak_bytes;
     r.timing = combine(earlier->timing, r.timing, min_runs);
   }
-}
-
-bool short_of_quiet_runs(const std::vector<Record>& group, const PulseMonitor& monitor, int min_runs) {
-  return std::any_of(group.begin(), group.end(), [&](const Record& r) {
-    if (r.skipped) return false;
-    const auto quiet = std::count_if(r.timing.quiet_pulse_ms.begin(), r.timing.quiet_pulse_ms.end(),
-                                     [&](double p) { return !monitor.slow(p); });
-    return r.timing.unstable || quiet < min_runs;
-  });
 }
 
 int bench_main(int argc, char** argv) {

@@ -184,11 +184,6 @@ void write_report(const Config& cfg, const std::vector<Record>& records, const P
 // `flashattn bench --compare A B`: per case, the ratio B / A with its confidence interval.
 int compare_main(int argc, char** argv);
 
-// A case group's records need one more sweep: a case unstable, or short of `min_runs` runs
-// quiet by `monitor`'s final reference (which settles as the session goes on, so that runs
-// judged quiet early may not be by its end).
-bool short_of_quiet_runs(const std::vector<Record>& group, const PulseMonitor& monitor, int min_runs);
-
 // The decode suite (bench_decode.cpp): a group per (batch, seqlen_k) of cfg.decode and dtype,
 // its cases interleaved and checked against the reference on a small cache first. Its pulse,
 // a streaming read, is calibrated when the suite is made, at the session's start, and the
@@ -210,8 +205,9 @@ class DecodeSuite {
   std::vector<Record> measure(const Group& g, const TimingPolicy& policy, int round_base,
                               const std::vector<Record>* earlier, Stopwatch& sgemm);
   const PulseMonitor& monitor() const { return reads_.monitor; }
-  // What a sweep of `runs` runs a case costs, roughly, in milliseconds: the bytes its runs and
-  // pulses read at the streaming read's rate, the SGEMM after them (`sgemm_ms`), the check.
+  // What a sweep of the group costs at `runs` runs a case, roughly, in milliseconds: the
+  // bytes its runs and pulses read at the streaming read's rate, the SGEMM after them
+  // (`sgemm_ms`), the check.
   double weight(const Group& g, int runs, double sgemm_ms) const;
   std::string name(const Group& g) const;
 
