@@ -204,12 +204,12 @@ int compare_main(int argc, char** argv) {
     // overlap; `within`, each median inside the other's, is the older and stricter rule.
     const Summary ta = summarize(sa.ms), tb = summarize(sb.ms);
     const bool within = tb.median >= ta.min && tb.median <= ta.max && ta.median >= tb.min && ta.median <= tb.max;
-    const bool overlap = ta.min <= tb.max && tb.min <= ta.max;
+    auto ranges_overlap = [](const Summary& x, const Summary& y) { return x.min <= y.max && y.min <= x.max; };
+    const bool overlap = ranges_overlap(ta, tb);
     const double chance_apart = chance_ranges_apart(sa.ms.size(), sb.ms.size());
     // The same for the runs over their pulses (one value per run, so the same chance): two
     // processes a shift of the host's speed apart agree there when the kernels do.
-    const Summary na = summarize(sa.normalized), nb = summarize(sb.normalized);
-    const bool overlap_by_pulse = na.min <= nb.max && nb.min <= na.max;
+    const bool overlap_by_pulse = by != "ms" && ranges_overlap(summarize(sa.normalized), summarize(sb.normalized));
     agree += within;
     overlapping += overlap;
     overlapping_by_pulse += overlap_by_pulse;

@@ -28,6 +28,11 @@ namespace {
 
 using i64 = std::int64_t;
 
+// The K and V bytes a decode call of `s` must read: what its rows report per second.
+double kv_bytes_of(const harness::Shape& s, DType dtype) {
+  return 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * static_cast<double>(element_bytes(dtype));
+}
+
 std::string variant_of(i64 page_size) { return page_size == 0 ? "contiguous" : "paged" + std::to_string(page_size); }
 
 // forward_with_kvcache's call for a case: a cache of capacity seqlen_k filled to
@@ -175,8 +180,7 @@ std::string DecodeSuite::name(const Group& g) const {
 }
 
 double DecodeSuite::weight(const Group& g, int runs, double sgemm_ms) const {
-  const harness::Shape s = decode_case(cfg_, g.batch, g.seqlen_k, g.dtype).shape;
-  const double kv_bytes = 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * static_cast<double>(element_bytes(g.dtype));
+  const double kv_bytes = kv_bytes_of(decode_case(cfg_, g.batch, g.seqlen_k, g.dtype).shape, g.dtype);
   if (kv_bytes > static_cast<double>(cfg_.mem_cap_bytes)) return 1.0;  // skipped
   const double read_bytes = static_cast<double>(reads_.read->bytes());
   const double bytes_per_ms = read_bytes / std::max(reads_.monitor.median_ms(), 1.0);
@@ -192,9 +196,8 @@ std::vector<Record> DecodeSuite::measure(const Group& g, const TimingPolicy& pol
   const std::string blas_name = std::string("openblas-") + openblas_get_corename();
   harness::Case c = decode_case(cfg, g.batch, g.seqlen_k, g.dtype);
   const harness::Shape& s = c.shape;
-  const double element = static_cast<double>(element_bytes(g.dtype));
-  const double kv_bytes = 2.0 * s.batch * s.seqlen_k * s.heads_k * s.headdim * element;
-  const double q_bytes = 3.0 * s.batch * s.seqlen_q * s.heads * s.headdim * element;
+  const double kv_bytes = kv_bytes_of(s, g.dtype);
+  const double q_bytes = 3.0 * s.batch * s.seqlen_q * s.heads * s.headdim * static_cast<double>(element_bytes(g.dtype));
   std::vector<Record> fresh;
   for (const Planned& p : cases_) {
     Record r;
