@@ -199,6 +199,10 @@ std::vector<Case> dtype_cases() {
     c.set_block_mask(blocks, 16, 16);
   });
   add({2, 3, 300, 8, 2, 64}, [](Case& c) { c.options.forward_kernel = Options::ForwardKernel::split_kv; });
+  // Split-KV widens 16-bit K and V in registers: headdim past the last vector and register tile.
+  add({1, 2, 150, 6, 2, 59}, [](Case& c) {
+    c.options.forward_kernel = Options::ForwardKernel::split_kv, c.options.causal = true;
+  });
   add({1, 1025, 97, 2, 1, 80}, [](Case& c) { c.options.causal = true; });
   // Empty sequences: no keys (every row sees none: 0 and −∞), no queries.
   add({2, 9, 0, 2, 1, 16}, [](Case&) {});

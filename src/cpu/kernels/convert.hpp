@@ -10,8 +10,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "core/dtype.hpp"
+#include "cpu/simd.hpp"
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -40,31 +42,63 @@ inline __m256i bf16_bits_rounded(__m256 x) {
 }
 #endif
 
+// How an element of kDType is stored, and it widened to f32: one element (widen), or a
+// vector's worth straight into registers (load_widened: the split-KV kernel reads a 16-bit
+// cache so, with no copy). f16 by F16C, bf16 by moving its bits to the top half.
+template <DType kDType>
+using StoredAs = std::conditional_t<kDType == DType::f32, float, std::uint16_t>;
+
+template <DType kDType>
+inline float widen(StoredAs<kDType> x) {
+  if constexpr (kDType == DType::f32) return x;
+  if constexpr (kDType == DType::bf16) return bf16_to_f32(x);
+  if constexpr (kDType == DType::f16) return f16_to_f32(x);
+}
+
+#if !defined(__AVX512F__) && !defined(__AVX2__)
+// The portable build widens lane by lane, out of line: inlined into split-KV's loops, GCC 12's
+// -O3 vectorizer changed a 16-bit cache's results from the f32 call's in the last bit (f16
+// only; KvCache16Bit caught it; -fno-tree-vectorize or this function kept out of line cures it).
+template <DType kDType>
+[[gnu::noinline]] simd::Vec widen_lanes(const StoredAs<kDType>* p) {
+  simd::Vec r;
+  for (int i = 0; i < simd::kLanes; ++i) r.v[i] = widen<kDType>(p[i]);
+  return r;
+}
+#endif
+
+template <DType kDType>
+inline simd::Vec load_widened(const StoredAs<kDType>* p) {
+  if constexpr (kDType == DType::f32) {
+    return simd::load(p);
+  } else {
+#if defined(__AVX512F__)
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    if constexpr (kDType == DType::f16) return {_mm512_cvtph_ps(h)};
+    return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))};
+#elif defined(__AVX2__)
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    if constexpr (kDType == DType::f16) return {_mm256_cvtph_ps(h)};
+    return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))};
+#else
+    return widen_lanes<kDType>(p);
+#endif
+  }
+}
+
+template <DType kDType>
+void widen_row(const StoredAs<kDType>* src, float* dst, i64 n) {
+  i64 i = 0;
+  for (; i + simd::kLanes <= n; i += simd::kLanes) simd::store(dst + i, load_widened<kDType>(src + i));
+  for (; i < n; ++i) dst[i] = widen<kDType>(src[i]);
+}
+
 // dst[i] = src[i] as f32, src holding n elements of `dtype` (f32: a copy).
 void convert_to_f32(DType dtype, const void* src, float* dst, i64 n) {
   if (dtype == DType::f32) return static_cast<void>(std::memcpy(dst, src, sizeof(float) * static_cast<std::size_t>(n)));
   const auto* s = static_cast<const std::uint16_t*>(src);
-  i64 i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i));
-    const __m512 x = dtype == DType::f16 ? _mm512_cvtph_ps(h)
-                                         : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    _mm512_storeu_ps(dst + i, x);
-  }
-#elif defined(__AVX2__)
-  for (; i + 8 <= n; i += 8) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
-    const __m256 x = dtype == DType::f16 ? _mm256_cvtph_ps(h)
-                                         : _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    _mm256_storeu_ps(dst + i, x);
-  }
-#endif
-  if (dtype == DType::f16) {
-    for (; i < n; ++i) dst[i] = f16_to_f32(s[i]);
-  } else {
-    for (; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
-  }
+  if (dtype == DType::f16) return widen_row<DType::f16>(s, dst, n);
+  widen_row<DType::bf16>(s, dst, n);
 }
 
 // dst[i] = src[i] rounded to `dtype` (f32: a copy), n elements.

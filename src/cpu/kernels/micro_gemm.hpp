@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "cpu/kernels/convert.hpp"
 #include "cpu/simd.hpp"
 
 namespace flashattn {
@@ -67,9 +68,10 @@ struct StridedRows {
   i64 ldb;
   const T* row(i64 p) const { return b + p * ldb; }
 };
+template <typename T = float>
 struct GatheredRows {
-  const float* const* rows;
-  const float* row(i64 p) const { return rows[p]; }
+  const T* const* rows;
+  const T* row(i64 p) const { return rows[p]; }
 };
 
 // What one step of a product multiplies: f32 elements (one depth step each, vfmadd), or,
@@ -87,6 +89,13 @@ struct F32Products {
   static constexpr bool kScoresUnscaled = false;
   static void prepare() {}
   static void finish_block() {}
+};
+
+// The same f32 products with b's rows stored as kDType (a 16-bit KV cache read in place),
+// widened as they are loaded.
+template <DType kDType>
+struct WideningProducts : F32Products {
+  static Vec load(const StoredAs<kDType>* b) { return load_widened<kDType>(b); }
 };
 
 #if defined(__AVX512BF16__)

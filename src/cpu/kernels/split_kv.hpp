@@ -1,8 +1,8 @@
 // split_kv.hpp — the split-KV (flash-decoding) tile kernel for calls with few queries. It
 // shares the tiled kernels' parts (micro_gemm.hpp's products, scores.hpp's modifiers and
 // masks, dropout.hpp, tile_io.hpp's Carver): scores are modified and masked by the same code
-// as the tiled forward's; and convert.hpp, which widens a chunk of 16-bit K or V rows (Problem::kv_dtype)
-// into scratch as it is read, so that a bf16 or f16 cache is read at 2 bytes per element.
+// as the tiled forward's; and convert.hpp's loads, which widen a bf16 or f16 cache's K and V
+// (Problem::kv_dtype) into registers as they are read: 2 bytes per element, and no copy.
 //
 // One call computes a row block — queries i0 .. i1 − 1 of every query head of kv-heads
 // hk0 .. hk1 − 1 in batch b — against keys j0 .. j1 − 1, reading K and V in place (strided,
@@ -54,14 +54,13 @@ struct SplitScratch {
   float* mb;    // (rows)               the same times log2 e, rounded once
   float* l;     // (rows)               running sum per row
   float* drop;  // (kSplitTile)         one row's dropout factors over the tile's keys
-  float* kv;    // (heads, kTokenChunk, d) a chunk of 16-bit K or V rows of the block's kv-heads, widened
 };
 
 SplitScratch carve_split(float* base, i64 rows, i64 d, i64* floats) {
   const i64 d_pad = round_up(d, kCols);
   Carver c{base};
   SplitScratch w{c.take(rows * d_pad), c.take(rows * kSplitTile), c.take(rows * d_pad), c.take(rows),
-                 c.take(rows),         c.take(rows),              c.take(kSplitTile),    c.take(rows * kTokenChunk * d)};
+                 c.take(rows),         c.take(rows),              c.take(kSplitTile)};
   if (floats) *floats = c.used;
   return w;
 }
@@ -73,70 +72,72 @@ i64 split_kv_workspace_floats(i64 rows, i64 d) {
 }
 
 // s[r · lds + t] = q_r · k_t for kQueries (1 or 2) rows of q (d_pad apart) and the four keys
-// k[0..3]: each key load serves every row, and the four sums leave the registers together.
-template <int kQueries>
-inline void dot_four_keys(const float* q, i64 d_pad, const float* const* k, i64 d, float* s, i64 lds) {
+// k[0..3], stored as kDType: each key load serves every row, and the four sums leave the
+// registers together. Every loop over the accumulators is unrolled whole: otherwise GCC 12
+// stored all eight to the stack on every step of the main loop (seen in `perf annotate`).
+template <int kQueries, DType kDType>
+inline void dot_four_keys(const float* q, i64 d_pad, const StoredAs<kDType>* const* k, i64 d, float* s, i64 lds) {
   const i64 d_main = d / kLanes * kLanes;
   Vec acc[kQueries][4];
+#pragma GCC unroll 2
   for (int r = 0; r < kQueries; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = simd::zero();
   for (i64 x = 0; x < d_main; x += kLanes) {
     Vec qv[kQueries];
+#pragma GCC unroll 2
     for (int r = 0; r < kQueries; ++r) qv[r] = simd::load(q + r * d_pad + x);
+#pragma GCC unroll 4
     for (int t = 0; t < 4; ++t) {
-      const Vec kv = simd::load(k[t] + x);
+      const Vec kv = load_widened<kDType>(k[t] + x);
+#pragma GCC unroll 2
       for (int r = 0; r < kQueries; ++r) acc[r][t] = simd::fma(qv[r], kv, acc[r][t]);
     }
   }
+#pragma GCC unroll 2
   for (int r = 0; r < kQueries; ++r) {
     float sum[4];
     simd::reduce_add4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], sum);
     for (i64 x = d_main; x < d; ++x) {  // headdim past the last whole vector
-      for (int t = 0; t < 4; ++t) sum[t] += q[r * d_pad + x] * k[t][x];
+      for (int t = 0; t < 4; ++t) sum[t] += q[r * d_pad + x] * widen<kDType>(k[t][x]);
     }
     for (int t = 0; t < 4; ++t) s[r * lds + t] = sum[t];
   }
 }
 
 // s[r · lds] = q_r · k for `rows` rows of q and one key.
-void dot_one_key(const float* q, i64 d_pad, i64 rows, const float* k, i64 d, float* s, i64 lds) {
+template <DType kDType>
+void dot_one_key(const float* q, i64 d_pad, i64 rows, const StoredAs<kDType>* k, i64 d, float* s, i64 lds) {
   const i64 d_main = d / kLanes * kLanes;
   for (i64 r = 0; r < rows; ++r) {
     const float* qr = q + r * d_pad;
     Vec a = simd::zero();
-    for (i64 x = 0; x < d_main; x += kLanes) a = simd::fma(simd::load(qr + x), simd::load(k + x), a);
+    for (i64 x = 0; x < d_main; x += kLanes) a = simd::fma(simd::load(qr + x), load_widened<kDType>(k + x), a);
     float sum = simd::reduce_add(a);
-    for (i64 x = d_main; x < d; ++x) sum += qr[x] * k[x];
+    for (i64 x = d_main; x < d; ++x) sum += qr[x] * widen<kDType>(k[x]);
     s[r * lds] = sum;
   }
 }
 
-// The f32 rows of n tokens (element offsets at[]) of kv-heads hk0 .. hk1 of t: rows[(hk − hk0)
-// · kTokenChunk + c] is token c's row of head hk. In place when K and V are f32; else widened
-// into room, token by token across the heads, so that the cache is read in address order (as
-// the f32 path reads it) rather than one head's rows a token apart: measured (32 heads, 8
-// kv-heads, d = 128, 32768 keys, 2 threads, Zen 3) 27 ms one head at a time, 22 ms token by
-// token, f32 21–23 ms — the call is compute-bound there, even from L3 (2048 keys: f32 1.3–1.5
-// ms, bf16 1.6 ms), so half the bytes does not make it faster on this machine.
-void chunk_rows(const Problem& p, const Bshd& t, i64 hk0, i64 hk1, const i64* at, i64 n, float* room,
-                const float** rows) {
-  const i64 d = p.headdim;
+// The rows of n tokens (element offsets at[]) of kv-heads hk0 .. hk1 of t, stored as kDType:
+// rows[(hk − hk0) · kTokenChunk + c] is token c's row of head hk, in place. The products widen
+// a 16-bit row in registers as they load it (convert.hpp's load_widened). Measured against
+// widening each chunk into scratch first (32 heads, 8 kv-heads, d = 128, 2 threads, Zen 3 VM,
+// three alternated runs a side, `flashattn bench --pass decode --impl flash,kvcache
+// --page-size 0,16 --batch 1,8 --seqlen-k 1024,32768 --dtype f32,bf16,f16`, medians): bf16
+// and f16 caches take 0.63–0.71 of the time they took, now 0.74–0.92 of the f32 cache's time,
+// which the same change (accumulators kept in registers, dot_four_keys) cut to 0.84–0.89.
+template <DType kDType>
+void chunk_rows(const Bshd& t, i64 hk0, i64 hk1, const i64* at, i64 n, const StoredAs<kDType>** rows) {
+  const auto* base = reinterpret_cast<const StoredAs<kDType>*>(t.data);
   for (i64 hk = hk0; hk < hk1; ++hk) {
-    for (i64 c = 0; c < n; ++c) {
-      rows[(hk - hk0) * kTokenChunk + c] =
-          p.kv_dtype == DType::f32 ? t.data + hk * t.stride_h + at[c] : room + ((hk - hk0) * kTokenChunk + c) * d;
-    }
-  }
-  if (p.kv_dtype == DType::f32) return;
-  const auto* base = reinterpret_cast<const std::uint16_t*>(t.data);
-  for (i64 c = 0; c < n; ++c) {
-    for (i64 hk = hk0; hk < hk1; ++hk) {
-      convert_to_f32(p.kv_dtype, base + at[c] + hk * t.stride_h, room + ((hk - hk0) * kTokenChunk + c) * d, d);
-    }
+    for (i64 c = 0; c < n; ++c) rows[(hk - hk0) * kTokenChunk + c] = base + hk * t.stride_h + at[c];
   }
 }
 
-void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i64 j0, i64 j1, float* partial_o,
-                    float* partial_lse, float* scratch) {
+// The block with K and V stored as kDType (Problem::kv_dtype).
+template <DType kDType>
+void split_kv_block_as(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i64 j0, i64 j1, float* partial_o,
+                       float* partial_lse, float* scratch) {
+  using Stored = StoredAs<kDType>;
   const i64 d = p.headdim, nq = i1 - i0, group = p.group();
   const i64 per_head = group * nq, rows = (hk1 - hk0) * per_head, h0 = hk0 * group;
   const i64 d_pad = round_up(d, kCols), d_cols = d / kCols * kCols;
@@ -144,8 +145,8 @@ void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i
   const std::uint32_t threshold = p.dropout_threshold;
   const Vec log2e = simd::set1(kLog2e), neg_inf = simd::set1(kNegInf);
   auto head_of = [&](i64 r) { return h0 + r / nq; };
-  std::vector<const float*> chunk_storage(static_cast<std::size_t>((hk1 - hk0) * kTokenChunk));
-  const float** chunk = chunk_storage.data();  // a chunk of tokens' rows, per kv-head
+  std::vector<const Stored*> chunk_storage(static_cast<std::size_t>((hk1 - hk0) * kTokenChunk));
+  const Stored** chunk = chunk_storage.data();  // a chunk of tokens' rows, per kv-head
   auto query_of = [&](i64 r) { return i0 + r % nq; };
   // Split-KV takes no block mask (uses_split_kv): its element rules are the element mask
   // and the documents.
@@ -178,19 +179,21 @@ void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i
     // prefetchers follow; a whole tile per head would read 512 bytes from each page and wait.
     for (i64 c0 = 0; c0 < bc; c0 += kTokenChunk) {
       const i64 n = std::min(kTokenChunk, bc - c0);
-      chunk_rows(p, p.k, hk0, hk1, k_at + c0, n, w.kv, chunk);
+      chunk_rows<kDType>(p.k, hk0, hk1, k_at + c0, n, chunk);
       for (i64 hk = hk0; hk < hk1; ++hk) {
-        const float* const* k = chunk + (hk - hk0) * kTokenChunk;
+        const Stored* const* k = chunk + (hk - hk0) * kTokenChunk;
         const float* q = w.q + (hk - hk0) * per_head * d_pad;
         float* s = w.s + (hk - hk0) * per_head * kSplitTile + c0;
         i64 c = 0;
         for (; c + 4 <= n; c += 4) {
-          const float* keys[4] = {k[c], k[c + 1], k[c + 2], k[c + 3]};
+          const Stored* keys[4] = {k[c], k[c + 1], k[c + 2], k[c + 3]};
           i64 r = 0;
-          for (; r + 2 <= per_head; r += 2) dot_four_keys<2>(q + r * d_pad, d_pad, keys, d, s + r * kSplitTile + c, kSplitTile);
-          if (r < per_head) dot_four_keys<1>(q + r * d_pad, d_pad, keys, d, s + r * kSplitTile + c, kSplitTile);
+          for (; r + 2 <= per_head; r += 2) {
+            dot_four_keys<2, kDType>(q + r * d_pad, d_pad, keys, d, s + r * kSplitTile + c, kSplitTile);
+          }
+          if (r < per_head) dot_four_keys<1, kDType>(q + r * d_pad, d_pad, keys, d, s + r * kSplitTile + c, kSplitTile);
         }
-        for (; c < n; ++c) dot_one_key(q, d_pad, per_head, k[c], d, s + c, kSplitTile);
+        for (; c < n; ++c) dot_one_key<kDType>(q, d_pad, per_head, k[c], d, s + c, kSplitTile);
       }
     }
 
@@ -256,17 +259,20 @@ void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i
     // S read K): a whole tile per head would walk a column of pages, 64 bytes from each.
     for (i64 c0 = 0; c0 < bc; c0 += kTokenChunk) {
       const i64 n = std::min(kTokenChunk, bc - c0);
-      chunk_rows(p, p.v, hk0, hk1, v_at + c0, n, w.kv, chunk);
+      chunk_rows<kDType>(p.v, hk0, hk1, v_at + c0, n, chunk);
       for (i64 hk = hk0; hk < hk1; ++hk) {
         const i64 r0 = (hk - hk0) * per_head;
-        const float* const* v = chunk + (hk - hk0) * kTokenChunk;
+        const Stored* const* v = chunk + (hk - hk0) * kTokenChunk;
         const float* pr = w.s + r0 * kSplitTile + c0;
         float* acc = w.acc + r0 * d_pad;
-        if (d_cols > 0) gemm_rows<true>(per_head, d_cols, n, pr, kSplitTile, 1, GatheredRows{v}, acc, d_pad);
+        if (d_cols > 0) {
+          gemm_rows<true>(per_head, d_cols, n, pr, kSplitTile, 1, GatheredRows<Stored>{v}, acc, d_pad, WholeTile{},
+                          WideningProducts<kDType>{});
+        }
         for (i64 x = d_cols; x < d; ++x) {  // headdim past the last register column
           for (i64 r = 0; r < per_head; ++r) {
             float sum = 0.0f;
-            for (i64 t = 0; t < n; ++t) sum += pr[r * kSplitTile + t] * v[t][x];
+            for (i64 t = 0; t < n; ++t) sum += pr[r * kSplitTile + t] * widen<kDType>(v[t][x]);
             acc[r * d_pad + x] += sum;
           }
         }
@@ -292,6 +298,16 @@ void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i
     } else {
       p.lse.at(b, h, i) = lse;
     }
+  }
+}
+
+void split_kv_block(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1, i64 j0, i64 j1, float* partial_o,
+                    float* partial_lse, float* scratch) {
+  switch (p.kv_dtype) {
+    case DType::f32: return split_kv_block_as<DType::f32>(p, b, hk0, hk1, i0, i1, j0, j1, partial_o, partial_lse, scratch);
+    case DType::bf16: return split_kv_block_as<DType::bf16>(p, b, hk0, hk1, i0, i1, j0, j1, partial_o, partial_lse, scratch);
+    case DType::f16: return split_kv_block_as<DType::f16>(p, b, hk0, hk1, i0, i1, j0, j1, partial_o, partial_lse, scratch);
+    case DType::u8: break;  // never a cache's dtype (validate.cpp)
   }
 }
 
