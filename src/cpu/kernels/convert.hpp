@@ -42,7 +42,7 @@ inline __m256i bf16_bits_rounded(__m256 x) {
 }
 #endif
 
-// How an element of kDType is stored, and it widened to f32: one element (widen), or a
+// How an element of kDType is stored, and how it is widened to f32: one element (widen), or a
 // vector's worth straight into registers (load_widened: the split-KV kernel reads a 16-bit
 // cache so, with no copy). f16 by F16C, bf16 by moving its bits to the top half.
 template <DType kDType>
