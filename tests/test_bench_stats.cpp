@@ -202,6 +202,33 @@ TEST(BenchTiming, PartnersRunInTheSameRoundsAndPairUp) {
   EXPECT_TRUE(r.significant) << "identical log ratios: a zero-width interval away from 1";
 }
 
+TEST(BenchTiming, PartnersTakeTurnsGoingFirst) {
+  ScriptedMachine m;
+  PulseMonitor monitor;
+  for (int i = 0; i < 9; ++i) monitor.add(100);
+  const TimingPolicy policy{4, 4, 6, 0.0};
+  std::string order;
+  const auto t = time_interleaved(
+      policy, monitor,
+      {[&] {
+         order += 'a';
+         return 10.0;
+       },
+       [&] {
+         order += 'b';
+         return 11.0;
+       },
+       [&] {
+         order += 'c';
+         return 12.0;
+       }},
+      [&] { return m.pulse(); }, {0, 0, 1});
+  EXPECT_EQ(order, "abcbacabcbac") << "a and b alternate first; c is its own group";
+  for (const CaseTiming& c : t) EXPECT_EQ(c.quiet_round, (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(t[0].quiet_ms, std::vector<double>(4, 10.0)) << "each run recorded for its own case";
+  EXPECT_EQ(t[1].quiet_ms, std::vector<double>(4, 11.0));
+}
+
 TEST(BenchCompare, PairedIntervalIsTighterThanUnpairedUnderSharedDrift) {
   // The machine drifts ±10% from round to round; B is 3% slower in every round.
   std::vector<double> a, b;

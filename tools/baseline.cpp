@@ -40,6 +40,8 @@ BaselineLibrary::BaselineLibrary(const std::string& library_path) : path(library
       static_cast<void (*)(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
                            const TensorView&, const AttentionOptions&, Algorithm)>(&flashattn::forward))));
   backward = reinterpret_cast<Backward>(find(reinterpret_cast<const void*>(&flashattn::backward)));
+  forward_with_kvcache =
+      reinterpret_cast<ForwardWithKvCache>(find(reinterpret_cast<const void*>(&flashattn::forward_with_kvcache)));
   using Fingerprint = std::uint64_t (*)();
   if (auto theirs = reinterpret_cast<Fingerprint>(dlsym(handle_, "flashattn_abi_fingerprint"))) {
     if (theirs() != flashattn_abi_fingerprint()) {

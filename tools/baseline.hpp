@@ -7,6 +7,7 @@
 #include <string>
 
 #include "flashattn/attention.hpp"
+#include "flashattn/kvcache.hpp"
 
 namespace flashattn::cli {
 
@@ -17,11 +18,14 @@ class BaselineLibrary {
   using Backward = void (*)(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
                             const TensorView&, const TensorView&, const TensorView&, const TensorView&,
                             const TensorView&, const AttentionOptions&, Algorithm);
+  using ForwardWithKvCache = void (*)(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
+                                      const TensorView&, const KvCache&, const AttentionOptions&);
 
   // Loads PATH (a libflashattn.so) with its own symbols (RTLD_LOCAL | RTLD_DEEPBIND) and finds
-  // forward and backward under this build's mangled names. Throws std::runtime_error naming
-  // the path and what failed. `abi_note` says whether the public structs' layout was checked
-  // (flashattn_abi_fingerprint) or could not be (an older build without it).
+  // forward, backward and forward_with_kvcache under this build's mangled names. Throws
+  // std::runtime_error naming the path and what failed. `abi_note` says whether the public
+  // structs' layout was checked (flashattn_abi_fingerprint) or could not be (an older build
+  // without it).
   explicit BaselineLibrary(const std::string& path);
   ~BaselineLibrary();
   BaselineLibrary(const BaselineLibrary&) = delete;
@@ -29,6 +33,7 @@ class BaselineLibrary {
 
   Forward forward = nullptr;
   Backward backward = nullptr;
+  ForwardWithKvCache forward_with_kvcache = nullptr;
   std::string path, abi_note;
   bool abi_checked = false;
 

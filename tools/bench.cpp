@@ -137,6 +137,7 @@ JSON lines instead (`flashattn bench --compare --help`).
                      every case also runs through it (impl "<impl>@baseline"), interleaved
                      run by run on the same buffers, and each row of this build gets the
                      time ratio this / baseline with a 95% interval from the paired runs
+                     (the decode suite's cases too, kvcache through its forward_with_kvcache)
 
 JSON fields: impl, pass, batch, heads, heads_k, seqlen_q, seqlen_k, headdim, causal,
 dropout, threads, forward_kernel (--forward-kernel), isa, ms (median), gflops, flops (counted for one call), peak_bytes (bytes
@@ -431,7 +432,7 @@ int bench_main(int argc, char** argv) {
   // The decode suite's pulse is calibrated here, beside the SGEMM's, so that its reference
   // spans the session.
   std::optional<DecodeSuite> decode;
-  if (cfg.decode.enabled) decode.emplace(cfg);
+  if (cfg.decode.enabled) decode.emplace(cfg, baseline ? &*baseline : nullptr);
 
   // What a sweep of a case costs, roughly, in the SGEMM pulse's milliseconds: its runs (at
   // the pulse's rate; standard attention's at half of it), the pulse after each, the check.
@@ -589,11 +590,7 @@ int bench_main(int argc, char** argv) {
     if (baseline) {  // each of this build's rows is followed by its twin
       for (std::size_t t = 0; t + 1 < timed.size(); t += 2) {
         Record& mine = group[timed[t]];
-        const CaseTiming& base = group[timed[t + 1]].timing;
-        const auto [base_ms, my_ms] = paired_runs(base, mine.timing);
-        // Too few rounds quiet for both (a disturbed stretch): the unpaired interval.
-        mine.vs_baseline = base_ms.size() >= 3 ? compare_paired(base_ms, my_ms)
-                                               : compare_samples(base.quiet_ms, mine.timing.quiet_ms);
+        mine.vs_baseline = compare_timings(group[timed[t + 1]].timing, mine.timing);
       }
     }
     check_consistency(group);

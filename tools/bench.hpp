@@ -196,7 +196,8 @@ class DecodeSuite {
     std::int64_t batch, seqlen_k;
     DType dtype;
   };
-  explicit DecodeSuite(const Config& cfg);
+  // `baseline` (--baseline-lib, may be null): every case also runs through it, as a twin.
+  DecodeSuite(const Config& cfg, const BaselineLibrary* baseline);
   const std::vector<Group>& groups() const { return groups_; }
   int cases() const { return static_cast<int>(cases_.size()); }  // a group's
   // One sweep of a group: its cache made, its cases (on the first sweep, `earlier` null)
@@ -215,8 +216,10 @@ class DecodeSuite {
   struct Planned {
     std::string impl;
     std::int64_t page_size;
+    const BaselineLibrary* other;  // null: this build; else the baseline's twin of the case before
   };
   const Config& cfg_;
+  const BaselineLibrary* baseline_;
   Stopwatch reads_;
   std::vector<Planned> cases_;
   std::vector<Group> groups_;

@@ -12,12 +12,15 @@
 //   kvcache   forward_with_kvcache: the cache holds seqlen_k − seqlen_q keys and the call
 //             appends seqlen_q new ones, then attends all seqlen_k; contiguous, or paged
 //             (variant pagedP: pages of P keys, the block table a shuffle of the same memory).
+// With --baseline-lib, each case has a twin "<impl>@baseline" that calls the other build's
+// entry points on the same buffers, timed in the same rounds.
 #include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <numeric>
 #include <random>
 
+#include "baseline.hpp"
 #include "bench.hpp"
 #include "internal.hpp"
 #include "flashattn/kvcache.hpp"
@@ -114,8 +117,10 @@ struct DecodeCall {
   }
   DecodeCall(const DecodeCall&) = delete;  // kv points into the vectors
 
-  void run(const harness::Case& c, const harness::Inputs& in, harness::ForwardOutputs& out) const {
-    forward_with_kvcache(in.q.view(), k_cache, v_cache, out.out.view(), out.lse.view(), kv, c.options);
+  // Through `entry`: this build's forward_with_kvcache, or a --baseline-lib build's.
+  void run(const harness::Case& c, const harness::Inputs& in, harness::ForwardOutputs& out,
+           BaselineLibrary::ForwardWithKvCache entry) const {
+    entry(in.q.view(), k_cache, v_cache, out.out.view(), out.lse.view(), kv, c.options);
   }
 };
 
@@ -131,43 +136,59 @@ harness::Case decode_case(const Config& cfg, i64 batch, i64 seqlen_k, DType dtyp
   return c;
 }
 
+// One build's entry points: this one's, or a --baseline-lib build's.
+struct Entry {
+  BaselineLibrary::Forward forward;
+  BaselineLibrary::ForwardWithKvCache forward_with_kvcache;
+};
+Entry entry_of(const BaselineLibrary* other) {
+  if (other != nullptr) return {other->forward, other->forward_with_kvcache};
+  return {static_cast<BaselineLibrary::Forward>(&forward), &forward_with_kvcache};
+}
+
 // One case on a small cache (two sequences of 301 keys, the case's heads and queries) against
-// the reference: its max error and that error over FlashAttention's allowed error (standard's
-// own limit for standard).
-std::pair<double, double> check(const Config& cfg, const std::string& impl, i64 page_size, DType dtype) {
+// the reference, through `entry` (standard always through this build's): its max error and
+// that error over FlashAttention's allowed error (standard's own limit for standard).
+std::pair<double, double> check(const Config& cfg, const std::string& impl, i64 page_size, DType dtype, Entry entry) {
   harness::Case c = decode_case(cfg, 2, 301, dtype);
   if (page_size > 0) c.shape.seqlen_k = (301 + page_size - 1) / page_size * page_size;
   const harness::Inputs in = harness::make_inputs(c);
   const harness::ReferenceOutputs ref = harness::run_reference(c, in, false);
-  auto errors_of = [&](const std::string& which) {
+  auto errors_of = [&](const std::string& which, Entry through) {
     harness::ForwardOutputs out = harness::make_forward_outputs(c);
     out.out.poison();
     out.lse.poison();
     if (which == "kvcache") {
-      DecodeCall(c, in, page_size, true).run(c, in, out);
+      DecodeCall(c, in, page_size, true).run(c, in, out, through.forward_with_kvcache);
     } else {
-      harness::run_forward(c, in, out, which == "standard" ? Algorithm::standard : Algorithm::flash);
+      through.forward(in.q.view(), in.k.view(), in.v.view(), out.out.view(), out.lse.view(), c.options,
+                      which == "standard" ? Algorithm::standard : Algorithm::flash);
     }
     return harness::forward_errors(out, ref);
   };
-  const harness::Errors standard = errors_of("standard");
-  if (impl == "standard") return {standard.max(), standard.max() / harness::standard_error_limit(ref, dtype)};
-  const harness::Errors fast = errors_of(impl);
+  const harness::Errors standard = errors_of("standard", entry_of(nullptr));
+  const harness::Errors fast = errors_of(impl, entry);
+  if (impl == "standard") return {fast.max(), fast.max() / harness::standard_error_limit(ref, dtype)};
   return {fast.max(), harness::worst_fraction_of_allowed(fast, standard, ref, dtype)};
 }
 
 }  // namespace
 
-DecodeSuite::DecodeSuite(const Config& cfg)
-    : cfg_(cfg), reads_(PulseKind::read_bandwidth, cfg.threads, cfg.pulse_tolerance) {
+DecodeSuite::DecodeSuite(const Config& cfg, const BaselineLibrary* baseline)
+    : cfg_(cfg), baseline_(baseline), reads_(PulseKind::read_bandwidth, cfg.threads, cfg.pulse_tolerance) {
   const DecodeConfig& d = cfg.decode;
   reads_.calibrate(5);
+  // Each case, then its twin through the baseline's entry points: the two run in the same rounds.
+  auto add = [&](const std::string& impl, i64 page) {
+    cases_.push_back({impl, page, nullptr});
+    if (baseline != nullptr) cases_.push_back({impl, page, baseline});
+  };
   for (const std::string& impl : d.impls) {
     if (impl != "kvcache") {
-      cases_.push_back({impl, 0});
+      add(impl, 0);
       continue;
     }
-    for (i64 page : d.page_sizes) cases_.push_back({impl, page});
+    for (i64 page : d.page_sizes) add(impl, page);
   }
   for (const auto& [batch, seqlen_k] : d.shapes) {
     for (DType dtype : cfg.dtypes) groups_.push_back({batch, seqlen_k, dtype});
@@ -201,7 +222,7 @@ std::vector<Record> DecodeSuite::measure(const Group& g, const TimingPolicy& pol
   std::vector<Record> fresh;
   for (const Planned& p : cases_) {
     Record r;
-    r.impl = p.impl;
+    r.impl = p.other ? p.impl + "@baseline" : p.impl;
     r.pass = "decode";
     r.variant = variant_of(p.page_size);
     r.dtype = g.dtype;
@@ -222,27 +243,29 @@ std::vector<Record> DecodeSuite::measure(const Group& g, const TimingPolicy& pol
   std::vector<std::unique_ptr<DecodeCall>> calls;
   for (std::size_t n = 0; n < cases_.size(); ++n) {
     outs.push_back(harness::make_forward_outputs(c));
-    const bool kvcache = cases_[n].impl == "kvcache" && !fresh[n].skipped;
+    const bool kvcache = cases_[n].impl == "kvcache" && !fresh[n].skipped;  // one per case, twins too
     calls.push_back(kvcache ? std::make_unique<DecodeCall>(c, in, cases_[n].page_size, false) : nullptr);
   }
   std::vector<std::function<void()>> runs;
   std::vector<std::size_t> timed;
+  std::vector<int> partner;  // a case and its baseline twin run in the same rounds
   for (std::size_t n = 0; n < cases_.size(); ++n) {
     if (fresh[n].skipped) continue;
     const Planned& p = cases_[n];
+    const Entry entry = entry_of(p.other);
     harness::ForwardOutputs* out = &outs[n];
     const DecodeCall* call = calls[n].get();
-    std::function<void()> run = [&c, &in, out, call, impl = p.impl] {
+    std::function<void()> run = [&c, &in, out, call, entry, impl = p.impl] {
       if (call != nullptr) {
-        call->run(c, in, *out);
+        call->run(c, in, *out, entry.forward_with_kvcache);
       } else {
-        forward(in.q.view(), in.k.view(), in.v.view(), out->out.view(), out->lse.view(), c.options,
-                impl == "standard" ? Algorithm::standard : Algorithm::flash);
+        entry.forward(in.q.view(), in.k.view(), in.v.view(), out->out.view(), out->lse.view(), c.options,
+                      impl == "standard" ? Algorithm::standard : Algorithm::flash);
       }
     };
     if (!earlier) {
       if (cfg.check) {
-        const auto [err, fraction] = check(cfg, p.impl, p.page_size, g.dtype);
+        const auto [err, fraction] = check(cfg, p.impl, p.page_size, g.dtype, entry);
         fresh[n].err = err;
         fresh[n].err_fraction = fraction;
         fresh[n].ok = fraction <= cfg.err_limit;
@@ -250,12 +273,13 @@ std::vector<Record> DecodeSuite::measure(const Group& g, const TimingPolicy& pol
       const i64 before = allocated_bytes();
       reset_peak_allocated_bytes();
       run();  // the warm-up, and the call's own allocations at peak
-      fresh[n].peak_bytes = peak_allocated_bytes() - before;
+      fresh[n].peak_bytes = p.other ? 0 : peak_allocated_bytes() - before;  // the counter sees this build's only
     }
+    partner.push_back(static_cast<int>(baseline_ ? timed.size() / 2 : timed.size()));
     timed.push_back(n);
     runs.push_back(run);
   }
-  const std::vector<CaseTiming> timings = reads_.time(policy, runs);
+  const std::vector<CaseTiming> timings = reads_.time(policy, runs, partner);
   const double sgemm_gflops = Sgemm::gflops(sgemm.pulse());
   for (std::size_t t = 0; t < timed.size(); ++t) {
     add_sweep(fresh[timed[t]], timings[t], round_base, earlier ? &(*earlier)[timed[t]] : nullptr, cfg.policy.min_runs);
@@ -265,6 +289,11 @@ std::vector<Record> DecodeSuite::measure(const Group& g, const TimingPolicy& pol
     r.gflops = r.flops / (r.ms() * 1e6);
     r.sgemm_gflops = sgemm_gflops;
     r.bandwidth_gbps = reads_.read->gbps_of(r.timing.pulse_median_ms);
+  }
+  if (baseline_) {  // each of this build's records is followed by its twin
+    for (std::size_t n = 0; n + 1 < fresh.size(); n += 2) {
+      if (!fresh[n].skipped) fresh[n].vs_baseline = compare_timings(fresh[n + 1].timing, fresh[n].timing);
+    }
   }
   return fresh;
 }

@@ -44,6 +44,12 @@ const Record* find_record(const std::vector<Record>& records, const std::string&
   return nullptr;
 }
 
+// A row's size in the flagged and baseline tables: N, or a decode row's batch × cache length.
+std::string size_label(const Record& r) {
+  if (r.pass != "decode") return std::to_string(r.shape.seqlen_q);
+  return format("%lldx%s", static_cast<long long>(r.shape.batch), seqlen_label(r.shape.seqlen_k).c_str());
+}
+
 // A speedup is trusted only when both of its figures are.
 bool solid(const Record& r) { return !r.timing.unstable && !r.timing.noisy() && r.ok; }
 
@@ -236,7 +242,7 @@ std::string flagged_rows(const Config& cfg, const std::vector<Record>& records, 
     if (r.timing.noisy()) detail += format("runs %.4g … %.4g ms (max/min %.2f); ", r.timing.summary.min, r.timing.summary.max, r.timing.summary.spread());
     if (!r.consistency.empty()) detail += r.consistency + "; ";
     detail.resize(detail.size() - 2);
-    rows.push_back({r.impl, r.pass, variant_key(r), std::to_string(r.shape.seqlen_q), std::to_string(r.shape.headdim), flags,
+    rows.push_back({r.impl, r.pass, variant_key(r), size_label(r), std::to_string(r.shape.headdim), flags,
                     detail});
   }
   if (rows.empty()) return "";
@@ -267,13 +273,14 @@ std::string baseline_table(const Config& cfg, const std::vector<Record>& records
     const RatioEstimate& b = *r.vs_baseline;
     const auto base = std::find_if(records.begin(), records.end(), [&](const Record& x) {
       return x.impl == r.impl + "@baseline" && x.pass == r.pass && x.variant == r.variant && x.dtype == r.dtype &&
-             x.shape.seqlen_q == r.shape.seqlen_q && x.shape.headdim == r.shape.headdim;
+             x.shape.batch == r.shape.batch && x.shape.seqlen_q == r.shape.seqlen_q &&
+             x.shape.seqlen_k == r.shape.seqlen_k && x.shape.headdim == r.shape.headdim;
     });
     const std::string verdict = !b.has_interval  ? "no interval (fewer than 2 paired runs)"
                                 : !b.significant ? "no significant difference"
                                 : b.ratio > 1    ? format("slower by %.1f%%", 100 * (b.ratio - 1))
                                                  : format("faster by %.1f%%", 100 * (1 - b.ratio));
-    rows.push_back({r.impl, r.pass, variant_key(r), std::to_string(r.shape.seqlen_q), std::to_string(r.shape.headdim),
+    rows.push_back({r.impl, r.pass, variant_key(r), size_label(r), std::to_string(r.shape.headdim),
                     format("%.4g", base == records.end() ? 0.0 : base->ms()), format("%.4g", r.ms()),
                     format("%.4f", b.ratio), format("[%.4f, %.4f]", b.lo, b.hi),
                     std::to_string(std::min(b.n_a, b.n_b)), verdict});

@@ -230,4 +230,9 @@ std::pair<std::vector<double>, std::vector<double>> paired_runs(const CaseTiming
   return pairs;
 }
 
+RatioEstimate compare_timings(const CaseTiming& a, const CaseTiming& b) {
+  const auto [a_ms, b_ms] = paired_runs(a, b);
+  return a_ms.size() >= 3 ? compare_paired(a_ms, b_ms) : compare_samples(a.quiet_ms, b.quiet_ms);
+}
+
 }  // namespace flashattn::cli

@@ -150,4 +150,9 @@ double chance_at_least(const std::vector<double>& chances, std::size_t k);
 // The quiet runs of two cases timed in the same rounds, paired by round: (a's, b's).
 std::pair<std::vector<double>, std::vector<double>> paired_runs(const CaseTiming& a, const CaseTiming& b);
 
+// B / A for two cases timed in the same rounds (a build and its --baseline-lib twin): over
+// their paired runs, or over all their quiet runs unpaired when fewer than three rounds were
+// quiet for both (a disturbed stretch).
+RatioEstimate compare_timings(const CaseTiming& a, const CaseTiming& b);
+
 }  // namespace flashattn::cli

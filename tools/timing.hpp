@@ -185,7 +185,9 @@ class OtherCpuShare {
 // this testable without a clock.
 // Cases with the same `partner` id (default: each its own) run back to back in every round
 // while any of them needs more runs, and are quiet or disturbed together (any slow pulse
-// from before the first to after the last), so that their runs pair up round by round.
+// from before the first to after the last), so that their runs pair up round by round. They
+// take turns going first (index order in even rounds, reversed in odd ones), so that what a
+// position brings (the pulse and flush before it, the cache state) falls on each alike.
 inline std::vector<CaseTiming> time_interleaved(const TimingPolicy& policy, PulseMonitor& monitor,
                                                 const std::vector<std::function<double()>>& run_case,
                                                 const std::function<double()>& pulse,
@@ -214,8 +216,10 @@ inline std::vector<CaseTiming> time_interleaved(const TimingPolicy& policy, Puls
       if (std::none_of(group.begin(), group.end(), [&](std::size_t i) { return timers[i].needs_more(); })) continue;
       any = true;
       bool slow = monitor.slow(before);
-      std::vector<std::pair<double, double>> runs;  // (ms, pulse after) of each member
-      for (std::size_t i : group) {
+      std::vector<std::size_t> turn = group;
+      if (round % 2 == 1) std::reverse(turn.begin(), turn.end());
+      std::vector<std::pair<double, double>> runs;  // (ms, pulse after) of each member, in turn order
+      for (std::size_t i : turn) {
         const double ms = run_case[i]();
         const double after = pulse();
         slow = crowded() || slow || monitor.slow(after);
@@ -223,7 +227,7 @@ inline std::vector<CaseTiming> time_interleaved(const TimingPolicy& policy, Puls
         runs.push_back({ms, after});
         before = after;
       }
-      for (std::size_t k = 0; k < group.size(); ++k) timers[group[k]].record(runs[k].first, runs[k].second, !slow, round);
+      for (std::size_t k = 0; k < turn.size(); ++k) timers[turn[k]].record(runs[k].first, runs[k].second, !slow, round);
     }
   }
   std::vector<CaseTiming> out;

@@ -5,6 +5,7 @@
 
 #include "core/problem.hpp"
 #include "flashattn/error.hpp"
+#include "flashattn/kvcache.hpp"
 
 namespace flashattn {
 
@@ -51,6 +52,12 @@ extern "C" std::uint64_t flashattn_abi_fingerprint() {
         at(o, o.document_ids_q), at(o, o.document_ids_k), at(o, o.mask), at(o, o.softcap), at(o, o.alibi_slopes),
         at(o, o.alibi_batch_stride), at(o, o.bias), at(o, o.dbias), at(o, o.varlen), at(o, o.score_mod),
         at(o, o.forward_kernel), at(o, o.num_splits), at(o, o.dropout_offset_q), at(o, o.dropout_offset_k)}) {
+    mix(v);
+  }
+  const KvCache kv;
+  for (std::uint64_t v : {sizeof kv, at(kv, kv.cache_seqlens), at(kv, kv.cache_batch_idx), at(kv, kv.block_table),
+                          at(kv, kv.max_pages), at(kv, kv.block_table_stride), at(kv, kv.k_new), at(kv, kv.v_new),
+                          at(kv, kv.rotary_cos), at(kv, kv.rotary_sin), at(kv, kv.rotary_interleaved)}) {
     mix(v);
   }
   mix(sizeof(Algorithm));

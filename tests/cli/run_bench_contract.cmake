@@ -299,6 +299,21 @@ execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash --pass fwd --
 if(NOT rc EQUAL 1 OR NOT err MATCHES "--baseline-lib: cannot load '.*no_such_library.so'")
   message(FATAL_ERROR "a missing --baseline-lib should say so, got ${rc}: ${err}")
 endif()
+# The decode suite takes the baseline too: each case (forward_with_kvcache's among them) has
+# its twin, checked against the reference, and carries the paired ratio.
+run_json_lines(lines out ${CMAKE_COMMAND} -E env ASAN_OPTIONS=detect_odr_violation=0
+               ${FLASHATTN} bench --out none --pass decode --impl flash,kvcache --page-size 0,16 --batch 1
+               --seqlen-k 256 --heads 4 --heads-k 2 --headdim 32 --dtype f32,bf16 --repeat 3 --case-seconds 0
+               --baseline-lib ${WORK_DIR}/baseline_copy.so --json -)
+list(LENGTH lines count)
+string(REGEX MATCHALL "\"baseline_ratio\":[0-9.]+,\"baseline_ratio_lo\"" ratios "${out}")
+list(LENGTH ratios n_ratios)
+string(REGEX MATCHALL "\"impl\":\"(flash|kvcache)@baseline\"[^\n]*\"ok\":true" twins "${out}")
+list(LENGTH twins n_twins)
+if(NOT count EQUAL 13 OR NOT n_ratios EQUAL 6 OR NOT n_twins EQUAL 6  # the pulse; 2 dtypes x 3 cases x 2 builds
+   OR NOT out MATCHES "\"impl\":\"kvcache@baseline\",\"pass\":\"decode\"[^\n]*\"variant\":\"paged16\"")
+  message(FATAL_ERROR "decode with --baseline-lib should add checked twins and paired ratios:\n${out}")
+endif()
 # The program holds the library's code statically, so this build's own shared library is a
 # second copy, loaded beside it like any baseline (an A/A comparison).
 execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash --pass fwd --seqlen 64 --headdim 16 --repeat 1
