@@ -40,8 +40,6 @@ BaselineLibrary::BaselineLibrary(const std::string& library_path) : path(library
       static_cast<void (*)(const TensorView&, const TensorView&, const TensorView&, const TensorView&,
                            const TensorView&, const AttentionOptions&, Algorithm)>(&flashattn::forward))));
   backward = reinterpret_cast<Backward>(find(reinterpret_cast<const void*>(&flashattn::backward)));
-  forward_with_kvcache =
-      reinterpret_cast<ForwardWithKvCache>(find(reinterpret_cast<const void*>(&flashattn::forward_with_kvcache)));
   using Fingerprint = std::uint64_t (*)();
   if (auto theirs = reinterpret_cast<Fingerprint>(dlsym(handle_, "flashattn_abi_fingerprint"))) {
     if (theirs() != flashattn_abi_fingerprint()) {
@@ -53,6 +51,17 @@ BaselineLibrary::BaselineLibrary(const std::string& library_path) : path(library
     abi_note = "same public struct layout (ABI fingerprint checked)";
   } else {
     abi_note = "an older build without an ABI fingerprint: layout not checked, its accuracy check is the guard";
+  }
+  const std::string kvcache_name = symbol_name(reinterpret_cast<const void*>(&flashattn::forward_with_kvcache));
+  void* kvcache_entry = dlsym(handle_, kvcache_name.c_str());
+  auto theirs_kv = reinterpret_cast<Fingerprint>(dlsym(handle_, "flashattn_kvcache_abi_fingerprint"));
+  if (kvcache_entry == nullptr) {
+    kvcache_missing = "it has no forward_with_kvcache";
+  } else if (theirs_kv != nullptr && theirs_kv() != flashattn_kvcache_abi_fingerprint()) {
+    kvcache_missing = "it lays out KvCache differently from this build (its ABI fingerprint)";
+  } else {
+    forward_with_kvcache = reinterpret_cast<ForwardWithKvCache>(kvcache_entry);
+    if (theirs_kv == nullptr) abi_note += "; KvCache's layout not checked (a build without its fingerprint)";
   }
 }
 

@@ -22,10 +22,12 @@ class BaselineLibrary {
                                       const TensorView&, const KvCache&, const AttentionOptions&);
 
   // Loads PATH (a libflashattn.so) with its own symbols (RTLD_LOCAL | RTLD_DEEPBIND) and finds
-  // forward, backward and forward_with_kvcache under this build's mangled names. Throws
-  // std::runtime_error naming the path and what failed. `abi_note` says whether the public
-  // structs' layout was checked (flashattn_abi_fingerprint) or could not be (an older build
-  // without it).
+  // forward and backward under this build's mangled names. Throws std::runtime_error naming
+  // the path and what failed. `abi_note` says whether the public structs' layout was checked
+  // (flashattn_abi_fingerprint) or could not be (an older build without it).
+  // forward_with_kvcache is found too where the build has it and shares KvCache's layout
+  // (flashattn_kvcache_abi_fingerprint, unchecked on builds without it); otherwise it stays
+  // null and `kvcache_missing` says why.
   explicit BaselineLibrary(const std::string& path);
   ~BaselineLibrary();
   BaselineLibrary(const BaselineLibrary&) = delete;
@@ -34,7 +36,7 @@ class BaselineLibrary {
   Forward forward = nullptr;
   Backward backward = nullptr;
   ForwardWithKvCache forward_with_kvcache = nullptr;
-  std::string path, abi_note;
+  std::string path, abi_note, kvcache_missing;
   bool abi_checked = false;
 
  private:

@@ -19,6 +19,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 
 #include "baseline.hpp"
 #include "bench.hpp"
@@ -181,7 +182,12 @@ DecodeSuite::DecodeSuite(const Config& cfg, const BaselineLibrary* baseline)
   // Each case, then its twin through the baseline's entry points: the two run in the same rounds.
   auto add = [&](const std::string& impl, i64 page) {
     cases_.push_back({impl, page, nullptr});
-    if (baseline != nullptr) cases_.push_back({impl, page, baseline});
+    if (baseline == nullptr) return;
+    if (impl == "kvcache" && baseline->forward_with_kvcache == nullptr) {
+      throw std::runtime_error("--baseline-lib: '" + baseline->path + "' cannot run the decode suite's kvcache cases: " +
+                               baseline->kvcache_missing + " (leave kvcache out of --impl)");
+    }
+    cases_.push_back({impl, page, baseline});
   };
   for (const std::string& impl : d.impls) {
     if (impl != "kvcache") {

@@ -191,7 +191,6 @@ FLASHATTN_API bool dropout_keep(std::uint64_t seed, float dropout_p, std::int64_
 }  // namespace flashattn
 
 // A hash of the public structs' layout (their sizes and every member's offset): two builds
-// with the same fingerprint can share TensorView, AttentionOptions and KvCache in one
-// process. Tools that load another build beside this one (flashattn bench --baseline-lib)
-// check it.
+// with the same fingerprint can share TensorView and AttentionOptions in one process. Tools
+// that load another build beside this one (flashattn bench --baseline-lib) check it.
 extern "C" FLASHATTN_API std::uint64_t flashattn_abi_fingerprint();

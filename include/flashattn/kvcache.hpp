@@ -67,3 +67,7 @@ FLASHATTN_API void forward_with_kvcache(const TensorView& q, const TensorView& k
                           const AttentionOptions& options = {});
 
 }  // namespace flashattn
+
+// KvCache's layout as flashattn_abi_fingerprint (attention.hpp) hashes the other structs': two
+// builds with the same value can share a KvCache in one process.
+extern "C" FLASHATTN_API std::uint64_t flashattn_kvcache_abi_fingerprint();

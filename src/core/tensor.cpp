@@ -21,47 +21,52 @@ const char* to_string(DType dtype) {
 
 }  // namespace flashattn
 
+namespace {
+
+// FNV-1a over each struct's size and its members' offsets, in the order given.
+struct LayoutHash {
+  std::uint64_t value = 14695981039346656037ull;
+  void mix(std::uint64_t v) {
+    for (int byte = 0; byte < 8; ++byte) value = (value ^ ((v >> (8 * byte)) & 0xff)) * 1099511628211ull;
+  }
+  template <typename T, typename... Members>
+  void add(const T& object, const Members&... members) {
+    mix(sizeof object);
+    (mix(static_cast<std::uint64_t>(reinterpret_cast<const char*>(&members) - reinterpret_cast<const char*>(&object))),
+     ...);
+  }
+};
+
+}  // namespace
+
 extern "C" std::uint64_t flashattn_abi_fingerprint() {
   using namespace flashattn;
-  std::uint64_t hash = 14695981039346656037ull;  // FNV-1a over (size, offsets...) of each struct
-  auto mix = [&hash](std::uint64_t v) {
-    for (int byte = 0; byte < 8; ++byte) hash = (hash ^ ((v >> (8 * byte)) & 0xff)) * 1099511628211ull;
-  };
-  auto at = [](const auto& object, const auto& member) {
-    return static_cast<std::uint64_t>(reinterpret_cast<const char*>(&member) - reinterpret_cast<const char*>(&object));
-  };
+  LayoutHash h;
   const TensorView t;
-  for (std::uint64_t v : {sizeof t, at(t, t.data), at(t, t.dtype), at(t, t.rank), at(t, t.shape), at(t, t.stride)}) mix(v);
+  h.add(t, t.data, t.dtype, t.rank, t.shape, t.stride);
   const BlockMask m;
-  for (std::uint64_t v : {sizeof m, at(m, m.blocks), at(m, m.block_q), at(m, m.rows), at(m, m.batch_stride),
-                          at(m, m.partial_bits), at(m, m.partial_offset)}) {
-    mix(v);
-  }
+  h.add(m, m.blocks, m.block_q, m.rows, m.batch_stride, m.partial_bits, m.partial_offset);
   const ScoreTile st;
-  for (std::uint64_t v : {sizeof st, at(st, st.scores), at(st, st.derivative), at(st, st.stride_q), at(st, st.b),
-                          at(st, st.rows), at(st, st.cols)}) {
-    mix(v);
-  }
+  h.add(st, st.scores, st.derivative, st.stride_q, st.b, st.rows, st.cols);
   const VarLen vl;
-  for (std::uint64_t v : {sizeof vl, at(vl, vl.cu_seqlens_q), at(vl, vl.batch), at(vl, vl.max_seqlen_k)}) mix(v);
+  h.add(vl, vl.cu_seqlens_q, vl.batch, vl.max_seqlen_k);
   const AttentionOptions o;
-  for (std::uint64_t v :
-       {sizeof o, at(o, o.softmax_scale), at(o, o.causal), at(o, o.window_left), at(o, o.window_right),
-        at(o, o.alignment), at(o, o.prefix_length), at(o, o.key_lengths), at(o, o.dropout_p), at(o, o.seed),
-        at(o, o.num_threads), at(o, o.isa), at(o, o.block_q), at(o, o.block_k), at(o, o.block_mask),
-        at(o, o.document_ids_q), at(o, o.document_ids_k), at(o, o.mask), at(o, o.softcap), at(o, o.alibi_slopes),
-        at(o, o.alibi_batch_stride), at(o, o.bias), at(o, o.dbias), at(o, o.varlen), at(o, o.score_mod),
-        at(o, o.forward_kernel), at(o, o.num_splits), at(o, o.dropout_offset_q), at(o, o.dropout_offset_k)}) {
-    mix(v);
-  }
+  h.add(o, o.softmax_scale, o.causal, o.window_left, o.window_right, o.alignment, o.prefix_length, o.key_lengths,
+        o.dropout_p, o.seed, o.num_threads, o.isa, o.block_q, o.block_k, o.block_mask, o.document_ids_q,
+        o.document_ids_k, o.mask, o.softcap, o.alibi_slopes, o.alibi_batch_stride, o.bias, o.dbias, o.varlen,
+        o.score_mod, o.forward_kernel, o.num_splits, o.dropout_offset_q, o.dropout_offset_k);
+  h.mix(sizeof(Algorithm));
+  return h.value;
+}
+
+// KvCache's apart, so that builds from before it was checked keep the fingerprint above.
+extern "C" std::uint64_t flashattn_kvcache_abi_fingerprint() {
+  using namespace flashattn;
+  LayoutHash h;
   const KvCache kv;
-  for (std::uint64_t v : {sizeof kv, at(kv, kv.cache_seqlens), at(kv, kv.cache_batch_idx), at(kv, kv.block_table),
-                          at(kv, kv.max_pages), at(kv, kv.block_table_stride), at(kv, kv.k_new), at(kv, kv.v_new),
-                          at(kv, kv.rotary_cos), at(kv, kv.rotary_sin), at(kv, kv.rotary_interleaved)}) {
-    mix(v);
-  }
-  mix(sizeof(Algorithm));
-  return hash;
+  h.add(kv, kv.cache_seqlens, kv.cache_batch_idx, kv.block_table, kv.max_pages, kv.block_table_stride, kv.k_new,
+        kv.v_new, kv.rotary_cos, kv.rotary_sin, kv.rotary_interleaved);
+  return h.value;
 }
 
 namespace flashattn {
