@@ -11,6 +11,7 @@ set(allowed
   # flashattn/block_sparse.hpp, kvcache.hpp
   "flashattn::make_block_mask" "flashattn::local_global_blocks" "flashattn::fixed_stride_blocks"
   "flashattn::butterfly_blocks" "flashattn::random_blocks" "flashattn::forward_with_kvcache"
+  "flashattn_kvcache_abi_fingerprint"
   # flashattn/ring.hpp
   "flashattn::ring::forward" "flashattn::ring::backward" "flashattn::ring::to_string" "flashattn::ring::chunks"
   "flashattn::ring::local_length" "flashattn::ring::shard" "flashattn::ring::unshard"
