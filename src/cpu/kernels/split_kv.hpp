@@ -186,12 +186,11 @@ void split_kv_block_as(const Problem& p, i64 b, i64 hk0, i64 hk1, i64 i0, i64 i1
         float* s = w.s + (hk - hk0) * per_head * kSplitTile + c0;
         i64 c = 0;
         for (; c + 4 <= n; c += 4) {
-          const Stored* keys[4] = {k[c], k[c + 1], k[c + 2], k[c + 3]};
           i64 r = 0;
           for (; r + 2 <= per_head; r += 2) {
-            dot_four_keys<2, kDType>(q + r * d_pad, d_pad, keys, d, s + r * kSplitTile + c, kSplitTile);
+            dot_four_keys<2, kDType>(q + r * d_pad, d_pad, k + c, d, s + r * kSplitTile + c, kSplitTile);
           }
-          if (r < per_head) dot_four_keys<1, kDType>(q + r * d_pad, d_pad, keys, d, s + r * kSplitTile + c, kSplitTile);
+          if (r < per_head) dot_four_keys<1, kDType>(q + r * d_pad, d_pad, k + c, d, s + r * kSplitTile + c, kSplitTile);
         }
         for (; c < n; ++c) dot_one_key<kDType>(q, d_pad, per_head, k[c], d, s + c, kSplitTile);
       }
