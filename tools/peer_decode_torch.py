@@ -5,10 +5,11 @@ read of memory measured in the same process, same threads (torch.sum over a buff
 the last-level cache, at least 256 MiB). Comparing the two programs' bandwidth_ratio compares
 ratios each measured within one run, not absolute times taken at different moments.
 
-    python3 tools/peer_decode_torch.py [--threads 2] [--batch 1,8] [--seqlen-k 1024,...]
+    python3 tools/peer_decode_torch.py [--threads 2] [--batch 1,8] [--seqlen-k 1024,...] [--dtype f32,bf16]
 
-Prints one JSON object per shape: impl "torch_sdpa", batch, heads, heads_k, seqlen_k, headdim,
-ms (median), runs, gbps, bandwidth_gbps, bandwidth_ratio, torch (its version).
+Prints one JSON object per shape and dtype: impl "torch_sdpa", dtype, batch, heads, heads_k,
+seqlen_k, headdim, ms (median), runs, gbps (the K and V bytes in their dtype), bandwidth_gbps,
+bandwidth_ratio, torch (its version).
 """
 import argparse
 import json
@@ -26,12 +27,17 @@ def main() -> None:
     parser.add_argument("--heads-k", type=int, default=8)
     parser.add_argument("--headdim", type=int, default=128)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--dtype", default="f32", help="f32, bf16, f16: q, K and V all in it")
     parser.add_argument("--max-tokens", type=int, default=262144, help="batch x seqlen_k at most (flashattn bench's default)")
     args = parser.parse_args()
 
     import torch  # imported here so that --help works without it
     import torch.nn.functional as F
 
+    dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+    for name in args.dtype.split(","):
+        if name not in dtypes:
+            parser.error(f"--dtype: expected f32, bf16 or f16, got {name!r}")
     torch.set_num_threads(args.threads)
     llc = 32 << 20
     try:
@@ -49,34 +55,35 @@ def main() -> None:
         return stream.numel() * 4 / (time.perf_counter() - start) / 1e9
 
     read_gbps()
-    for batch in (int(x) for x in args.batch.split(",")):
-        for seqlen_k in (int(x) for x in args.seqlen_k.split(",")):
-            if batch * seqlen_k > args.max_tokens:
-                continue
-            q = torch.randn(batch, args.heads, 1, args.headdim)
-            k = torch.randn(batch, args.heads_k, seqlen_k, args.headdim)
-            v = torch.randn(batch, args.heads_k, seqlen_k, args.headdim)
+    for dtype_name, batch, seqlen_k in ((d, int(b), int(n)) for d in args.dtype.split(",")
+                                        for b in args.batch.split(",") for n in args.seqlen_k.split(",")):
+        if batch * seqlen_k > args.max_tokens:
+            continue
+        dtype = dtypes[dtype_name]
+        q = torch.randn(batch, args.heads, 1, args.headdim).to(dtype)
+        k = torch.randn(batch, args.heads_k, seqlen_k, args.headdim).to(dtype)
+        v = torch.randn(batch, args.heads_k, seqlen_k, args.headdim).to(dtype)
 
-            def call():
-                return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        def call():
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
 
-            call()  # warm-up
-            times, reads = [], []
-            for _ in range(args.runs):
-                reads.append(read_gbps())
-                flush.add_(1.0)  # evict the caches, as the bench does before each run
-                start = time.perf_counter()
-                call()
-                times.append((time.perf_counter() - start) * 1e3)
-            ms = statistics.median(times)
-            read = statistics.median(reads)
-            kv_bytes = 2 * batch * seqlen_k * args.heads_k * args.headdim * 4
-            gbps = kv_bytes / (ms * 1e6)
-            print(json.dumps({"impl": "torch_sdpa", "batch": batch, "heads": args.heads, "heads_k": args.heads_k,
-                              "seqlen_k": seqlen_k, "headdim": args.headdim, "threads": args.threads,
-                              "ms": round(ms, 4), "runs": args.runs, "gbps": round(gbps, 3),
-                              "bandwidth_gbps": round(read, 3), "bandwidth_ratio": round(gbps / read, 4),
-                              "torch": torch.__version__}), flush=True)
+        call()  # warm-up
+        times, reads = [], []
+        for _ in range(args.runs):
+            reads.append(read_gbps())
+            flush.add_(1.0)  # evict the caches, as the bench does before each run
+            start = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - start) * 1e3)
+        ms = statistics.median(times)
+        read = statistics.median(reads)
+        kv_bytes = 2 * batch * seqlen_k * args.heads_k * args.headdim * k.element_size()
+        gbps = kv_bytes / (ms * 1e6)
+        print(json.dumps({"impl": "torch_sdpa", "dtype": dtype_name, "batch": batch, "heads": args.heads, "heads_k": args.heads_k,
+                          "seqlen_k": seqlen_k, "headdim": args.headdim, "threads": args.threads,
+                          "ms": round(ms, 4), "runs": args.runs, "gbps": round(gbps, 3),
+                          "bandwidth_gbps": round(read, 3), "bandwidth_ratio": round(gbps / read, 4),
+                          "torch": torch.__version__}), flush=True)
 
 
 if __name__ == "__main__":
