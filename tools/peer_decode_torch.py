@@ -12,6 +12,7 @@ seqlen_k, headdim, ms (median), runs, gbps (the K and V bytes in their dtype), b
 bandwidth_ratio, torch (its version).
 """
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -30,14 +31,17 @@ def main() -> None:
     parser.add_argument("--dtype", default="f32", help="f32, bf16, f16: q, K and V all in it")
     parser.add_argument("--max-tokens", type=int, default=262144, help="batch x seqlen_k at most (flashattn bench's default)")
     args = parser.parse_args()
+    dtype_names = args.dtype.split(",")
+    for name in dtype_names:
+        if name not in ("f32", "bf16", "f16"):
+            parser.error(f"--dtype: expected f32, bf16 or f16, got {name!r}")
+    batches = [int(x) for x in args.batch.split(",")]
+    lengths = [int(x) for x in args.seqlen_k.split(",")]
 
-    import torch  # imported here so that --help works without it
+    import torch  # imported here so that --help and argument errors work without it
     import torch.nn.functional as F
 
     dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
-    for name in args.dtype.split(","):
-        if name not in dtypes:
-            parser.error(f"--dtype: expected f32, bf16 or f16, got {name!r}")
     torch.set_num_threads(args.threads)
     llc = 32 << 20
     try:
@@ -55,8 +59,7 @@ def main() -> None:
         return stream.numel() * 4 / (time.perf_counter() - start) / 1e9
 
     read_gbps()
-    for dtype_name, batch, seqlen_k in ((d, int(b), int(n)) for d in args.dtype.split(",")
-                                        for b in args.batch.split(",") for n in args.seqlen_k.split(",")):
+    for dtype_name, batch, seqlen_k in itertools.product(dtype_names, batches, lengths):
         if batch * seqlen_k > args.max_tokens:
             continue
         dtype = dtypes[dtype_name]
