@@ -1,24 +1,34 @@
 #!/usr/bin/env bash
-# emulated_avx512_tests.sh — the C++ suite's cases of the avx512 path, run under Bochs (an x86
+# emulated_avx512_tests.sh — the C++ suite's cases of the AVX-512 paths, run under Bochs (an x86
 # emulator with AVX-512 F/CD/BW/DQ/VL, CPU model Skylake-X) on a machine whose CPU lacks
-# AVX-512, so that the avx512 build is checked where it cannot run natively. Correctness only:
-# times under emulation mean nothing. Bochs 2.7 (Debian 12) has no AVX512-BF16, AMX or
-# AVX512-FP16: the avx512_bf16 and amx builds still need the hardware.
+# AVX-512, so that those builds are checked where they cannot run natively. Correctness only:
+# times under emulation mean nothing. Bochs 2.7 (Debian 12) has no AVX512-BF16 or AMX: a build
+# configured with -DFLASHATTN_EMULATED_BF16_AMX=ON writes both as AVX-512 code
+# (tests/emulated/bf16_amx_instructions.hpp), and then the avx512_bf16 and amx cases run too.
 #
 #   bash scripts/emulated_avx512_tests.sh [BUILD_DIR] [GTEST_FILTER]
 #
-# BUILD_DIR (default build) holds a built tests/flashattn_tests; GTEST_FILTER defaults to every
-# case of the avx512 path (about 265, ~12–20 minutes on 2 cores) but two that Bochs fails on its
-# own: its vcvtps2ph rounds f32 → f16 ties away from even (the AVX2 build's F16C form fails
-# VectorConversion under Bochs too, and passes on hardware), and so does one KvCache16Bit case
-# whose f16 outputs hold such ties. Each core (or SHARDS) boots its own emulated machine — a
-# Debian kernel and an initramfs holding busybox, the test binary and its libraries — and runs
-# one gtest shard; the output lands in BUILD_DIR/emulated/shard-N.log. Exit status 0 when every
-# shard ran and passed.
+# BUILD_DIR (default build) holds a built tests/flashattn_tests. GTEST_FILTER defaults to every
+# case of the avx512 path (about 265, ~12–20 minutes on 2 cores), or in an emulated-BF16/AMX
+# build to the cases of the avx512_bf16 and amx paths that meet what those builds do
+# differently (below) — but, either way, two that Bochs fails on its own: its vcvtps2ph
+# rounds f32 → f16 ties away from even (the AVX2 build's F16C form fails VectorConversion under
+# Bochs too, and passes on hardware), and so does one KvCache16Bit case whose f16 outputs hold
+# such ties. Each core (or SHARDS) boots its own emulated machine — a Debian kernel and an
+# initramfs holding busybox, the test binary and its libraries — and runs one gtest shard; the
+# output lands in BUILD_DIR/emulated/shard-N.log. Exit status 0 when every shard ran and passed.
 set -euo pipefail
 
 build=$(realpath "${1:-build}")
-filter=${2:-*avx512:-EveryIsa/VectorConversion.*:Shapes/KvCache16Bit.*_d64_cap4106_*}
+bochs_errors=EveryIsa/VectorConversion.*:Shapes/KvCache16Bit.*_d64_cap4106_*
+if grep -q '^FLASHATTN_EMULATED_BF16_AMX:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  # What these builds do differently: their bf16 products, and the padding to AMX tiles that
+  # split-KV and the KV cache's calls also meet. ('*avx512_bf16:*amx' runs every case.)
+  paths='Sweep/DtypeAccuracy.*:Decode/SplitKv.*:Shapes/KvCache*'
+  filter=${2:-${paths//:/_avx512_bf16:}_avx512_bf16:${paths//:/_amx:}_amx:Dtype.*:-$bochs_errors}
+else
+  filter=${2:-*avx512:-$bochs_errors}
+fi
 binary=$build/tests/flashattn_tests
 work=$build/emulated
 [[ -x $binary ]] || { echo "emulated_avx512_tests: $binary not found: build the tests first" >&2; exit 2; }

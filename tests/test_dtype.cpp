@@ -12,8 +12,10 @@
 #include <limits>
 #include <random>
 
+#include "api/validate.hpp"
 #include "core/dtype.hpp"
 #include "cpu/dispatch.hpp"
+#include "cpu/flash.hpp"
 #include "test_support.hpp"
 
 namespace flashattn::testing {
@@ -154,8 +156,8 @@ INSTANTIATE_TEST_SUITE_P(EveryIsa, VectorConversion, ::testing::ValuesIn(isas_to
 std::vector<Case> dtype_cases() {
   std::vector<Case> cases;
   std::uint64_t seed = 500;
-  auto add = [&](Shape shape, auto&& configure) {
-    for (DType dtype : {DType::bf16, DType::f16}) {
+  auto add = [&](Shape shape, auto&& configure, std::vector<DType> dtypes = {DType::bf16, DType::f16}) {
+    for (DType dtype : dtypes) {
       Case c;
       c.shape = shape;
       c.dtype = dtype;
@@ -204,6 +206,9 @@ std::vector<Case> dtype_cases() {
     c.options.forward_kernel = Options::ForwardKernel::split_kv, c.options.causal = true;
   });
   add({1, 1025, 97, 2, 1, 80}, [](Case& c) { c.options.causal = true; });
+  // Long enough that bf16 products pack Q and dO in two waves (flash.cpp: 2.1 MB a head, seven
+  // heads to a 16 MiB wave); f16 packs nothing.
+  add({1, 4096, 40, 8, 8, 64}, [](Case&) {}, {DType::bf16});
   // Empty sequences: no keys (every row sees none: 0 and −∞), no queries.
   add({2, 9, 0, 2, 1, 16}, [](Case&) {});
   add({1, 0, 7, 2, 2, 16}, [](Case& c) { c.padded = true; });
@@ -211,6 +216,32 @@ std::vector<Case> dtype_cases() {
 }
 
 class DtypeAccuracy : public ::testing::TestWithParam<PathCase> {};
+
+// The long case above is there for the waves: on a build that packs Q and dO (bf16 products)
+// its backward packs them in more than one wave with one or two threads (with many more, one
+// wave keeps them busy); other builds read them in place, in one wave of every group.
+TEST(Dtype, LongCasePacksQInWaves) {
+  for (Isa isa : isas_to_test()) {
+    for (int threads : {1, 2}) {
+      Problem p;
+      p.batch = 1, p.heads = p.heads_k = 8, p.seqlen_q = 4096, p.seqlen_k = 40, p.headdim = 64;
+      p.q_dtype = p.kv_dtype = p.out_dtype = DType::bf16;
+      AttentionOptions options;
+      options.isa = isa, options.num_threads = threads;
+      apply_options("test", p, options);
+      const TileConfig tiles = choose_tiles(p);
+      const BackwardPlan plan = flash_backward_plan(p, tiles);
+      const bool packs = kernels_for(isa).packed_q_floats(p, tiles) > 0;
+      EXPECT_EQ(packs, isa == Isa::avx512_bf16 || isa == Isa::amx) << to_string(isa);
+      if (packs) {
+        EXPECT_GE(plan.groups_per_wave, 1) << to_string(isa) << ", " << threads << " threads";
+        EXPECT_LT(plan.groups_per_wave, plan.groups) << to_string(isa) << ", " << threads << " threads";
+      } else {
+        EXPECT_EQ(plan.groups_per_wave, plan.groups) << to_string(isa);
+      }
+    }
+  }
+}
 
 std::vector<std::pair<DType, Isa>> dtype_isa_pairs() {
   std::vector<std::pair<DType, Isa>> pairs;

@@ -151,6 +151,7 @@ struct BackwardPlan {
   std::int64_t pairs_per_task = 1;  // (batch, kv-head) pairs one task walks
   std::int64_t groups = 0;          // tasks per chunk
   std::int64_t key_tiles = 0, chunks = 1, tasks = 0;
+  std::int64_t groups_per_wave = 0;  // groups whose tasks run between two packings of Q (flash.cpp)
   std::int64_t first_key_tile(std::int64_t chunk) const { return key_tiles * chunk / chunks; }
   std::int64_t chunk_of(std::int64_t task) const { return task % chunks; }
   // The key tiles task `task` walks, in order: visit(b, hk, kv0, kv1).

@@ -33,6 +33,12 @@ bool cpu_has_avx512() {
          __builtin_cpu_supports("avx512dq");
 }
 
+#if defined(FLASHATTN_EMULATED_BF16_AMX)
+// A test build (CMake option FLASHATTN_EMULATED_BF16_AMX): both extensions are AVX-512 code
+// (tests/emulated/bf16_amx_instructions.hpp), and no OS permission is needed for tiles in memory.
+bool cpu_has_avx512_bf16() { return cpu_has_avx512(); }
+bool cpu_has_amx() { return cpu_has_avx512(); }
+#else
 bool cpu_has_avx512_bf16() { return cpu_has_avx512() && __builtin_cpu_supports("avx512bf16"); }
 
 // AMX tiles need the OS's permission for their state, asked once per process
@@ -47,6 +53,7 @@ bool cpu_has_amx() {
   }();
   return granted;
 }
+#endif
 #else
 bool cpu_has_avx2() { return false; }  // not built for this processor
 bool cpu_has_avx512() { return false; }

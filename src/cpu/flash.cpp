@@ -39,26 +39,17 @@ void zero_rows(const Bshd& t, DType dtype, i64 batch, i64 seqlen, i64 heads, i64
   }
 }
 
-// What a call packs once for the kernels: one copy per (batch, head) of `heads` heads,
-// `floats` each (none when 0), made in parallel; views[b · heads + h] is that copy's.
-template <typename View>
-struct PackedCopies {
-  Buffer storage;
-  std::vector<View> views;
-};
+// Copies the kernels read, `floats` each (none when 0): views[b · heads + h] for the pairs
+// first .. last of the call's (batch, head) pairs in that order, made in parallel into
+// `storage` from its start.
 template <typename View, typename Pack>
-PackedCopies<View> pack_copies(i64 batch, i64 heads, i64 floats, int threads, Pack pack) {
-  if (floats == 0) return {};
-  PackedCopies<View> packed{Buffer(static_cast<std::size_t>(batch * heads * floats)),
-                            std::vector<View>(static_cast<std::size_t>(batch * heads))};
-#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
-  for (i64 b = 0; b < batch; ++b) {
-    for (i64 h = 0; h < heads; ++h) {
-      const i64 at = b * heads + h;
-      packed.views[static_cast<std::size_t>(at)] = pack(b, h, packed.storage.data() + at * floats);
-    }
+void pack_copies(std::vector<View>& views, i64 heads, i64 first, i64 last, i64 floats, float* storage, int threads,
+                 Pack pack) {
+  if (floats == 0) return;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (i64 at = first; at < last; ++at) {
+    views[static_cast<std::size_t>(at)] = pack(at / heads, at % heads, storage + (at - first) * floats);
   }
-  return packed;
 }
 
 constexpr i64 kMaxTile = 256;
@@ -67,6 +58,11 @@ constexpr i64 kMaxTile = 256;
 // memory the extra dQ copies take (which grows linearly with seqlen_q).
 constexpr i64 kBackwardTargetTasks = 16;
 constexpr i64 kMaxPartialDqBytes = i64{32} << 20;
+
+// Where the products multiply bf16, Q and dO are packed (PackedQ: four bf16 copies, twice
+// their own size): a wave of groups at a time, which is at most this many bytes of copies
+// or, when fewer groups than that would leave threads idle, two tasks a thread.
+constexpr i64 kMaxPackedQBytes = i64{16} << 20;
 
 }  // namespace
 
@@ -80,6 +76,13 @@ BackwardPlan flash_backward_plan(const Problem& p, const TileConfig& t) {
   if (copy_bytes > 0) chunks = std::min(chunks, 1 + kMaxPartialDqBytes / copy_bytes);
   plan.chunks = std::clamp<i64>(chunks, 1, std::max<i64>(plan.key_tiles, 1));
   plan.tasks = plan.groups * plan.chunks;
+  const i64 group_q_bytes =
+      kernels_for(p.isa).packed_q_floats(p, t) * i64{sizeof(float)} * plan.pairs_per_task * p.group();
+  plan.groups_per_wave = plan.groups;
+  if (group_q_bytes > 0 && plan.groups > 0) {
+    const i64 for_threads = ceil_div(2 * i64{p.num_threads}, plan.chunks);
+    plan.groups_per_wave = std::clamp<i64>(std::max(kMaxPackedQBytes / group_q_bytes, for_threads), 1, plan.groups);
+  }
   return plan;
 }
 
@@ -142,9 +145,11 @@ void flash_forward(const Problem& p) {
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
   // Setup: K and V of every (batch, kv-head) into contiguous, padded rows (PackedKv).
-  const PackedCopies<PackedKv> kv = pack_copies<PackedKv>(
-      p.batch, p.heads_k, kernels.packed_kv_floats(p, tiles), threads,
-      [&](i64 b, i64 hk, float* base) { return kernels.pack_kv(p, tiles, b, hk, base); });
+  const i64 kv_floats = kernels.packed_kv_floats(p, tiles), pairs = p.batch * p.heads_k;
+  Buffer kv_storage(static_cast<std::size_t>(pairs * kv_floats));
+  std::vector<PackedKv> kv(static_cast<std::size_t>(pairs));
+  pack_copies(kv, p.heads_k, 0, pairs, kv_floats, kv_storage.data(), threads,
+              [&](i64 b, i64 hk, float* base) { return kernels.pack_kv(p, tiles, b, hk, base); });
 
   // Main loop.
   const ForwardPlan plan = forward_plan(p, tiles);
@@ -154,7 +159,7 @@ void flash_forward(const Problem& p) {
 #pragma omp for schedule(dynamic, 1)
     for (i64 n = 0; n < plan.tasks; ++n) {
       const ForwardTask task = plan.task(p, tiles, n);
-      const PackedKv& group_kv = kv.views[static_cast<std::size_t>(task.b * p.heads_k + p.kv_head(task.h))];
+      const PackedKv& group_kv = kv[static_cast<std::size_t>(task.b * p.heads_k + p.kv_head(task.h))];
       kernels.forward_block(p, tiles, task.b, task.h, task.q0, task.q1, group_kv, ws);
     }
   }
@@ -216,22 +221,30 @@ void flash_backward(const Problem& p) {
   const i64 ws_floats = kernels.backward_workspace_floats(tiles, d);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
-  // Q and dO packed for the kernels, where the build asks (PackedQ).
-  const PackedCopies<PackedQ> packed_q = pack_copies<PackedQ>(
-      p.batch, p.heads, kernels.packed_q_floats(p, tiles), threads,
-      [&](i64 b, i64 h, float* base) { return kernels.pack_q(p, tiles, b, h, base); });
+  // Q and dO packed for the kernels where the build asks (PackedQ), a wave of groups at a
+  // time: pack the wave's query heads, run its tasks (BackwardPlan::groups_per_wave).
+  const i64 q_floats = kernels.packed_q_floats(p, tiles), heads_per_group = plan.pairs_per_task * p.group();
+  Buffer q_storage(static_cast<std::size_t>(plan.groups_per_wave * heads_per_group * q_floats));
+  std::vector<PackedQ> packed_q(q_floats > 0 ? static_cast<std::size_t>(p.batch * p.heads) : 0);
+  for (i64 g0 = 0; g0 < plan.groups; g0 += plan.groups_per_wave) {
+    const i64 g1 = std::min(plan.groups, g0 + plan.groups_per_wave);
+    // A group's pairs are consecutive (batch, kv-head) pairs, and so its query heads
+    // consecutive (batch, head) pairs.
+    pack_copies(packed_q, p.heads, g0 * heads_per_group, g1 * heads_per_group, q_floats, q_storage.data(), threads,
+                [&](i64 b, i64 h, float* base) { return kernels.pack_q(p, tiles, b, h, base); });
 
-  // Main loop.
+    // Main loop.
 #pragma omp parallel num_threads(threads)
-  {
-    float* ws = scratch.data() + ws_floats * omp_get_thread_num();
+    {
+      float* ws = scratch.data() + ws_floats * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
-    for (i64 task = 0; task < plan.tasks; ++task) {
-      const Bshd target = dq_target(plan.chunk_of(task));
-      plan.walk_task(p, tiles, task, [&](i64 b, i64 hk, i64 kv0, i64 kv1) {
-        const PackedQ* q = packed_q.views.empty() ? nullptr : packed_q.views.data();
-        kernels.backward_block(p, tiles, b, hk, kv0, kv1, delta.data(), q, target, ws);
-      });
+      for (i64 task = g0 * chunks; task < g1 * chunks; ++task) {
+        const Bshd target = dq_target(plan.chunk_of(task));
+        plan.walk_task(p, tiles, task, [&](i64 b, i64 hk, i64 kv0, i64 kv1) {
+          kernels.backward_block(p, tiles, b, hk, kv0, kv1, delta.data(), packed_q.empty() ? nullptr : packed_q.data(),
+                                 target, ws);
+        });
+      }
     }
   }
 
