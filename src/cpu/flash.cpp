@@ -9,7 +9,9 @@
 // dK and dV outright. dQ gets contributions from every chunk, so each chunk adds into
 // its own dQ copy (chunk 0 into dq itself) and the copies are summed in chunk order at
 // the end. The chunk count depends on the problem only, never on the thread count, so
-// results are bitwise identical for any number of threads.
+// results are bitwise identical for any number of threads. Where the build packs Q and dO
+// (bf16 products), the tasks run in waves of groups, each wave's query heads packed before
+// it, so that the copies' memory is bounded (waves change no sum).
 #include "cpu/flash.hpp"
 
 #include <omp.h>

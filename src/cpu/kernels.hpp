@@ -37,8 +37,8 @@ struct PackedKv {
   const std::uint16_t* v_t = nullptr;
 };
 
-// Q and dO of one (batch, head), packed once per backward call where the build multiplies
-// bf16 (kernels/flash_backward.hpp): bf16 rows (seqlen_q + 32 rounded to 32, of headdim
+// Q and dO of one (batch, head), packed once per backward call (in waves of groups: flash.cpp)
+// where the build multiplies bf16 (kernels/flash_backward.hpp): bf16 rows (seqlen_q + 32 rounded to 32, of headdim
 // rounded to 32), zero padded, and the same transposed (AMX) or as pairs of rows (vdpbf16ps).
 // The f32 products read Q and dO in place.
 struct PackedQ {
@@ -72,7 +72,7 @@ struct KernelSet {
   // Keys kv0 .. kv1 (kv1 - kv0 <= block_k) of kv-head hk in batch b, over every query
   // head of its group: writes those rows of dk and dv, and adds to the rows of dq_target.
   // delta is rowsum(dO ∘ O), (batch, heads, seqlen_q) contiguous; packed_q is indexed by
-  // b · heads + h (null where packed_q_floats is 0).
+  // b · heads + h, the heads of the running wave filled (null where packed_q_floats is 0).
   void (*backward_block)(const Problem& p, const TileConfig& t, std::int64_t b, std::int64_t hk,
                          std::int64_t kv0, std::int64_t kv1, const float* delta, const PackedQ* packed_q,
                          const Bshd& dq_target, float* workspace);

@@ -10,8 +10,8 @@
 // mask cuts it) are compile-time: a plain problem's full tile carries no test for them.
 // The five products are f32 (F32Products), or for bf16 calls on a build with AVX512-BF16
 // bf16 products — vdpbf16ps (Bf16Products), or AMX tiles (AmxProducts) on the amx build:
-// Q and dO packed once per call (PackedQ), K and V once per key tile, P and dS rounded to
-// bf16 before their products; on AMX dK and dV accumulate transposed.
+// Q and dO packed once per call (PackedQ, a wave of groups at a time), K and V once per key
+// tile, P and dS rounded to bf16 before their products; on AMX dK and dV accumulate transposed.
 //
 // Part of the per-ISA kernel build: included (through kernels/kernel_set.hpp) only by
 // kernels_<isa>.cpp, each compiled with its own flags. Everything here has internal linkage,
