@@ -38,9 +38,9 @@ struct PackedKv {
 };
 
 // Q and dO of one (batch, head), packed once per backward call (in waves of groups: flash.cpp)
-// where the build multiplies bf16 (kernels/flash_backward.hpp): bf16 rows (seqlen_q + 32 rounded to 32, of headdim
-// rounded to 32), zero padded, and the same transposed (AMX) or as pairs of rows (vdpbf16ps).
-// The f32 products read Q and dO in place.
+// where the build multiplies bf16 (kernels/flash_backward.hpp): bf16 rows (seqlen_q + 32
+// rounded to 32, of headdim rounded to 32), zero padded, and the same transposed (AMX) or as
+// pairs of rows (vdpbf16ps). The f32 products read Q and dO in place.
 struct PackedQ {
   const std::uint16_t* q = nullptr;
   const std::uint16_t* dout = nullptr;

@@ -55,7 +55,8 @@ inline __m512 flush_subnormal(__m512 x) {
 // The bf16 in each 32-bit word's low (high) half, as f32, subnormal read as zero.
 inline __m512 low_bf16(__m512i words) { return flush_subnormal(_mm512_castsi512_ps(_mm512_slli_epi32(words, 16))); }
 inline __m512 high_bf16(__m512i words) {
-  return flush_subnormal(_mm512_castsi512_ps(_mm512_and_si512(words, _mm512_set1_epi32(static_cast<int>(0xffff0000u)))));
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  return flush_subnormal(_mm512_castsi512_ps(_mm512_and_si512(words, high_half)));
 }
 
 // acc + x · y rounded once, subnormal accumulator read as zero and subnormal result flushed.
