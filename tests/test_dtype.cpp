@@ -217,32 +217,6 @@ std::vector<Case> dtype_cases() {
 
 class DtypeAccuracy : public ::testing::TestWithParam<PathCase> {};
 
-// The long case above is there for the waves: on a build that packs Q and dO (bf16 products)
-// its backward packs them in more than one wave with one or two threads (with many more, one
-// wave keeps them busy); other builds read them in place, in one wave of every group.
-TEST(Dtype, LongCasePacksQInWaves) {
-  for (Isa isa : isas_to_test()) {
-    for (int threads : {1, 2}) {
-      Problem p;
-      p.batch = 1, p.heads = p.heads_k = 8, p.seqlen_q = 4096, p.seqlen_k = 40, p.headdim = 64;
-      p.q_dtype = p.kv_dtype = p.out_dtype = DType::bf16;
-      AttentionOptions options;
-      options.isa = isa, options.num_threads = threads;
-      apply_options("test", p, options);
-      const TileConfig tiles = choose_tiles(p);
-      const BackwardPlan plan = flash_backward_plan(p, tiles);
-      const bool packs = kernels_for(isa).packed_q_floats(p, tiles) > 0;
-      EXPECT_EQ(packs, isa == Isa::avx512_bf16 || isa == Isa::amx) << to_string(isa);
-      if (packs) {
-        EXPECT_GE(plan.groups_per_wave, 1) << to_string(isa) << ", " << threads << " threads";
-        EXPECT_LT(plan.groups_per_wave, plan.groups) << to_string(isa) << ", " << threads << " threads";
-      } else {
-        EXPECT_EQ(plan.groups_per_wave, plan.groups) << to_string(isa);
-      }
-    }
-  }
-}
-
 std::vector<std::pair<DType, Isa>> dtype_isa_pairs() {
   std::vector<std::pair<DType, Isa>> pairs;
   for (DType dtype : {DType::bf16, DType::f16}) {
@@ -255,6 +229,30 @@ TEST_P(DtypeAccuracy, ForwardAndBackwardMatchReference) { expect_matches_referen
 
 INSTANTIATE_TEST_SUITE_P(Sweep, DtypeAccuracy, ::testing::ValuesIn(for_every_isa(dtype_cases())), path_case_name);
 
+// Every output of the flash forward (and backward) of `c` at `threads` threads, as doubles.
+std::vector<double> flash_results(const Case& c, const harness::Inputs& in, int threads, bool backward) {
+  Case t = c;
+  t.options.num_threads = threads;
+  harness::ForwardOutputs fwd = harness::make_forward_outputs(t);
+  harness::BackwardOutputs grads = harness::make_backward_outputs(t);
+  harness::run_forward(t, in, fwd, Algorithm::flash);
+  std::vector<const harness::HostTensor*> outputs{&fwd.out, &fwd.lse};
+  if (backward) {
+    harness::run_backward(t, in, fwd, grads, Algorithm::flash);
+    outputs.insert(outputs.end(), {&grads.dq, &grads.dk, &grads.dv});
+  }
+  std::vector<double> all;
+  for (const harness::HostTensor* x : outputs) {
+    const std::vector<double> v = x->to_double();
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return all;
+}
+
+bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+}
+
 // Same bits on every run and for every thread count, on every kernel build.
 TEST(Dtype, DeterministicAcrossRunsAndThreads) {
   for (const auto& [dtype, isa] : dtype_isa_pairs()) {
@@ -266,25 +264,54 @@ TEST(Dtype, DeterministicAcrossRunsAndThreads) {
     c.options.dropout_p = 0.1f;
     c.options.seed = 3;
     const harness::Inputs in = harness::make_inputs(c);
-    std::vector<std::vector<double>> results;
-    for (int threads : {1, 2, 1}) {
-      Case t = c;
-      t.options.num_threads = threads;
-      harness::ForwardOutputs fwd = harness::make_forward_outputs(t);
-      harness::BackwardOutputs grads = harness::make_backward_outputs(t);
-      harness::run_forward(t, in, fwd, Algorithm::flash);
-      harness::run_backward(t, in, fwd, grads, Algorithm::flash);
-      std::vector<double> all;
-      for (const harness::HostTensor* x : {&fwd.out, &fwd.lse, &grads.dq, &grads.dk, &grads.dv}) {
-        const std::vector<double> v = x->to_double();
-        all.insert(all.end(), v.begin(), v.end());
-      }
-      results.push_back(all);
-    }
-    for (std::size_t r = 1; r < results.size(); ++r) {
-      ASSERT_EQ(results[r].size(), results[0].size());
-      EXPECT_EQ(std::memcmp(results[r].data(), results[0].data(), results[0].size() * sizeof(double)), 0)
-          << to_string(dtype) << " on " << to_string(isa) << ": run " << r << " differs";
+    const std::vector<double> first = flash_results(c, in, 1, true);
+    EXPECT_TRUE(same_bits(flash_results(c, in, 2, true), first)) << to_string(dtype) << " on " << to_string(isa);
+    EXPECT_TRUE(same_bits(flash_results(c, in, 1, true), first)) << to_string(dtype) << " on " << to_string(isa);
+  }
+}
+
+// The kernels' packed copies are made a wave at a time (flash.cpp). With one thread these
+// cases take more than one wave — the forward's K and V (20 MB a pair; 10 in bf16 where the
+// build multiplies bf16) on every build, the backward's Q and dO (2.1 MB a head) on the
+// builds that pack them — and with 16 threads one. Waves change no sum: the same bits.
+TEST(Dtype, WavesChangeNoBits) {
+  using Kernel = AttentionOptions::ForwardKernel;
+  for (DType dtype : {DType::f32, DType::bf16, DType::f16}) {
+    for (Isa isa : isas_to_test()) {
+      Case forward_case, backward_case;
+      forward_case.shape = {1, 9, 10000, 2, 2, 256};
+      forward_case.options.forward_kernel = Kernel::tiled;
+      forward_case.options.causal = true;
+      backward_case.shape = {1, 4096, 40, 8, 8, 64};
+      for (Case* c : {&forward_case, &backward_case}) c->dtype = dtype, c->options.isa = isa;
+      const bool backward_packs = dtype == DType::bf16 && (isa == Isa::avx512_bf16 || isa == Isa::amx);
+      const std::string where = std::string(to_string(dtype)) + " on " + to_string(isa);
+
+      auto waves = [&](const Case& c, int threads) {
+        Case t = c;
+        t.options.num_threads = threads;
+        Problem p = harness::problem_of(t);
+        p.q_dtype = p.kv_dtype = p.out_dtype = dtype;
+        const TileConfig tiles = choose_tiles(p);
+        const ForwardPlan fwd = flash_forward_plan(p, tiles);
+        const BackwardPlan bwd = flash_backward_plan(p, tiles);
+        EXPECT_EQ(bwd.packed_q_floats > 0, backward_packs) << where;
+        return std::pair{ceil_div(fwd.pairs, fwd.pairs_per_wave), ceil_div(bwd.groups, bwd.groups_per_wave)};
+      };
+      EXPECT_GT(waves(forward_case, 1).first, 1) << where;
+      EXPECT_EQ(waves(forward_case, 16).first, 1) << where;
+      EXPECT_EQ(waves(backward_case, 1).second > 1, backward_packs) << where;
+      EXPECT_EQ(waves(backward_case, 16).second, 1) << where;
+
+      const harness::Inputs forward_in = harness::make_inputs(forward_case);
+      EXPECT_TRUE(same_bits(flash_results(forward_case, forward_in, 1, false),
+                            flash_results(forward_case, forward_in, 16, false)))
+          << "forward, " << where;
+      if (dtype != DType::bf16) continue;  // the backward's waves are bf16's
+      const harness::Inputs backward_in = harness::make_inputs(backward_case);
+      EXPECT_TRUE(same_bits(flash_results(backward_case, backward_in, 1, true),
+                            flash_results(backward_case, backward_in, 16, true)))
+          << "backward, " << where;
     }
   }
 }

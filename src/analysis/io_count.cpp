@@ -75,7 +75,7 @@ Traffic flash_forward_traffic(const Problem& p, TileConfig tiles) {
   t.reads += p.batch * p.heads_k * 2 * p.seqlen_k * d;
   t.writes += p.batch * p.heads_k * 2 * p.seqlen_k * d;
   if (p.seqlen_q == 0) return t;
-  const ForwardPlan plan = forward_plan(p, tiles);
+  const ForwardPlan plan = flash_forward_plan(p, tiles);
   for (i64 n = 0; n < plan.tasks; ++n) {
     const ForwardTask task = plan.task(p, tiles, n);
     const i64 br = task.q1 - task.q0;

@@ -39,11 +39,4 @@ bool plain_scores(const Problem& p) {
          p.mask_bit_offset == nullptr && p.dropout_threshold == 0;
 }
 
-ForwardPlan forward_plan(const Problem& p, const TileConfig& t) {
-  ForwardPlan plan;
-  plan.q_tiles = (p.seqlen_q + t.block_q - 1) / t.block_q;
-  plan.tasks = p.batch * p.heads * plan.q_tiles;
-  return plan;
-}
-
 }  // namespace flashattn

@@ -131,18 +131,23 @@ void walk_query_tiles(const Problem& p, const TileConfig& t, std::int64_t b, std
 }
 
 // The forward's tasks: one per (batch, head, query tile), heaviest tile first under causal.
+// A (batch, kv-head) pair's tasks are consecutive; they run in waves of pairs, each wave's
+// K and V packed before it (flash.cpp).
 struct ForwardTask {
   std::int64_t b, h, q0, q1;
 };
 struct ForwardPlan {
   std::int64_t q_tiles = 0, tasks = 0;
+  std::int64_t pairs = 0;           // (batch, kv-head) pairs
+  std::int64_t packed_floats = 0;   // one pair's packed K and V
+  std::int64_t pairs_per_wave = 0;  // pairs whose tasks run between two packings of K and V
+  std::int64_t tasks_per_pair() const { return pairs > 0 ? tasks / pairs : 0; }
   ForwardTask task(const Problem& p, const TileConfig& t, std::int64_t n) const {
     const std::int64_t bh = n / q_tiles, qt = q_tiles - 1 - n % q_tiles;
     const std::int64_t q0 = qt * t.block_q, q1 = p.seqlen_q - q0 < t.block_q ? p.seqlen_q : q0 + t.block_q;
     return {bh / p.heads, bh % p.heads, q0, q1};
   }
 };
-ForwardPlan forward_plan(const Problem& p, const TileConfig& t);
 
 // The backward's tasks: a chunk of key tiles for one (batch, kv-head) — or, when a
 // broadcast bias's gradient sums over batches or heads, for all of them in order, so that
@@ -151,6 +156,7 @@ struct BackwardPlan {
   std::int64_t pairs_per_task = 1;  // (batch, kv-head) pairs one task walks
   std::int64_t groups = 0;          // tasks per chunk
   std::int64_t key_tiles = 0, chunks = 1, tasks = 0;
+  std::int64_t packed_q_floats = 0;  // one (batch, head)'s packed Q and dO; 0: read in place
   std::int64_t groups_per_wave = 0;  // groups whose tasks run between two packings of Q (flash.cpp)
   std::int64_t first_key_tile(std::int64_t chunk) const { return key_tiles * chunk / chunks; }
   std::int64_t chunk_of(std::int64_t task) const { return task % chunks; }

@@ -2,8 +2,10 @@
 //
 // Forward (tiled): one task per (batch, head, query tile), dynamically scheduled, heaviest
 // first under a causal mask (late query tiles see more keys). Tasks share nothing,
-// so the result does not depend on the thread count. Calls with few queries (decoding) take
-// the split-KV forward instead (split_kv.cpp), which reads K and V in place.
+// so the result does not depend on the thread count. They run in waves of (batch, kv-head)
+// pairs, each wave's K and V packed before it, so that the copies' memory is bounded.
+// Calls with few queries (decoding) take the split-KV forward instead (split_kv.cpp), which
+// reads K and V in place.
 //
 // Backward: one task per (batch, kv-head, chunk of key tiles). A task owns its rows of
 // dK and dV outright. dQ gets contributions from every chunk, so each chunk adds into
@@ -61,12 +63,29 @@ constexpr i64 kMaxTile = 256;
 constexpr i64 kBackwardTargetTasks = 16;
 constexpr i64 kMaxPartialDqBytes = i64{32} << 20;
 
-// Where the products multiply bf16, Q and dO are packed (PackedQ: four bf16 copies, twice
-// their own size): a wave of groups at a time, which is at most this many bytes of copies
-// or, when fewer groups than that would leave threads idle, two tasks a thread.
-constexpr i64 kMaxPackedQBytes = i64{16} << 20;
+// The copies the kernels read (the forward's K and V; where the products multiply bf16,
+// the backward's Q and dO, four bf16 copies, twice their own size) are packed a wave at a
+// time: units (pairs, or groups of them) of at most this many bytes of copies in all, but
+// at least `busy` of them (fewer would leave threads idle), and at most every unit.
+constexpr i64 kMaxPackedBytes = i64{16} << 20;
+
+i64 units_per_wave(i64 unit_bytes, i64 units, i64 busy) {
+  if (unit_bytes <= 0 || units <= 0) return units;
+  return std::clamp<i64>(std::max(kMaxPackedBytes / unit_bytes, busy), 1, units);
+}
 
 }  // namespace
+
+ForwardPlan flash_forward_plan(const Problem& p, const TileConfig& t) {
+  ForwardPlan plan;
+  plan.q_tiles = ceil_div(p.seqlen_q, t.block_q);
+  plan.tasks = p.batch * p.heads * plan.q_tiles;
+  plan.pairs = p.batch * p.heads_k;
+  plan.packed_floats = kernels_for(p.isa).packed_kv_floats(p, t);
+  // A thread packs one pair, then its tasks (a pair has a query tile's worth of tasks per head).
+  plan.pairs_per_wave = units_per_wave(plan.packed_floats * i64{sizeof(float)}, plan.pairs, p.num_threads);
+  return plan;
+}
 
 BackwardPlan flash_backward_plan(const Problem& p, const TileConfig& t) {
   BackwardPlan plan;
@@ -78,13 +97,9 @@ BackwardPlan flash_backward_plan(const Problem& p, const TileConfig& t) {
   if (copy_bytes > 0) chunks = std::min(chunks, 1 + kMaxPartialDqBytes / copy_bytes);
   plan.chunks = std::clamp<i64>(chunks, 1, std::max<i64>(plan.key_tiles, 1));
   plan.tasks = plan.groups * plan.chunks;
-  const i64 group_q_bytes =
-      kernels_for(p.isa).packed_q_floats(p, t) * i64{sizeof(float)} * plan.pairs_per_task * p.group();
-  plan.groups_per_wave = plan.groups;
-  if (group_q_bytes > 0 && plan.groups > 0) {
-    const i64 for_threads = ceil_div(2 * i64{p.num_threads}, plan.chunks);
-    plan.groups_per_wave = std::clamp<i64>(std::max(kMaxPackedQBytes / group_q_bytes, for_threads), 1, plan.groups);
-  }
+  plan.packed_q_floats = kernels_for(p.isa).packed_q_floats(p, t);
+  const i64 group_q_bytes = plan.packed_q_floats * i64{sizeof(float)} * plan.pairs_per_task * p.group();
+  plan.groups_per_wave = units_per_wave(group_q_bytes, plan.groups, ceil_div(2 * i64{p.num_threads}, plan.chunks));
   return plan;
 }
 
@@ -146,23 +161,25 @@ void flash_forward(const Problem& p) {
   const i64 ws_floats = kernels.forward_workspace_floats(tiles, p.headdim);
   Buffer scratch(static_cast<std::size_t>(ws_floats * threads));
 
-  // Setup: K and V of every (batch, kv-head) into contiguous, padded rows (PackedKv).
-  const i64 kv_floats = kernels.packed_kv_floats(p, tiles), pairs = p.batch * p.heads_k;
-  Buffer kv_storage(static_cast<std::size_t>(pairs * kv_floats));
-  std::vector<PackedKv> kv(static_cast<std::size_t>(pairs));
-  pack_copies(kv, p.heads_k, 0, pairs, kv_floats, kv_storage.data(), threads,
-              [&](i64 b, i64 hk, float* base) { return kernels.pack_kv(p, tiles, b, hk, base); });
+  const ForwardPlan plan = flash_forward_plan(p, tiles);
+  Buffer kv_storage(static_cast<std::size_t>(plan.pairs_per_wave * plan.packed_floats));
+  std::vector<PackedKv> kv(static_cast<std::size_t>(plan.pairs));
+  for (i64 w0 = 0; w0 < plan.pairs; w0 += plan.pairs_per_wave) {
+    const i64 w1 = std::min(plan.pairs, w0 + plan.pairs_per_wave);
+    // Setup: K and V of the wave's (batch, kv-head) pairs into contiguous, padded rows (PackedKv).
+    pack_copies(kv, p.heads_k, w0, w1, plan.packed_floats, kv_storage.data(), threads,
+                [&](i64 b, i64 hk, float* base) { return kernels.pack_kv(p, tiles, b, hk, base); });
 
-  // Main loop.
-  const ForwardPlan plan = forward_plan(p, tiles);
+    // Main loop: the wave's tasks.
 #pragma omp parallel num_threads(threads)
-  {
-    float* ws = scratch.data() + ws_floats * omp_get_thread_num();
+    {
+      float* ws = scratch.data() + ws_floats * omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
-    for (i64 n = 0; n < plan.tasks; ++n) {
-      const ForwardTask task = plan.task(p, tiles, n);
-      const PackedKv& group_kv = kv[static_cast<std::size_t>(task.b * p.heads_k + p.kv_head(task.h))];
-      kernels.forward_block(p, tiles, task.b, task.h, task.q0, task.q1, group_kv, ws);
+      for (i64 n = w0 * plan.tasks_per_pair(); n < w1 * plan.tasks_per_pair(); ++n) {
+        const ForwardTask task = plan.task(p, tiles, n);
+        const PackedKv& group_kv = kv[static_cast<std::size_t>(task.b * p.heads_k + p.kv_head(task.h))];
+        kernels.forward_block(p, tiles, task.b, task.h, task.q0, task.q1, group_kv, ws);
+      }
     }
   }
 }
@@ -225,7 +242,7 @@ void flash_backward(const Problem& p) {
 
   // Q and dO packed for the kernels where the build asks (PackedQ), a wave of groups at a
   // time: pack the wave's query heads, run its tasks (BackwardPlan::groups_per_wave).
-  const i64 q_floats = kernels.packed_q_floats(p, tiles), heads_per_group = plan.pairs_per_task * p.group();
+  const i64 q_floats = plan.packed_q_floats, heads_per_group = plan.pairs_per_task * p.group();
   Buffer q_storage(static_cast<std::size_t>(plan.groups_per_wave * heads_per_group * q_floats));
   std::vector<PackedQ> packed_q(q_floats > 0 ? static_cast<std::size_t>(p.batch * p.heads) : 0);
   for (i64 g0 = 0; g0 < plan.groups; g0 += plan.groups_per_wave) {

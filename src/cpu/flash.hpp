@@ -22,8 +22,12 @@ std::int64_t kernel_fast_memory();
 // tiles_for_fast_memory(kernel_fast_memory(), headdim, tile_unit, tile_side_cap).
 TileConfig choose_tiles(const Problem& p);
 
+// The forward's tasks (core/tiles.hpp), in waves of (batch, kv-head) pairs whose packed K
+// and V take at most 16 MiB, or one pair a thread.
+ForwardPlan flash_forward_plan(const Problem& p, const TileConfig& t);
 // The backward's tasks (core/tiles.hpp): chunks of key tiles, enough of them to keep a
-// machine busy whatever its thread count, bounded by the memory their dQ copies take.
+// machine busy whatever its thread count, bounded by the memory their dQ copies take; where
+// the build packs Q and dO, in waves of groups (at most 16 MiB of copies, or two tasks a thread).
 BackwardPlan flash_backward_plan(const Problem& p, const TileConfig& t);
 
 void flash_forward(const Problem& p);
