@@ -18,6 +18,8 @@ import os
 import statistics
 import time
 
+DTYPE_NAMES = ("f32", "bf16", "f16")  # flashattn's names, in the order of their torch dtypes in main
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -33,15 +35,15 @@ def main() -> None:
     args = parser.parse_args()
     dtype_names = args.dtype.split(",")
     for name in dtype_names:
-        if name not in ("f32", "bf16", "f16"):
-            parser.error(f"--dtype: expected f32, bf16 or f16, got {name!r}")
+        if name not in DTYPE_NAMES:
+            parser.error(f"--dtype: expected one of {', '.join(DTYPE_NAMES)}, got {name!r}")
     batches = [int(x) for x in args.batch.split(",")]
     lengths = [int(x) for x in args.seqlen_k.split(",")]
 
     import torch  # imported here so that --help and argument errors work without it
     import torch.nn.functional as F
 
-    dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+    dtypes = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
     torch.set_num_threads(args.threads)
     llc = 32 << 20
     try:

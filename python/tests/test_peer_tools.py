@@ -29,4 +29,4 @@ def test_one_line_per_dtype_and_shape_with_bytes_of_its_dtype():
 
 def test_unknown_dtype_is_refused_by_name():
     done = run_tool("--dtype", "f32,f8")
-    assert done.returncode == 2 and "--dtype: expected f32, bf16 or f16, got 'f8'" in done.stderr and not done.stdout
+    assert done.returncode == 2 and "--dtype: expected one of f32, bf16, f16, got 'f8'" in done.stderr and not done.stdout
