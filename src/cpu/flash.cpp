@@ -82,7 +82,7 @@ ForwardPlan flash_forward_plan(const Problem& p, const TileConfig& t) {
   plan.tasks = p.batch * p.heads * plan.q_tiles;
   plan.pairs = p.batch * p.heads_k;
   plan.packed_floats = kernels_for(p.isa).packed_kv_floats(p, t);
-  // A thread packs one pair, then its tasks (a pair has a query tile's worth of tasks per head).
+  // At least a pair a thread, so that every thread has a pair to pack and its tasks to run.
   plan.pairs_per_wave = units_per_wave(plan.packed_floats * i64{sizeof(float)}, plan.pairs, p.num_threads);
   return plan;
 }
