@@ -16,8 +16,8 @@ namespace flashattn {
 inline constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 
-// K and V of one (batch, kv-head), copied once per forward call into contiguous rows
-// (KernelSet::pack_kv): k is (seqlen_k + micro_rows, headdim), v is (seqlen_k, headdim
+// K and V of one (batch, kv-head), copied once per forward call (in waves of pairs:
+// flash.cpp) into contiguous rows (KernelSet::pack_kv): k is (seqlen_k + micro_rows, headdim), v is (seqlen_k, headdim
 // rounded up to micro_cols) with zero padding, f32; or, where the build multiplies bf16,
 // half the bytes: k_pairs is K in bf16 rows (headdim padded to a pair, or to 32 for AMX) and
 // V is v_pairs, pairs of rows (vdpbf16ps), or v_t, Vᵀ in bf16 (AMX) — layouts in
