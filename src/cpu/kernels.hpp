@@ -17,13 +17,13 @@ inline constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return 
 
 
 // K and V of one (batch, kv-head), copied once per forward call (in waves of pairs:
-// flash.cpp) into contiguous rows (KernelSet::pack_kv): k is (seqlen_k + micro_rows, headdim), v is (seqlen_k, headdim
-// rounded up to micro_cols) with zero padding, f32; or, where the build multiplies bf16,
-// half the bytes: k_pairs is K in bf16 rows (headdim padded to a pair, or to 32 for AMX) and
-// V is v_pairs, pairs of rows (vdpbf16ps), or v_t, Vᵀ in bf16 (AMX) — layouts in
-// kernels/flash_forward.hpp (Bf16KvLayout). In place, rows lie a whole token apart (heads ·
-// headdim floats) and a tile's rows span more pages than the TLB holds; every query tile
-// re-reads them.
+// flash.cpp) into contiguous rows (KernelSet::pack_kv): k is (seqlen_k + micro_rows,
+// headdim), v is (seqlen_k, headdim rounded up to micro_cols) with zero padding, f32; or,
+// where the build multiplies bf16, half the bytes: k_pairs is K in bf16 rows (headdim padded
+// to a pair, or to 32 for AMX) and V is v_pairs, pairs of rows (vdpbf16ps), or v_t, Vᵀ in
+// bf16 (AMX) — layouts in kernels/flash_forward.hpp (Bf16KvLayout). In place, rows lie a
+// whole token apart (heads · headdim floats) and a tile's rows span more pages than the TLB
+// holds; every query tile re-reads them.
 // Measured (8 heads, d = 64, 2 threads): reading K and V in place instead, copying only
 // the last tile, was slower even where the copy is a pass nothing overlaps: N = 1024
 // 21.8 vs 18.6 ms, N = 2048 82 vs 71 ms. Copying each group lazily in the first task that
