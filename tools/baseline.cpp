@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "core/memory.hpp"
+
 namespace flashattn::cli {
 
 namespace {
@@ -52,6 +54,18 @@ BaselineLibrary::BaselineLibrary(const std::string& library_path) : path(library
   } else {
     abi_note = "an older build without an ABI fingerprint: layout not checked, its accuracy check is the guard";
   }
+  // Optional, so that is how they are looked up.
+  auto find_optional = [&](const void* own) { return dlsym(handle_, symbol_name(own).c_str()); };
+  allocated_bytes = reinterpret_cast<std::int64_t (*)()>(find_optional(reinterpret_cast<const void*>(&flashattn::allocated_bytes)));
+  peak_allocated_bytes =
+      reinterpret_cast<std::int64_t (*)()>(find_optional(reinterpret_cast<const void*>(&flashattn::peak_allocated_bytes)));
+  reset_peak_allocated_bytes =
+      reinterpret_cast<void (*)()>(find_optional(reinterpret_cast<const void*>(&flashattn::reset_peak_allocated_bytes)));
+  if (!allocated_bytes || !peak_allocated_bytes || !reset_peak_allocated_bytes) {
+    allocated_bytes = peak_allocated_bytes = nullptr;
+    reset_peak_allocated_bytes = nullptr;
+    abi_note += "; its allocations are not counted (a build without exported counters: peak_bytes 0)";
+  }
   const std::string kvcache_name = symbol_name(reinterpret_cast<const void*>(&flashattn::forward_with_kvcache));
   void* kvcache_entry = dlsym(handle_, kvcache_name.c_str());
   auto theirs_kv = reinterpret_cast<Fingerprint>(dlsym(handle_, "flashattn_kvcache_abi_fingerprint"));
@@ -67,6 +81,20 @@ BaselineLibrary::BaselineLibrary(const std::string& library_path) : path(library
 
 BaselineLibrary::~BaselineLibrary() {
   if (handle_) dlclose(handle_);
+}
+
+std::int64_t peak_bytes_of(const BaselineLibrary* other, const std::function<void()>& run) {
+  auto allocated = other ? other->allocated_bytes : &flashattn::allocated_bytes;
+  auto peak = other ? other->peak_allocated_bytes : &flashattn::peak_allocated_bytes;
+  auto reset = other ? other->reset_peak_allocated_bytes : &flashattn::reset_peak_allocated_bytes;
+  if (!allocated) {
+    run();
+    return 0;
+  }
+  const std::int64_t before = allocated();
+  reset();
+  run();
+  return peak() - before;
 }
 
 }  // namespace flashattn::cli

@@ -4,6 +4,8 @@
 // state (memory placement, the host's load) cannot bias, since both share it.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 
 #include "flashattn/attention.hpp"
@@ -28,6 +30,8 @@ class BaselineLibrary {
   // forward_with_kvcache is found too where the build has it and shares KvCache's layout
   // (flashattn_kvcache_abi_fingerprint, unchecked on builds without it); otherwise it stays
   // null and `kvcache_missing` says why.
+  // The allocation counters (core/memory.hpp) are found too where the build exports them;
+  // otherwise they stay null and its records report peak_bytes 0.
   explicit BaselineLibrary(const std::string& path);
   ~BaselineLibrary();
   BaselineLibrary(const BaselineLibrary&) = delete;
@@ -36,11 +40,19 @@ class BaselineLibrary {
   Forward forward = nullptr;
   Backward backward = nullptr;
   ForwardWithKvCache forward_with_kvcache = nullptr;
+  std::int64_t (*allocated_bytes)() = nullptr;
+  std::int64_t (*peak_allocated_bytes)() = nullptr;
+  void (*reset_peak_allocated_bytes)() = nullptr;
   std::string path, abi_note, kvcache_missing;
   bool abi_checked = false;
 
  private:
   void* handle_ = nullptr;
 };
+
+// The peak bytes `run` allocates above what was held before it, counted by the build that
+// runs it: this one (other null) or `other`, which counts its own; 0 where `other` does not
+// export its counters (a build from before they were).
+std::int64_t peak_bytes_of(const BaselineLibrary* other, const std::function<void()>& run);
 
 }  // namespace flashattn::cli

@@ -141,7 +141,8 @@ JSON lines instead (`flashattn bench --compare --help`).
 
 JSON fields: impl, pass, batch, heads, heads_k, seqlen_q, seqlen_k, headdim, causal,
 dropout, threads, forward_kernel (--forward-kernel), isa, ms (median), gflops, flops (counted for one call), peak_bytes (bytes
-the call allocated at peak, measured), max_err (null when not checked), block_q, block_k,
+the call allocated at peak, measured by the build that ran it; 0 on a --baseline-lib build
+that does not export its counters), max_err (null when not checked), block_q, block_k,
 density (fraction of the block mask's blocks on; 1 without one), mask (none, or the
 pattern), skipped (present only on a case skipped for the memory cap, with peak_bytes the
 estimate), sgemm_gflops (the pulses after this case's runs), sgemm_ratio (gflops /
@@ -534,8 +535,8 @@ int bench_main(int argc, char** argv) {
       r.flops = fwd_flops * work * pass_factor(pc.pass);
       // The case through one build's entry points (this one's, or --baseline-lib's, whose
       // twin of every case has its own forward outputs and runs next to it in every round):
-      // checked, its backward's inputs made, warmed up (its peak memory: this build's counter
-      // sees only this build's allocations), and queued for timing.
+      // checked, its backward's inputs made, warmed up (its peak memory, by the counter of the
+      // build that runs it), and queued for timing.
       auto add = [&](Record rec, const BaselineLibrary* other) {
         const BaselineLibrary::Forward fwd_fn = other ? other->forward : &flashattn::forward;
         const BaselineLibrary::Backward bwd_fn = other ? other->backward : &flashattn::backward;
@@ -559,12 +560,7 @@ int bench_main(int argc, char** argv) {
                    bwd->dq.view(), bwd->dk.view(), bwd->dv.view(), ci.options, algorithm);
           }
         };
-        if (!earlier) {
-          const i64 before = allocated_bytes();
-          reset_peak_allocated_bytes();
-          run();  // the warm-up
-          rec.peak_bytes = other ? 0 : peak_allocated_bytes() - before;
-        }
+        if (!earlier) rec.peak_bytes = peak_bytes_of(other, run);  // the warm-up
         timed.push_back(group.size());
         group.push_back(rec);
         runs.push_back(run);

@@ -276,10 +276,7 @@ std::vector<Record> DecodeSuite::measure(const Group& g, const TimingPolicy& pol
         fresh[n].err_fraction = fraction;
         fresh[n].ok = fraction <= cfg.err_limit;
       }
-      const i64 before = allocated_bytes();
-      reset_peak_allocated_bytes();
-      run();  // the warm-up, and the call's own allocations at peak
-      fresh[n].peak_bytes = p.other ? 0 : peak_allocated_bytes() - before;  // the counter sees this build's only
+      fresh[n].peak_bytes = peak_bytes_of(p.other, run);  // the warm-up, and the call's own allocations at peak
     }
     partner.push_back(static_cast<int>(baseline_ ? timed.size() / 2 : timed.size()));
     timed.push_back(n);

@@ -30,9 +30,10 @@ class FLASHATTN_API Buffer {
   std::size_t floats_ = 0;
 };
 
-// Bytes currently held by Buffers, and the peak since the last reset.
-std::int64_t allocated_bytes();
-std::int64_t peak_allocated_bytes();
-void reset_peak_allocated_bytes();
+// Bytes currently held by Buffers, and the peak since the last reset. Exported so that
+// `flashattn bench --baseline-lib` reads another build's counters, which count its Buffers.
+FLASHATTN_API std::int64_t allocated_bytes();
+FLASHATTN_API std::int64_t peak_allocated_bytes();
+FLASHATTN_API void reset_peak_allocated_bytes();
 
 }  // namespace flashattn

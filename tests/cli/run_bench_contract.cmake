@@ -293,6 +293,19 @@ if(NOT count EQUAL 5  # the pulse; flash fwd, its twin, flash bwd, its twin
    OR NOT out MATCHES "\"impl\":\"flash\",\"pass\":\"fwd\"[^\n]*\"baseline_ratio\":[0-9.]+,\"baseline_ratio_lo\":[0-9.]+,\"baseline_ratio_hi\"")
   message(FATAL_ERROR "--baseline-lib should add twin records and paired ratios:\n${out}")
 endif()
+# Each twin's peak_bytes is counted by the copy's own allocator: the same code allocates the
+# same bytes, and some (the forward's packed K and V, the backward's scratch).
+foreach(at 1 3)
+  math(EXPR twin_at "${at} + 1")
+  list(GET lines ${at} mine)
+  list(GET lines ${twin_at} twin)
+  string(REGEX MATCH "\"peak_bytes\":([0-9]+)" _ "${mine}")
+  set(mine_bytes "${CMAKE_MATCH_1}")
+  string(REGEX MATCH "\"peak_bytes\":([0-9]+)" _ "${twin}")
+  if(NOT mine_bytes GREATER 0 OR NOT CMAKE_MATCH_1 EQUAL mine_bytes)
+    message(FATAL_ERROR "--baseline-lib's twin should count its own peak_bytes, as this build does:\n${mine}\n${twin}")
+  endif()
+endforeach()
 execute_process(COMMAND ${FLASHATTN} bench --out none --impl flash --pass fwd --seqlen 64 --repeat 1
                         --baseline-lib ${WORK_DIR}/no_such_library.so
                 RESULT_VARIABLE rc ERROR_VARIABLE err)

@@ -1,6 +1,7 @@
 # The shared libraries export the public API and nothing else of flashattn's: every
-# flashattn symbol `nm -D` finds is named in the public headers, or is one of the three
-# internals flashattn::ring builds on (src/core/problem.hpp, src/core/memory.hpp).
+# flashattn symbol `nm -D` finds is named in the public headers, or is one of the
+# internals flashattn::ring builds on (src/core/problem.hpp, src/core/memory.hpp) or the
+# allocation counters `flashattn bench --baseline-lib` reads (src/core/memory.hpp).
 # Arguments: NM, LIBRARIES (;-separated by |).
 set(allowed
   # flashattn/attention.hpp, tensor.hpp, isa.hpp, error.hpp
@@ -17,7 +18,9 @@ set(allowed
   "flashattn::ring::local_length" "flashattn::ring::shard" "flashattn::ring::unshard"
   # for flashattn::ring
   "flashattn::make_forward_problem" "flashattn::make_backward_problem" "flashattn::Buffer::Buffer"
-  "flashattn::Buffer::~Buffer" "flashattn::Buffer::operator=")
+  "flashattn::Buffer::~Buffer" "flashattn::Buffer::operator="
+  # for flashattn bench --baseline-lib
+  "flashattn::allocated_bytes" "flashattn::peak_allocated_bytes" "flashattn::reset_peak_allocated_bytes")
 string(REPLACE "|" ";" libraries "${LIBRARIES}")
 set(exported 0)
 foreach(library IN LISTS libraries)
