@@ -9,6 +9,7 @@ the last dimension must be contiguous. Semantics are the C++ library's
 alignment="top_left"; a row that sees no key gives 0 and lse −inf.
 """
 
+import operator
 from dataclasses import dataclass
 from enum import Enum
 
@@ -109,8 +110,23 @@ def dropout_mask(seed, dropout_p, batch, heads, seqlen_q, seqlen_k):
     return keep.bool()
 
 
-def _as_4d(name, t, dtypes):
-    """A mask or bias broadcastable to (batch, heads, seqlen_q, seqlen_k), as a 4-D view."""
+def _int_pair(name, value, meaning):
+    """(a, b) as two ints, or a clear error naming the argument."""
+    try:
+        first, second = value
+        return operator.index(first), operator.index(second)
+    except (TypeError, ValueError):
+        raise ValueError(f"flashattn: {name}: expected a pair of ints ({meaning}), got {value!r}") from None
+
+
+def _window(window_size):
+    return _int_pair("window_size", window_size, "left, right; -1 unbounded")
+
+
+def _as_4d(name, t, dtypes, seqlen_q, seqlen_k):
+    """A mask or bias broadcastable to (batch, heads, seqlen_q, seqlen_k), as a 4-D view:
+    batch and heads may stay 1 (the library broadcasts them), seqlen_q and seqlen_k are
+    expanded (stride 0) from 1."""
     _check_optional(name, t, dtypes)
     if t is None:
         return None
@@ -118,6 +134,9 @@ def _as_4d(name, t, dtypes):
         raise ValueError(f"flashattn: {name}: expected at most 4 dimensions, got shape {tuple(t.shape)}")
     while t.dim() < 4:
         t = t.unsqueeze(0)
+    if t.shape[2] == 1 or t.shape[3] == 1:
+        t = t.expand(t.shape[0], t.shape[1], seqlen_q if t.shape[2] == 1 else t.shape[2],
+                     seqlen_k if t.shape[3] == 1 else t.shape[3])
     return t
 
 
@@ -156,14 +175,17 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         doc_q, doc_k = document_ids
         _check_optional("document_ids[0]", doc_q, _INT32)
         _check_optional("document_ids[1]", doc_k, _INT32)
+    window_left, window_right = _window(window_size)
+    block_q, block_k = _int_pair("block_size", block_size, "block_q, block_k; 0 chooses")
     options = dict(
         softmax_scale=None if softmax_scale is None else float(softmax_scale), causal=bool(causal),
-        window_left=int(window_size[0]), window_right=int(window_size[1]), top_left=alignment == "top_left",
+        window_left=window_left, window_right=window_right, top_left=alignment == "top_left",
         prefix_length=int(prefix_length), softcap=float(softcap), alibi_slopes=alibi_slopes,
         dropout_p=float(dropout_p), key_lengths=key_lengths, document_ids_q=doc_q, document_ids_k=doc_k,
-        mask=_as_4d("mask", mask, _MASK_DTYPES), bias=_as_4d("bias", bias, (torch.float32,)),
+        mask=_as_4d("mask", mask, _MASK_DTYPES, q.shape[1], k.shape[1]),
+        bias=_as_4d("bias", bias, (torch.float32,), q.shape[1], k.shape[1]),
         algorithm=algorithm, num_threads=int(num_threads or 0), isa=isa, forward_kernel=forward_kernel,
-        num_splits=int(num_splits), block_q=int(block_size[0]), block_k=int(block_size[1]))
+        num_splits=int(num_splits), block_q=block_q, block_k=block_k)
     if block_mask is not None:
         if not isinstance(block_mask, BlockMask):
             raise TypeError("flashattn: block_mask: expected a flashattn.BlockMask")
@@ -227,10 +249,11 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     _check_optional("cu_seqlens_q", cu_seqlens_q, _INT32)
     _check_optional("cu_seqlens_k", cu_seqlens_k, _INT32)
     _check_optional("alibi_slopes", alibi_slopes, (torch.float32,))
+    window_left, window_right = _window(window_size)
     options = dict(
         cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, max_seqlen_q=int(max_seqlen_q),
         max_seqlen_k=int(max_seqlen_k), softmax_scale=None if softmax_scale is None else float(softmax_scale),
-        causal=bool(causal), window_left=int(window_size[0]), window_right=int(window_size[1]),
+        causal=bool(causal), window_left=window_left, window_right=window_right,
         softcap=float(softcap), alibi_slopes=alibi_slopes, dropout_p=float(dropout_p))
     out, lse = _call(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), options, None, True)
     return _fa2_result(out.squeeze(0), lse.squeeze(0), return_attn_probs)
@@ -263,27 +286,57 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     out, lse = kvcache_forward(
         q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, bool(rotary_interleaved),
         cache_batch_idx, block_table, alibi_slopes, None if softmax_scale is None else float(softmax_scale),
-        bool(causal), int(window_size[0]), int(window_size[1]), float(softcap), int(num_splits), 0)
+        bool(causal), *_window(window_size), float(softcap), int(num_splits), 0)
     return (out, lse) if return_softmax_lse else out
+
+
+def _sdpa_batches(t, batch_shape):
+    """(..., heads, length, d), its leading dimensions broadcast to batch_shape, as the 4-D
+    (batch, heads, length, d) the operator takes: a view unless more than one leading
+    dimension has to be flattened."""
+    while t.dim() < 3:
+        t = t.unsqueeze(0)
+    if tuple(t.shape[:-3]) != tuple(batch_shape):
+        t = t.expand(*batch_shape, *t.shape[-3:])
+    return t.reshape(-1, *t.shape[-3:]) if len(batch_shape) != 1 else t
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                                  enable_gqa=False):
-    """torch.nn.functional.scaled_dot_product_attention's signature and semantics, BHSD
-    layout: query (batch, heads, L, d), key and value (batch, heads_k, S, d). attn_mask: bool
-    (True takes part) or float (added to the scores, differentiable), broadcastable to
-    (batch, heads, L, S); a float mask in query's dtype is widened to float32 (exactly).
-    is_causal is top-left aligned, as in PyTorch. Returns (batch, heads, L, d)."""
-    _check("query", query, 4)
-    _check("key", key, 4)
-    _check("value", value, 4)
-    if query.shape[1] != key.shape[1] and not enable_gqa:
-        raise ValueError(f"flashattn: key: {key.shape[1]} heads against the query's {query.shape[1]}; "
+    """torch.nn.functional.scaled_dot_product_attention's signature and semantics:
+    query (N, ..., heads, L, d), key and value (N, ..., heads_k, S, d) — any number of leading
+    dimensions, broadcast against each other as PyTorch does; the third from last is the heads,
+    which grouped-query attention (enable_gqa, or heads_k = 1) maps onto heads_k. attn_mask:
+    bool (True takes part) or float (added to the scores, differentiable), broadcastable to
+    (N, ..., heads, L, S); a float mask in query's dtype is widened to float32 (exactly).
+    is_causal is top-left aligned, as in PyTorch. Returns (N, ..., heads, L, d). The usual
+    (batch, heads, L, d) views are read in place."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check(name, t, t.dim() if isinstance(t, torch.Tensor) else 4)
+        if t.dim() < 2:
+            raise ValueError(f"flashattn: {name}: expected at least 2 dimensions (..., length, d), "
+                             f"got shape {tuple(t.shape)}")
+    heads = query.shape[-3] if query.dim() >= 3 else 1
+    heads_k = key.shape[-3] if key.dim() >= 3 else 1
+    if heads != heads_k and heads_k != 1 and not enable_gqa:
+        raise ValueError(f"flashattn: key: {heads_k} heads against the query's {heads}; "
                          "pass enable_gqa=True for grouped-query attention")
+    try:
+        batch_shape = torch.broadcast_shapes(*(t.shape[:-3] for t in (query, key, value)))
+    except RuntimeError:
+        raise ValueError(f"flashattn: key, value: leading dimensions {tuple(key.shape[:-3])}, "
+                         f"{tuple(value.shape[:-3])} do not broadcast against the query's "
+                         f"{tuple(query.shape[:-3])}") from None
+    q, k, v = (_sdpa_batches(t, batch_shape) for t in (query, key, value))
     mask = bias = None
     if attn_mask is not None:
         _check_optional("attn_mask", attn_mask, tuple({torch.bool, torch.float32, query.dtype}))
+        if attn_mask.dim() > len(batch_shape) + 3:
+            raise ValueError(f"flashattn: attn_mask: shape {tuple(attn_mask.shape)} has more dimensions than "
+                             f"(N, ..., heads, L, S) = {tuple(batch_shape) + (heads, q.shape[2], k.shape[2])}")
+        if attn_mask.dim() > 3 and len(batch_shape) > 1:  # leading dimensions flattened as the query's
+            attn_mask = _sdpa_batches(attn_mask, batch_shape)
         mask, bias = (attn_mask, None) if attn_mask.dtype == torch.bool else (None, attn_mask.float())
-    out = attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), softmax_scale=scale,
+    out = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale,
                     causal=is_causal, alignment="top_left", dropout_p=dropout_p, mask=mask, bias=bias)
-    return out.transpose(1, 2)
+    return out.transpose(1, 2).reshape(*batch_shape, *query.shape[-min(query.dim(), 3):])

@@ -91,6 +91,73 @@ def test_sdpa_matches_pytorch(L, S):
             assert_close_by_rule(name, g, f, r)
 
 
+# PyTorch's SDPA shapes beyond (batch, heads, L, d): (L, d), (heads, L, d), several leading
+# dimensions, key and value broadcast against the query, masks broadcast against them all.
+SDPA_SHAPES = {
+    "2d": ((21, 16), (30, 16), None),
+    "3d mask": ((3, 21, 16), (3, 30, 16), (3, 21, 30)),
+    "5d gqa mask": ((2, 3, 4, 21, 16), (2, 3, 2, 30, 16), (3, 1, 21, 30)),
+    "5d kv broadcast": ((2, 3, 2, 21, 16), (1, 3, 1, 30, 16), (2, 1, 1, 1, 30)),
+    "4d kv broadcast": ((2, 2, 21, 16), (1, 2, 30, 16), (2, 2, 21, 30)),
+    "4d key padding": ((2, 2, 21, 16), (2, 2, 30, 16), (2, 1, 1, 30)),
+    "4d per query": ((2, 2, 21, 16), (2, 2, 30, 16), (21, 1)),
+}
+
+
+@pytest.mark.parametrize("name", SDPA_SHAPES)
+@pytest.mark.parametrize("mask_kind", ["bool", "float"])
+def test_sdpa_takes_pytorchs_shapes(name, mask_kind):
+    q_shape, kv_shape, mask_shape = SDPA_SHAPES[name]
+    q, k, v = randn(*q_shape, seed=1), randn(*kv_shape, seed=2), randn(*kv_shape, seed=3)
+    mask = None
+    if mask_shape is not None:
+        mask = torch.rand(mask_shape) > 0.3 if mask_kind == "bool" else randn(*mask_shape, seed=4)
+    gqa = len(kv_shape) > 2 and kv_shape[-3] not in (1, q_shape[-3])  # one kv-head broadcasts, as in PyTorch
+    got = flashattn.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
+    dout = torch.randn_like(got)
+    (got * dout).sum().backward()
+    got_grads = [q.grad, k.grad, v.grad] + ([mask.grad] if mask is not None and mask.requires_grad else [])
+
+    def pytorch(dtype):
+        leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+        m = mask
+        if mask is not None and mask.dtype != torch.bool:
+            m = mask.detach().to(dtype).requires_grad_()
+            leaves.append(m)
+        with sdpa_kernel(SDPBackend.MATH):
+            out = F.scaled_dot_product_attention(*leaves[:3], attn_mask=m, is_causal=m is None, enable_gqa=gqa)
+        (out * dout.to(dtype)).sum().backward()
+        return out, [t.grad for t in leaves]
+
+    (ref, ref_grads), (fp32, fp32_grads) = both_precisions(pytorch)
+    assert got.shape == ref.shape and len(got_grads) == len(ref_grads)
+    assert_close_by_rule("out", got, fp32, ref)
+    for what, g, f, r in zip(("dq", "dk", "dv", "dmask"), got_grads, fp32_grads, ref_grads):
+        assert g.shape == r.shape, what
+        assert_close_by_rule(what, g, f, r)
+
+
+def test_sdpa_shape_errors():
+    q = torch.randn(2, 4, 8, 16)
+    with pytest.raises(ValueError, match="query: expected at least 2 dimensions"):
+        flashattn.scaled_dot_product_attention(torch.randn(16), q, q)
+    with pytest.raises(ValueError, match="do not broadcast"):
+        flashattn.scaled_dot_product_attention(q, torch.randn(3, 4, 8, 16), torch.randn(3, 4, 8, 16))
+    with pytest.raises(ValueError, match="attn_mask: shape .* more dimensions"):
+        flashattn.scaled_dot_product_attention(q, q, q, attn_mask=torch.ones(1, 2, 4, 8, 8, dtype=torch.bool))
+
+
+def test_pairs_are_checked():
+    q = torch.randn(1, 8, 2, 16)
+    for bad in ((8,), 8, (1.5, 0), "ab"):
+        with pytest.raises(ValueError, match="window_size: expected a pair of ints"):
+            flashattn.flash_attn_func(q, q, q, window_size=bad)
+    with pytest.raises(ValueError, match="block_size: expected a pair of ints"):
+        flashattn.attention(q, q, q, block_size=(32,))
+    with pytest.raises(ValueError, match="window_size"):
+        flashattn.flash_attn_with_kvcache(q[:, :1], q, q, window_size=(1, 2, 3))
+
+
 def test_sdpa_gqa_needs_enable_gqa():
     q, k = torch.randn(1, 4, 8, 16), torch.randn(1, 2, 8, 16)
     with pytest.raises(ValueError, match="enable_gqa"):
