@@ -25,7 +25,8 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 struct Spec {
   i64 batch = 1, seqlen_q = 1, seqlen_new = 0, heads = 4, heads_k = 1, d = 64;
-  std::vector<std::int32_t> filled;  // cache_seqlens
+  std::vector<std::int32_t> filled;   // cache_seqlens
+  std::vector<std::int32_t> leftpad;  // cache_leftpad (empty: none); the rows before it stay NaN
   i64 capacity = 64;                 // keys each batch can hold (paged: whole pages)
   i64 page_size = 0;                 // 0: contiguous
   bool causal = false;
@@ -37,11 +38,15 @@ struct Spec {
   bool batch_idx = false;  // contiguous: batch b uses cache row batch − b (row 0 unused)
   std::uint64_t seed = 1;
 
+  i64 pad(i64 b) const { return leftpad.empty() ? 0 : leftpad[b]; }
+
   std::string name() const {
     std::ostringstream s;
     s << "b" << batch << "_q" << seqlen_q << "_new" << seqlen_new << "_h" << heads << "_hk" << heads_k << "_d" << d
       << "_cap" << capacity << "_filled";
     for (std::int32_t f : filled) s << "_" << f;
+    if (!leftpad.empty()) s << "_leftpad";
+    for (std::int32_t f : leftpad) s << "_" << f;
     s << (page_size ? "_page" + std::to_string(page_size) : std::string("_contiguous"));
     if (causal) s << "_causal";
     if (window_left >= 0 || window_right >= 0) s << "_window" << window_left << "_" << window_right;
@@ -73,8 +78,8 @@ struct Cache {
   TensorView v_view() const { return TensorView::contiguous(v.data(), {rows, per_row, spec.heads_k, spec.d}); }
 };
 
-// The logical contents: keys 0 .. filled[b] − 1 of every batch from the spec's seed, NaN
-// everywhere else (rows beyond, unused pages and rows).
+// The logical contents: keys pad(b) .. filled[b] − 1 of every batch from the spec's seed, NaN
+// everywhere else (rows before and beyond, unused pages and rows).
 Cache make_cache(const Spec& s) {
   Cache c;
   c.spec = s;
@@ -99,7 +104,7 @@ Cache make_cache(const Spec& s) {
   std::mt19937 rng(static_cast<unsigned>(s.seed * 7 + 1));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (i64 b = 0; b < s.batch; ++b) {
-    for (i64 j = 0; j < s.filled[b]; ++j) {
+    for (i64 j = s.pad(b); j < s.filled[b]; ++j) {
       for (i64 e = 0; e < s.heads_k * s.d; ++e) {
         c.k[c.offset(b, j) + e] = u(rng);
         c.v[c.offset(b, j) + e] = u(rng);
@@ -174,6 +179,7 @@ struct Call {
     lse.assign(static_cast<std::size_t>(s.batch * s.heads * s.seqlen_q), kNaN);
     if (s.rotary_dim > 0) rotary.emplace(s.capacity + s.seqlen_q + 1, s.rotary_dim);
     kv.cache_seqlens = spec.filled.data();
+    if (!s.leftpad.empty()) kv.cache_leftpad = spec.leftpad.data();
     if (s.batch_idx) kv.cache_batch_idx = cache.batch_idx.data();
     if (s.page_size > 0) {
       kv.block_table = cache.table.data();
@@ -198,7 +204,8 @@ struct Call {
   }
 };
 
-// Batch b's keys after the append, (L, heads_k, d), from the cache as it was before the call.
+// Batch b's keys after the append, (L, heads_k, d), from the cache as it was before the call:
+// those from its first row (pad(b)) on, at positions counted from there.
 struct Keys {
   i64 length = 0;
   std::vector<double> k, v;
@@ -207,8 +214,8 @@ Keys keys_after_append(const Call& c, const Cache& before, i64 b) {
   const Spec& s = c.spec;
   const i64 token = s.heads_k * s.d;
   Keys out;
-  out.length = s.filled[b] + s.seqlen_new;
-  for (i64 j = 0; j < out.length; ++j) {
+  out.length = s.filled[b] + s.seqlen_new - s.pad(b);
+  for (i64 j = s.pad(b); j < s.filled[b] + s.seqlen_new; ++j) {
     for (i64 h = 0; h < s.heads_k; ++h) {
       std::vector<double> krow(s.d), vrow(s.d);
       for (i64 x = 0; x < s.d; ++x) {
@@ -221,7 +228,7 @@ Keys keys_after_append(const Call& c, const Cache& before, i64 b) {
           vrow[x] = c.v_new[at];
         }
       }
-      if (j >= s.filled[b] && c.rotary) c.rotary->apply(krow.data(), j, s.interleaved);
+      if (j >= s.filled[b] && c.rotary) c.rotary->apply(krow.data(), j - s.pad(b), s.interleaved);
       out.k.insert(out.k.end(), krow.begin(), krow.end());
       out.v.insert(out.v.end(), vrow.begin(), vrow.end());
     }
@@ -243,7 +250,7 @@ void expect_matches_reference(const Call& c, const Cache& before, const std::str
         double* row = q.data() + (i * s.heads + h) * s.d;
         for (i64 x = 0; x < s.d; ++x) row[x] = c.q[((b * s.seqlen_q + i) * s.heads + h) * s.d + x];
         const bool windowed = s.causal || s.window_left >= 0 || s.window_right >= 0;
-        if (c.rotary) c.rotary->apply(row, s.filled[b] + (windowed ? i : 0), s.interleaved);
+        if (c.rotary) c.rotary->apply(row, s.filled[b] - s.pad(b) + (windowed ? i : 0), s.interleaved);
       }
     }
     harness::Case one;
@@ -283,8 +290,9 @@ void expect_matches_reference(const Call& c, const Cache& before, const std::str
   }
 }
 
-// The new keys and values sit at cache_seqlens[b] + i (keys rotated), and nothing else in
-// either cache changed (NaN rows included: compared bit by bit).
+// The new keys and values sit at cache_seqlens[b] + i (keys rotated at that position less
+// the left padding), and nothing else in either cache changed (NaN rows included: compared
+// bit by bit).
 void expect_appended(const Call& c, const Cache& before) {
   const Spec& s = c.spec;
   std::vector<bool> written(c.cache.k.size(), false);
@@ -294,7 +302,7 @@ void expect_appended(const Call& c, const Cache& before) {
       for (i64 h = 0; h < s.heads_k; ++h) {
         const i64 at = c.cache.offset(b, pos) + h * s.d, from = ((b * s.seqlen_new + i) * s.heads_k + h) * s.d;
         std::vector<double> want(c.k_new.begin() + from, c.k_new.begin() + from + s.d);
-        if (c.rotary) c.rotary->apply(want.data(), pos, s.interleaved);
+        if (c.rotary) c.rotary->apply(want.data(), pos - s.pad(b), s.interleaved);
         for (i64 x = 0; x < s.d; ++x) {
           written[at + x] = true;
           EXPECT_NEAR(c.cache.k[at + x], want[x], 2e-6 * (1 + std::abs(want[x]))) << "k of batch " << b << " token " << pos;
@@ -381,6 +389,27 @@ std::vector<Spec> cache_specs() {
   add(prefill);
   prefill.page_size = 16;
   add(prefill);
+  // Left padding (contiguous caches): rotary positions counted from each batch's first row,
+  // a batch padded up to its length (only the appended keys), chosen cache rows; a window
+  // with ALiBi and softcap; a chunked prefill (the tiled kernel).
+  Spec pad;
+  pad.batch = 3, pad.seqlen_q = 2, pad.seqlen_new = 2, pad.heads = 8, pad.heads_k = 2, pad.d = 64;
+  pad.filled = {40, 7, 5};
+  pad.leftpad = {13, 0, 5};
+  pad.capacity = 64;
+  pad.causal = true;
+  pad.rotary_dim = 32;
+  pad.batch_idx = true;
+  add(pad);
+  Spec pad_window = w;
+  pad_window.page_size = 0;
+  pad_window.leftpad = {250, 69};
+  add(pad_window);
+  Spec pad_prefill = prefill;
+  pad_prefill.page_size = 0;
+  pad_prefill.filled = {60, 10};
+  pad_prefill.leftpad = {21, 10};
+  add(pad_prefill);
   return specs;
 }
 
@@ -659,6 +688,19 @@ TEST(KvCacheErrors, RefusedBeforeAnythingIsWritten) {
     expect_refused(c, plain, "cache.cache_batch_idx: names one cache row twice");
     c.cache.batch_idx[1] = 7;
     expect_refused(c, plain, "cache.cache_batch_idx: entry 1 is 7");
+  }
+  {
+    Spec s = small_spec(0);
+    s.leftpad = {6, 0};
+    Call c(s);
+    expect_refused(c, plain, "cache.cache_leftpad: entry 0 is 6, expected 0 .. 5 (that batch's cache_seqlens)");
+    s.leftpad = {0, -1};
+    Call negative(s);
+    expect_refused(negative, plain, "cache.cache_leftpad: entry 1 is -1");
+    s = small_spec(8);
+    s.leftpad = {1, 1};
+    Call paged(s);
+    expect_refused(paged, plain, "cache.cache_leftpad: cannot be combined with block_table");
   }
   {
     Call c(small_spec(0));  // k_new inside the cache it is appended to

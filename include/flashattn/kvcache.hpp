@@ -11,7 +11,8 @@
 //
 // A call first writes k_new and v_new into each batch's cache at positions
 // cache_seqlens[b] .. cache_seqlens[b] + seqlen_new − 1 (rotated first when rotary_cos is
-// given), then attends q to that batch's keys 0 .. L_b − 1, L_b = cache_seqlens[b] + seqlen_new.
+// given), then attends q to that batch's keys P_b .. L_b − 1, L_b = cache_seqlens[b] + seqlen_new,
+// P_b = cache_leftpad[b] (0 without it).
 // causal and windows are aligned to the end of each batch's keys: query i sits at key
 // position L_b − seqlen_q + i, so the last query sees every key. Nothing else in the caches
 // is read or written, and a call that throws has written nothing (caches included).
@@ -56,6 +57,11 @@ struct KvCache {
   //   x'_a = x_a cos − x_b sin,   x'_b = x_a sin + x_b cos.
   std::optional<TensorView> rotary_cos, rotary_sin;
   bool rotary_interleaved = false;
+  // Left padding (FlashAttention-2's cache_leftpad), contiguous caches only: batch b's tokens
+  // start at row cache_leftpad[b] (0 .. cache_seqlens[b]), one int32 per batch (null: 0).
+  // The rows before it are neither read nor written, and positions count from it: the
+  // rotary positions above are cache_seqlens[b] − cache_leftpad[b] + i.
+  const std::int32_t* cache_leftpad = nullptr;
 };
 
 // Appends k_new / v_new into the caches (when given) and writes out and lse. Throws

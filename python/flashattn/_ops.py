@@ -74,7 +74,7 @@ _lib.define(
 _lib.define(
     "forward_with_kvcache(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor cache_seqlens, "
     "Tensor? k_new, Tensor? v_new, Tensor? rotary_cos, Tensor? rotary_sin, bool rotary_interleaved, "
-    "Tensor? cache_batch_idx, Tensor? block_table, Tensor? alibi_slopes, float? softmax_scale, bool causal, "
+    "Tensor? cache_batch_idx, Tensor? cache_leftpad, Tensor? block_table, Tensor? alibi_slopes, float? softmax_scale, bool causal, "
     "int window_left, int window_right, float softcap, int num_splits, int num_threads) -> (Tensor, Tensor)"
 )
 
@@ -237,7 +237,8 @@ def kvcache_forward(q, k_cache, v_cache, *rest):
 
 @torch.library.impl(_lib, "forward_with_kvcache", "CPU")
 def _kvcache_cpu(q, k_cache, v_cache, cache_seqlens, k_new, v_new, rotary_cos, rotary_sin, rotary_interleaved,
-                 cache_batch_idx, block_table, alibi_slopes, softmax_scale, causal, window_left, window_right,
+                 cache_batch_idx, cache_leftpad, block_table, alibi_slopes, softmax_scale, causal, window_left,
+                 window_right,
                  softcap, num_splits, num_threads):
     out = torch.empty(q.shape, dtype=q.dtype)
     lse = torch.empty(_lse_shape(q), dtype=torch.float32)
@@ -245,7 +246,8 @@ def _kvcache_cpu(q, k_cache, v_cache, cache_seqlens, k_new, v_new, rotary_cos, r
                                window_left=window_left, window_right=window_right, softcap=softcap,
                                num_splits=num_splits, num_threads=num_threads))
     tensors = [None if t is None else _plain(t) for t in (q, k_cache, v_cache, out, lse, cache_seqlens, k_new,
-                                                           v_new, rotary_cos, rotary_sin, cache_batch_idx, block_table)]
+                                                           v_new, rotary_cos, rotary_sin, cache_batch_idx,
+                                                           cache_leftpad, block_table)]
     _C.forward_with_kvcache(*tensors[:10], rotary_interleaved, *tensors[10:], o)
     return out, lse
 

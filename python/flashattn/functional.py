@@ -260,12 +260,15 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
 
 
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
-                            cache_seqlens=None, cache_batch_idx=None, block_table=None, softmax_scale=None,
+                            cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
+                            softmax_scale=None,
                             causal=False, window_size=(-1, -1), softcap=0.0, rotary_interleaved=True,
                             alibi_slopes=None, num_splits=0, return_softmax_lse=False):
     """FlashAttention-2's decoding call: appends k, v (batch, seqlen_new, heads_k, d) into the
     caches in place at cache_seqlens (an int or int32 (batch,)), then attends q to each
-    batch's cache_seqlens[b] + seqlen_new keys. Paged caches: k_cache and v_cache
+    batch's cache_seqlens[b] + seqlen_new keys. cache_leftpad: int32 (batch,), where each
+    batch's tokens start in its cache row (contiguous caches): keys before it are not seen,
+    and rotary positions count from it. Paged caches: k_cache and v_cache
     (num_pages, page_size, heads_k, d) with block_table int32 (batch, max_pages). q, the caches
     and k, v share one dtype (float32, bfloat16 or float16: a 16-bit cache is read in place at 2
     bytes per element; appended keys are rotated in float32, then rounded). No autograd."""
@@ -281,11 +284,11 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     if isinstance(cache_seqlens, int):
         cache_seqlens = torch.full((q.shape[0],), cache_seqlens, dtype=torch.int32)
     for name, t in (("cache_seqlens", cache_seqlens), ("cache_batch_idx", cache_batch_idx),
-                    ("block_table", block_table)):
+                    ("cache_leftpad", cache_leftpad), ("block_table", block_table)):
         _check_optional(name, t, _INT32)
     out, lse = kvcache_forward(
         q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, bool(rotary_interleaved),
-        cache_batch_idx, block_table, alibi_slopes, None if softmax_scale is None else float(softmax_scale),
+        cache_batch_idx, cache_leftpad, block_table, alibi_slopes, None if softmax_scale is None else float(softmax_scale),
         bool(causal), *_window(window_size), float(softcap), int(num_splits), 0)
     return (out, lse) if return_softmax_lse else out
 

@@ -221,12 +221,14 @@ void kvcache_call(const Array& q, const Array& k_cache, const Array& v_cache, co
                   const Array& cache_seqlens, const std::optional<Array>& k_new, const std::optional<Array>& v_new,
                   const std::optional<Array>& rotary_cos, const std::optional<Array>& rotary_sin,
                   bool rotary_interleaved, const std::optional<Array>& cache_batch_idx,
-                  const std::optional<Array>& block_table, const Options& o) {
+                  const std::optional<Array>& cache_leftpad, const std::optional<Array>& block_table,
+                  const Options& o) {
   const std::int64_t batch = dim(q, 0);
   const AttentionOptions options = attention_options(o, batch, dim(q, 2), dim(q, 1), 0);
   KvCache cache;
   cache.cache_seqlens = vector_data<std::int32_t>(cache_seqlens, "cache_seqlens", batch);
   cache.cache_batch_idx = vector_data<std::int32_t>(cache_batch_idx, "cache_batch_idx", batch);
+  cache.cache_leftpad = vector_data<std::int32_t>(cache_leftpad, "cache_leftpad", batch);
   if (block_table) {
     if (block_table->ndim() != 2 || dim(*block_table, 0) != batch) {
       throw nb::value_error(("flashattn: block_table: expected int32 (batch=" + std::to_string(batch) +
@@ -312,7 +314,8 @@ NB_MODULE(_C, m) {
   m.def("forward_with_kvcache", &kvcache_call, nb::arg("q"), nb::arg("k_cache"), nb::arg("v_cache"), nb::arg("out"),
         nb::arg("lse"), nb::arg("cache_seqlens"), nb::arg("k_new").none(), nb::arg("v_new").none(),
         nb::arg("rotary_cos").none(), nb::arg("rotary_sin").none(), nb::arg("rotary_interleaved"),
-        nb::arg("cache_batch_idx").none(), nb::arg("block_table").none(), nb::arg("options"),
+        nb::arg("cache_batch_idx").none(), nb::arg("cache_leftpad").none(), nb::arg("block_table").none(),
+        nb::arg("options"),
         "Appends k_new/v_new into the caches in place, then writes out and lse.");
   m.def("dropout_mask", &dropout_mask, nb::arg("seed"), nb::arg("dropout_p"), nb::arg("out"));
   m.def("local_global_blocks", [](std::int64_t r, std::int64_t c, std::int64_t w, std::int64_t g) {

@@ -258,6 +258,45 @@ def test_kvcache_appends_and_attends(paged):
         assert torch.equal(stored, k_new[b, 0])  # appended in place
 
 
+def test_kvcache_left_padding():
+    """cache_leftpad: batch b's tokens start at row cache_leftpad[b]; rows before it are never
+    read (NaN there would show), rotary positions count from it."""
+    batch, capacity, heads, heads_k, d, rotary_dim = 3, 48, 4, 2, 32, 16
+    lengths = torch.tensor([20, 9, 4], dtype=torch.int32)
+    pads = torch.tensor([7, 0, 4], dtype=torch.int32)
+    k_cache, v_cache = torch.randn(batch, capacity, heads_k, d), torch.randn(batch, capacity, heads_k, d)
+    for b in range(batch):
+        k_cache[b, :pads[b]] = v_cache[b, :pads[b]] = float("nan")
+    k_before, v_before = k_cache.clone(), v_cache.clone()
+    k_new, v_new, q = torch.randn(batch, 2, heads_k, d), torch.randn(batch, 2, heads_k, d), torch.randn(batch, 2, heads, d)
+    angle = torch.arange(capacity).double()[:, None] * 10000.0 ** (-torch.arange(rotary_dim // 2).double() * 2 / rotary_dim)
+    cos, sin = angle.cos().float(), angle.sin().float()
+
+    def rotate(x, position):  # GPT-NeoX pairs (t, t + rotary_dim / 2), x (..., d) at one position
+        x = x.clone()
+        a, b = x[..., :rotary_dim // 2].clone(), x[..., rotary_dim // 2:rotary_dim].clone()
+        x[..., :rotary_dim // 2] = a * cos[position] - b * sin[position]
+        x[..., rotary_dim // 2:rotary_dim] = a * sin[position] + b * cos[position]
+        return x
+
+    out = flashattn.flash_attn_with_kvcache(q, k_cache, v_cache, k_new, v_new, rotary_cos=cos, rotary_sin=sin,
+                                            cache_seqlens=lengths, cache_leftpad=pads, causal=True,
+                                            rotary_interleaved=False)
+    for b in range(batch):
+        n, p = int(lengths[b]), int(pads[b])
+        new_keys = torch.stack([rotate(k_new[b, i], n - p + i) for i in range(2)])
+        keys = torch.cat([k_before[b, p:n], new_keys]).unsqueeze(0)
+        values = torch.cat([v_before[b, p:n], v_new[b]]).unsqueeze(0)
+        queries = torch.stack([rotate(q[b, i], n - p + i) for i in range(2)]).unsqueeze(0)
+        expected = flashattn.flash_attn_func(queries, keys, values, causal=True)
+        torch.testing.assert_close(out[b:b + 1], expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(k_cache[b, n:n + 2], new_keys, rtol=1e-6, atol=1e-6)  # appended at n
+        assert k_cache[b, :p].isnan().all() and torch.equal(v_cache[b, n:n + 2], v_new[b])
+    with pytest.raises(ValueError, match=r"cache.cache_leftpad: entry 1 is 10, expected 0 \.\. 9"):
+        flashattn.flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lengths,
+                                          cache_leftpad=torch.tensor([0, 10, 0], dtype=torch.int32))
+
+
 def test_bad_inputs_raise_clear_errors():
     q, k, v = torch.randn(2, 8, 4, 16), torch.randn(2, 8, 2, 16), torch.randn(2, 8, 2, 16)
     with pytest.raises(ValueError, match="q: expected 4 dimensions"):

@@ -48,7 +48,8 @@ def test_opcheck_kvcache():
     q = torch.randn(2, 1, 4, 16)
     k_cache, v_cache = torch.randn(2, 32, 2, 16), torch.randn(2, 32, 2, 16)
     args = (q, k_cache, v_cache, torch.tensor([5, 9], dtype=torch.int32), torch.randn(2, 1, 2, 16),
-            torch.randn(2, 1, 2, 16), None, None, False, None, None, None, None, True, -1, -1, 0.0, 0, 0)
+            torch.randn(2, 1, 2, 16), None, None, False, None, torch.tensor([1, 0], dtype=torch.int32), None, None,
+            None, True, -1, -1, 0.0, 0, 0)
     torch.library.opcheck(torch.ops.flashattn.forward_with_kvcache.default, args)
 
 

@@ -62,7 +62,7 @@ void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const 
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (i64 b = 0; b < batch; ++b) {
       for (i64 i = 0; i < seqlen_q; ++i) {
-        const i64 pos = call.cache_seqlens[b] + (call.rotate_q_per_position ? i : 0);
+        const i64 pos = call.filled[b] + (call.rotate_q_per_position ? i : 0);
         for (i64 h = 0; h < heads; ++h) {
           float* dst = rq.row(b, i, h);
           kernels.convert_to_f32(dtype, batches[b].q.row(0, i, h, dtype), dst, d);
@@ -81,14 +81,14 @@ void forward_with_kvcache(const TensorView& q, const TensorView& k_cache, const 
     }
   }
 
-  // Append: new token i of batch b goes to position cache_seqlens[b] + i (its page when paged),
+  // Append: new token i of batch b goes to position filled[b] + i (its page when paged),
   // rotated in f32 and rounded once into a 16-bit cache.
   if (call.k_new.data != nullptr) {
 #pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
     for (i64 b = 0; b < batch; ++b) {
       for (i64 i = 0; i < call.seqlen_new; ++i) {
         const Problem& p = batches[b];
-        const i64 pos = call.cache_seqlens[b] + i;
+        const i64 pos = call.filled[b] + i;
         const i64 bytes = d * element_bytes(dtype);
         for (i64 h = 0; h < heads_k; ++h) {
           void* k = advance(p.k.data, p.kv_offset(p.k, 0, pos) + h * p.k.stride_h, dtype);

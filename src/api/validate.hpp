@@ -19,16 +19,18 @@ namespace flashattn {
 // batch's rows). kvcache.cpp appends and rotates; the forward kernels attend.
 struct KvCacheCall {
   std::vector<Problem> batches;
-  const std::int32_t* cache_seqlens = nullptr;
+  // Tokens already in each batch's cache, counted from its first row (cache_leftpad): the
+  // batches' k and v start there, so positions (appends, rotary) are filled[b] + i.
+  std::vector<std::int64_t> filled;
   std::int64_t seqlen_new = 0;
   Bshd k_new, v_new;  // data null: nothing to append; new key i of batch b goes to
-                      // batches[b].kv_row(batches[b].k, 0, cache_seqlens[b] + i, h)
+                      // batches[b].kv_row(batches[b].k, 0, filled[b] + i, h)
   // Rotary embedding (rotary_dim 0: none): cos and sin rows of rotary_dim / 2 values.
   const float* cos = nullptr;
   const float* sin = nullptr;
   std::int64_t cos_stride = 0, sin_stride = 0, rotary_dim = 0;
   bool interleaved = false;
-  bool rotate_q_per_position = false;  // causal or windowed: query i at cache_seqlens + i
+  bool rotate_q_per_position = false;  // causal or windowed: query i at filled + i
 };
 
 // Checks `options` against a problem whose shape fields are set and stores them in p;

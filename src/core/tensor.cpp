@@ -65,7 +65,7 @@ extern "C" std::uint64_t flashattn_kvcache_abi_fingerprint() {
   LayoutHash h;
   const KvCache kv;
   h.add(kv, kv.cache_seqlens, kv.cache_batch_idx, kv.block_table, kv.max_pages, kv.block_table_stride, kv.k_new,
-        kv.v_new, kv.rotary_cos, kv.rotary_sin, kv.rotary_interleaved);
+        kv.v_new, kv.rotary_cos, kv.rotary_sin, kv.rotary_interleaved, kv.cache_leftpad);
   return h.value;
 }
 
