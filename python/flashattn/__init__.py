@@ -21,6 +21,8 @@ from .functional import (
     flash_attn_kvpacked_func,
     flash_attn_qkvpacked_func,
     flash_attn_varlen_func,
+    flash_attn_varlen_kvpacked_func,
+    flash_attn_varlen_qkvpacked_func,
     flash_attn_with_kvcache,
     scaled_dot_product_attention,
 )
@@ -30,6 +32,7 @@ default_isa = _C.default_isa
 
 __all__ = [
     "Algorithm", "BlockMask", "SUPPORTED_DTYPES", "attention", "default_isa", "dropout_mask", "flash_attn_func",
-    "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func", "flash_attn_varlen_func", "flash_attn_with_kvcache",
+    "flash_attn_kvpacked_func", "flash_attn_qkvpacked_func", "flash_attn_varlen_func", "flash_attn_varlen_kvpacked_func",
+    "flash_attn_varlen_qkvpacked_func", "flash_attn_with_kvcache",
     "scaled_dot_product_attention", "supported_isas",
 ]

@@ -50,6 +50,28 @@ def test_packed_inputs_are_read_in_place():
     assert args[1].data_ptr() == kv.data_ptr() and args[2].data_ptr() == kv[:, :, 1].data_ptr()
 
 
+def test_packed_varlen_inputs_are_read_in_place():
+    cu = torch.tensor([0, 30, 31, 77], dtype=torch.int32)
+    qkv = torch.randn(77, 3, 4, 32, requires_grad=True)
+    with RecordOps() as rec:
+        out, lse, _ = flashattn.flash_attn_varlen_qkvpacked_func(qkv, cu, 46, causal=True, return_attn_probs=True)
+    (args,) = flash_inputs(rec)
+    assert [a.data_ptr() for a in args[:3]] == [qkv[:, i].data_ptr() for i in range(3)]
+    q, k, v = (t.detach().contiguous().requires_grad_() for t in qkv.unbind(1))
+    want, want_lse, _ = flashattn.flash_attn_varlen_func(q, k, v, cu, cu, 46, 46, causal=True, return_attn_probs=True)
+    assert torch.equal(out, want) and torch.equal(lse, want_lse)
+    dout = torch.randn_like(out)
+    (out * dout).sum().backward()
+    (want * dout).sum().backward()
+    assert torch.equal(qkv.grad, torch.stack([q.grad, k.grad, v.grad], 1))
+    kv = qkv.detach()[:, 1:]
+    with RecordOps() as rec:
+        got = flashattn.flash_attn_varlen_kvpacked_func(q.detach(), kv, cu, cu, 46, 46, causal=True)
+    (args,) = flash_inputs(rec)
+    assert args[1].data_ptr() == kv.data_ptr() and args[2].data_ptr() == kv[:, 1].data_ptr()
+    assert torch.equal(got, want)
+
+
 def test_bhsd_view_is_read_in_place():
     q, k, v = (torch.randn(2, 4, 50, 16) for _ in range(3))  # BHSD, as SDPA takes it
     with RecordOps() as rec:
