@@ -54,13 +54,13 @@ BaselineLibrary::BaselineLibrary(const std::string& library_path) : path(library
   } else {
     abi_note = "an older build without an ABI fingerprint: layout not checked, its accuracy check is the guard";
   }
-  // Optional, so that is how they are looked up.
-  auto find_optional = [&](const void* own) { return dlsym(handle_, symbol_name(own).c_str()); };
-  allocated_bytes = reinterpret_cast<std::int64_t (*)()>(find_optional(reinterpret_cast<const void*>(&flashattn::allocated_bytes)));
-  peak_allocated_bytes =
-      reinterpret_cast<std::int64_t (*)()>(find_optional(reinterpret_cast<const void*>(&flashattn::peak_allocated_bytes)));
-  reset_peak_allocated_bytes =
-      reinterpret_cast<void (*)()>(find_optional(reinterpret_cast<const void*>(&flashattn::reset_peak_allocated_bytes)));
+  // The allocation counters: builds from before they were exported lack them.
+  auto find_optional = [&](auto own) {
+    return reinterpret_cast<decltype(own)>(dlsym(handle_, symbol_name(reinterpret_cast<const void*>(own)).c_str()));
+  };
+  allocated_bytes = find_optional(&flashattn::allocated_bytes);
+  peak_allocated_bytes = find_optional(&flashattn::peak_allocated_bytes);
+  reset_peak_allocated_bytes = find_optional(&flashattn::reset_peak_allocated_bytes);
   if (!allocated_bytes || !peak_allocated_bytes || !reset_peak_allocated_bytes) {
     allocated_bytes = peak_allocated_bytes = nullptr;
     reset_peak_allocated_bytes = nullptr;

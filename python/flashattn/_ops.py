@@ -74,8 +74,9 @@ _lib.define(
 _lib.define(
     "forward_with_kvcache(Tensor q, Tensor(a!) k_cache, Tensor(b!) v_cache, Tensor cache_seqlens, "
     "Tensor? k_new, Tensor? v_new, Tensor? rotary_cos, Tensor? rotary_sin, bool rotary_interleaved, "
-    "Tensor? cache_batch_idx, Tensor? cache_leftpad, Tensor? block_table, Tensor? alibi_slopes, float? softmax_scale, bool causal, "
-    "int window_left, int window_right, float softcap, int num_splits, int num_threads) -> (Tensor, Tensor)"
+    "Tensor? cache_batch_idx, Tensor? cache_leftpad, Tensor? block_table, Tensor? alibi_slopes, "
+    "float? softmax_scale, bool causal, int window_left, int window_right, float softcap, int num_splits, "
+    "int num_threads) -> (Tensor, Tensor)"
 )
 
 
@@ -238,8 +239,7 @@ def kvcache_forward(q, k_cache, v_cache, *rest):
 @torch.library.impl(_lib, "forward_with_kvcache", "CPU")
 def _kvcache_cpu(q, k_cache, v_cache, cache_seqlens, k_new, v_new, rotary_cos, rotary_sin, rotary_interleaved,
                  cache_batch_idx, cache_leftpad, block_table, alibi_slopes, softmax_scale, causal, window_left,
-                 window_right,
-                 softcap, num_splits, num_threads):
+                 window_right, softcap, num_splits, num_threads):
     out = torch.empty(q.shape, dtype=q.dtype)
     lse = torch.empty(_lse_shape(q), dtype=torch.float32)
     o = _options(option_values(alibi_slopes=alibi_slopes, softmax_scale=softmax_scale, causal=causal,

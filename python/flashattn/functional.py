@@ -281,9 +281,8 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
 
 def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None,
                             cache_seqlens=None, cache_batch_idx=None, cache_leftpad=None, block_table=None,
-                            softmax_scale=None,
-                            causal=False, window_size=(-1, -1), softcap=0.0, rotary_interleaved=True,
-                            alibi_slopes=None, num_splits=0, return_softmax_lse=False):
+                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                            rotary_interleaved=True, alibi_slopes=None, num_splits=0, return_softmax_lse=False):
     """FlashAttention-2's decoding call: appends k, v (batch, seqlen_new, heads_k, d) into the
     caches in place at cache_seqlens (an int or int32 (batch,)), then attends q to each
     batch's cache_seqlens[b] + seqlen_new keys. cache_leftpad: int32 (batch,), where each
@@ -308,8 +307,9 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
         _check_optional(name, t, _INT32)
     out, lse = kvcache_forward(
         q, k_cache, v_cache, cache_seqlens, k, v, rotary_cos, rotary_sin, bool(rotary_interleaved),
-        cache_batch_idx, cache_leftpad, block_table, alibi_slopes, None if softmax_scale is None else float(softmax_scale),
-        bool(causal), *_window(window_size), float(softcap), int(num_splits), 0)
+        cache_batch_idx, cache_leftpad, block_table, alibi_slopes,
+        None if softmax_scale is None else float(softmax_scale), bool(causal), *_window(window_size), float(softcap),
+        int(num_splits), 0)
     return (out, lse) if return_softmax_lse else out
 
 
