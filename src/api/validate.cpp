@@ -612,18 +612,21 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
     }
   }
   // Left padding: a batch's first row, at most its cache_seqlens (contiguous caches only, as
-  // in FlashAttention-2).
-  std::vector<std::int64_t> leftpad(static_cast<std::size_t>(batch), 0);
-  if (cache.cache_leftpad != nullptr) {
-    if (paged) c.fail("cache.cache_leftpad", "cannot be combined with block_table (contiguous caches only)");
-    for (std::int64_t b = 0; b < batch; ++b) {
-      const std::int64_t pad = cache.cache_leftpad[b], filled = cache.cache_seqlens[b];
-      if (pad < 0 || pad > filled) {
+  // in FlashAttention-2). Positions count from it: `filled` tokens precede the new ones.
+  if (cache.cache_leftpad != nullptr && paged) {
+    c.fail("cache.cache_leftpad", "cannot be combined with block_table (contiguous caches only)");
+  }
+  std::vector<std::int64_t> leftpad(static_cast<std::size_t>(batch), 0), filled(static_cast<std::size_t>(batch));
+  for (std::int64_t b = 0; b < batch; ++b) {
+    if (cache.cache_leftpad != nullptr) {
+      const std::int64_t pad = cache.cache_leftpad[b];
+      if (pad < 0 || pad > cache.cache_seqlens[b]) {
         c.fail("cache.cache_leftpad", "entry " + std::to_string(b) + " is " + std::to_string(pad) + ", expected 0 .. " +
-                                          std::to_string(filled) + " (that batch's cache_seqlens)");
+                                          std::to_string(cache.cache_seqlens[b]) + " (that batch's cache_seqlens)");
       }
       leftpad[b] = pad;
     }
+    filled[b] = cache.cache_seqlens[b] - leftpad[b];
   }
   // Batches may share pages (a common prefix), but not the rows an append writes.
   std::sort(appended.begin(), appended.end());
@@ -656,9 +659,8 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
       if (t->shape[1] > 1 && t->stride[1] != 1) c.fail(name, "the last dimension must be contiguous (stride 1)");
     }
     for (std::int64_t b = 0; b < batch; ++b) {
-      const std::int64_t filled = cache.cache_seqlens[b] - leftpad[b];
-      const std::int64_t last_k = filled + seqlen_new - 1;
-      const std::int64_t last_q = filled + (windowed ? seqlen_q - 1 : 0);
+      const std::int64_t last_k = filled[b] + seqlen_new - 1;
+      const std::int64_t last_q = filled[b] + (windowed ? seqlen_q - 1 : 0);
       if (std::max(last_k, last_q) >= cos.shape[0]) {
         c.fail("cache.rotary_cos", "batch " + std::to_string(b) + " needs position " + std::to_string(std::max(last_k, last_q)) +
                                        ", beyond seqlen_ro = " + std::to_string(cos.shape[0]));
@@ -699,6 +701,7 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
     c.fail("options.forward_kernel", "tiled cannot read a paged cache (use split_kv or automatic)");
   }
   KvCacheCall call;
+  call.filled = std::move(filled);
   call.seqlen_new = seqlen_new;
   if (cache.k_new) {
     call.k_new = bshd(*cache.k_new);
@@ -715,7 +718,6 @@ KvCacheCall make_kvcache_call(const char* fn, const TensorView& q, const TensorV
   }
   call.batches.reserve(static_cast<std::size_t>(batch));
   for (std::int64_t b = 0; b < batch; ++b) {
-    call.filled.push_back(cache.cache_seqlens[b] - leftpad[b]);
     Problem p = base;
     p.seqlen_k = call.filled[b] + seqlen_new;
     resolve_window(p, o);
